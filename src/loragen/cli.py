@@ -1,0 +1,199 @@
+"""Command line: `loragen demo | base | zoo collect/info | train | generate`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loragen.errors import LoragenError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generate LoRA adapters from a condition.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Collect, import and inspect zoos of LoRA checkpoints.")
+app.add_typer(zoo_app, name="zoo")
+console = Console()
+
+
+def _friendly(fn):
+    """Print loragen's own errors as one red line and exit 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LoragenError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+def _summary_table(results: dict) -> Table:
+    from loragen.evaluate.evaluation import METHODS
+
+    table = Table(title=f"{results['suite']}: test accuracy (%), mean over tasks")
+    table.add_column("split")
+    for m in METHODS:
+        table.add_column(m, justify="right")
+    table.add_column("gap recovered (gen)", justify="right")
+    for split in ("seen", "unseen"):
+        r = results[split]
+        if r:
+            g = r["gap_recovered"]["generated_mean"]
+            table.add_row(split, *(f"{r[m]:.1f}" for m in METHODS), "n/a" if g is None else f"{100 * g:.0f}%")
+    return table
+
+
+@app.command()
+@_friendly
+def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, report.md, results.json, plots."),
+         suite: str = typer.Option("digits-domains", help="Built-in suite."),
+         quick: bool = typer.Option(False, help="Tiny configuration (seconds; for tests)."),
+         overwrite: bool = typer.Option(False, help="Replace an existing report in OUT (zoo and generator are reused).")):
+    """Run the whole pipeline on a built-in suite and write a report."""
+    from loragen.demo import DemoConfig, run
+
+    cfg = DemoConfig.quick(suite) if quick else DemoConfig(suite=suite)
+    results = run(out, cfg, overwrite=overwrite)
+    console.print(_summary_table(results))
+    t = results["time"]
+    console.print(f"time to an adapter: fine-tune {t['finetune_s_per_adapter']:.3f} s, generate "
+                  f"{1000 * t['generate_s_per_adapter']:.2f} ms ({results['speedup']:.0f}× faster); "
+                  f"wall {results['wall_s']:.0f} s")
+    console.print(f"report: {out / 'report.md'}  results: {out / 'results.json'}  plots: {out / 'plots'}")
+
+
+@app.command()
+@_friendly
+def base(suite: str = typer.Option("digits-domains", help="Built-in suite."),
+         rebuild: bool = typer.Option(False, help="Retrain even if cached.")):
+    """Produce and cache a suite's pretrained base model."""
+    from loragen.suites import get_suite
+
+    s = get_suite(suite)
+    model = s.base_model(rebuild=rebuild)
+    accs = {t.name: s.accuracy(model, s.data(t.name, "test")) for t in s.tasks()[:: max(1, len(s.tasks()) // 6)]}
+    console.print(f"base model of {suite} cached under {s.cache_dir}")
+    for k, v in accs.items():
+        console.print(f"  {k}: {v:.1f}% test accuracy")
+
+
+@zoo_app.command("collect")
+@_friendly
+def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resumed if it exists)."),
+                suite: str = typer.Option("digits-domains", help="Built-in suite."),
+                tasks: str = typer.Option("seen", help="'seen', 'heldout', 'all' or comma-separated task names."),
+                keep_last: int = typer.Option(10, help="N: checkpoints kept per task."),
+                save_every: int = typer.Option(10, help="Steps between kept checkpoints."),
+                steps: int = typer.Option(600, help="Fine-tuning steps per task."),
+                rank: int = typer.Option(4, help="LoRA rank.")):
+    """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
+    from loragen.collection import collect
+    from loragen.finetune import FinetuneConfig
+    from loragen.suites import get_suite
+
+    s = get_suite(suite)
+    groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
+    names = [t.name for t in groups[tasks]] if tasks in groups else [n.strip() for n in tasks.split(",") if n.strip()]
+    cfg = FinetuneConfig(rank=rank, steps=steps, keep_last=keep_last, save_every=save_every)
+    zoo, summary = collect(s, out, names, cfg)
+    console.print(f"zoo {out}: {len(zoo.tasks())} tasks, {len(zoo.entries)} checkpoints "
+                  f"({summary['collected']} collected now, {summary['resumed_skipped']} already there)")
+
+
+@zoo_app.command("info")
+@_friendly
+def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
+    """Summarise a zoo: tasks, checkpoints, layout, validation accuracy, size."""
+    from loragen.zoo import Zoo
+
+    zoo = Zoo.open(path)
+    layout = zoo.layout
+    console.print(f"zoo {path}: suite {zoo.info.get('suite')}, {len(zoo.tasks())} tasks, {len(zoo.entries)} checkpoints, "
+                  f"{zoo.size_bytes() / 1e6:.1f} MB")
+    console.print(f"layout: {len(layout.modules)} modules, P = {layout.numel} parameters: "
+                  + ", ".join(f"{m.name} ({m.in_features}→{m.out_features}, r={m.rank})" for m in layout.modules))
+    table = Table()
+    for col in ("task", "checkpoints", "steps", "val acc (last)", "val acc (best)"):
+        table.add_column(col)
+    for t in zoo.tasks():
+        rows = sorted(zoo.task_entries(t), key=lambda e: e["step"])
+        accs = [e["val_acc"] for e in rows if e["val_acc"] is not None]
+        table.add_row(t, str(len(rows)), f"{rows[0]['step']}–{rows[-1]['step']}",
+                      f"{accs[-1]:.1f}" if accs else "-", f"{max(accs):.1f}" if accs else "-")
+    console.print(table)
+
+
+@app.command()
+@_friendly
+def train(zoo: Path = typer.Option(..., help="Zoo folder."),
+          out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
+          normalization: str = typer.Option("task", help="task | global | none"),
+          ae_steps: int = typer.Option(1500, help="Autoencoder steps."),
+          diffusion_steps: int = typer.Option(2000, help="Denoiser steps."),
+          overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
+    """Fit the pdiff generator on a zoo."""
+    from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
+    from loragen.generators.pdiff.generator import CONFIG_FILE
+    from loragen.zoo import Zoo
+
+    if (out / CONFIG_FILE).exists() and not overwrite:
+        raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
+    cfg = PDiffConfig(normalization=normalization, ae_steps=ae_steps, diffusion_steps=diffusion_steps)
+    gen = PDiffGenerator.fit(Zoo.open(zoo), cfg, out=out)
+    s = gen.fit_summary
+    console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "
+                  f"diffusion loss {s['diffusion_loss']:.5f}, {s['fit_s']:.0f} s")
+
+
+@app.command()
+@_friendly
+def generate(generator: Path = typer.Option(..., help="Trained generator folder."),
+             out: Path = typer.Option(..., help="Folder for the adapters (one PEFT folder each)."),
+             task: Optional[str] = typer.Option(None, help="A suite task whose exemplars are the condition."),
+             images: Optional[Path] = typer.Option(None, help="Condition from a safetensors file with 'images' (K, H, W)."),
+             suite: str = typer.Option("digits-domains", help="Built-in suite (with --task)."),
+             n: int = typer.Option(5, help="Number of adapters."),
+             seed: int = typer.Option(0, help="Sampling seed."),
+             overwrite: bool = typer.Option(False, help="Replace existing adapter folders.")):
+    """Write N adapters for a condition as PEFT folders."""
+    import time
+
+    from loragen.conditions import Condition
+    from loragen.generators.pdiff import PDiffGenerator
+
+    if (task is None) == (images is None):
+        raise LoragenError("give exactly one condition: --task NAME or --images FILE; found "
+                           + ("both" if task else "neither"))
+    gen = PDiffGenerator.load(generator)
+    if task is not None:
+        from loragen.suites import get_suite
+
+        cond = get_suite(suite).condition(task)
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            cond = Condition(task=images.stem, images=load_file(str(images))["images"])
+        except Exception as e:
+            raise LoragenError(f"expected a safetensors file with a tensor 'images' (K, H, W) at {images}: {e}") from e
+    t0 = time.perf_counter()
+    adapters = gen.generate(cond, n=n, seed=seed)
+    dt = time.perf_counter() - t0
+    for i, a in enumerate(adapters):
+        a.save(out / f"adapter_{i}", overwrite=overwrite)
+    console.print(f"{n} adapters for {cond.task!r} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
+
+
+def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,37 @@
+"""Collecting a zoo: fine-tune each task of a suite and append its checkpoints, resuming where a run stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loragen.finetune import FinetuneConfig, finetune
+from loragen.layout import LoraLayout
+from loragen.progress import progress_bar
+from loragen.suites.suite import Suite
+from loragen.zoo import Zoo
+
+
+def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig, show: bool = True) -> tuple[Zoo, dict]:
+    """Fine-tune `tasks` into the zoo at `out`; tasks already there are skipped. Returns the zoo and a summary."""
+    base = suite.base_model()
+    layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha)
+    for t in tasks:
+        suite.task(t)  # unknown names fail before any work
+    info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None)}
+    zoo = Zoo.create(out, layout, info)
+    todo = [t for t in tasks if t not in zoo.tasks()]
+    done_before = len(tasks) - len(todo)
+    times = []
+    with progress_bar(show) as bar:
+        job = bar.add_task(f"zoo {Path(out).name}", total=len(todo))
+        for t in todo:
+            adapters, seconds = finetune(suite, base, layout, t, cfg)
+            train = suite.data(t, "train")
+            pool = suite.condition(t)
+            pool.images = train.x if pool.images is not None else None  # the whole training split, for K-subset draws
+            zoo.add_task(t, adapters, pool, {"finetune_s": seconds})
+            times.append(seconds)
+            bar.update(job, advance=1, description=f"zoo {Path(out).name}: {t} val {adapters[-1].meta['val_acc']:.1f}%")
+    summary = {"tasks": len(tasks), "resumed_skipped": done_before, "collected": len(todo),
+               "finetune_s_mean": sum(times) / len(times) if times else None}
+    return zoo, summary

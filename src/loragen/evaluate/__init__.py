@@ -1,0 +1,1 @@
+"""Evaluation: baselines, metrics and the report of generated adapters against fine-tuning."""

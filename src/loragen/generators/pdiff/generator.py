@@ -1,0 +1,247 @@
+"""PDiffGenerator: fit on a zoo, generate adapters for a condition (Cond P-Diff, Wild-P-Diff).
+
+1. Normalise each checkpoint vector (per task and per matrix by default, Cond P-Diff §3.2).
+2. Train the 1-D conv autoencoder with input and latent noise; encode the zoo to latents, standardise them.
+3. Train the conditional latent denoiser with DDPM's loss; the condition is an encoder embedding of K exemplars, a
+   fresh random K-subset of the task's pool at every step (so the denoiser sees how conditions of one task vary).
+   With task normalisation the diffused sample is [latent, task statistics] (see normalizer.py), so that a condition
+   the zoo never saw gets statistics from the same model that gives it a latent.
+4. Generate: DDIM from noise under the condition, decode, de-normalise.
+Shapes: M checkpoints, P parameters, T tasks, R condition draws per task, E condition size, D latent size,
+F statistic features, N samples.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from loragen import atomic
+from loragen.adapter import Adapter
+from loragen.checkpoint import load_state, save_state
+from loragen.conditions import Condition, get_encoder
+from loragen.errors import ConfigError, LoragenError
+from loragen.generators.pdiff.autoencoder import ParamAutoencoder
+from loragen.generators.pdiff.denoiser import LatentDenoiser
+from loragen.generators.pdiff.diffusion import LatentDiffusion
+from loragen.generators.pdiff.normalizer import MODES, Normalizer
+from loragen.layout import LoraLayout
+from loragen.progress import progress_bar
+from loragen.zoo import Zoo
+
+STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
+
+
+@dataclass
+class PDiffConfig:
+    normalization: Literal["task", "global", "none"] = "task"  # z-score per task (paper), over the zoo, or none
+    latent_dim: int = 64  # D: autoencoder latent size
+    ae_channels: tuple[int, ...] = (64, 64, 64)  # Conv1d channels: a patch layer, then blocks that halve the length
+    ae_patch: int = 16  # parameters per patch of the first Conv1d (kernel = stride)
+    input_noise: float = 1e-3  # σ of noise on the normalised input while training the autoencoder (p-diff)
+    latent_noise: float = 0.1  # σ of noise on the latent while training the autoencoder (p-diff)
+    ae_steps: int = 1500  # autoencoder optimiser steps
+    ae_lr: float = 1e-3  # autoencoder AdamW learning rate (cosine-decayed to 0)
+    width: int = 256  # W: denoiser width
+    depth: int = 3  # denoiser residual blocks
+    diffusion_steps: int = 2000  # denoiser optimiser steps
+    diffusion_lr: float = 1e-3  # denoiser AdamW learning rate (cosine-decayed to 0)
+    batch_size: int = 64  # checkpoints per optimiser step, both stages
+    num_train_timesteps: int = 1000  # DDPM steps of the noise schedule
+    prediction_type: Literal["epsilon", "sample", "v_prediction"] = "sample"  # denoiser target (see diffusion.py)
+    sample_steps: int = 25  # DDIM steps at generation
+    k_exemplars: int = 32  # K: exemplars per image condition
+    cond_draws: int = 32  # R: random K-subsets per task encoded once, one drawn per training example
+    checkpoint_every: int = 500  # optimiser steps between resumable training states
+    seed: int = 0
+    encoder: str = "image-set"  # condition encoder name (see loragen.conditions.get_encoder)
+
+    def __post_init__(self):
+        if self.normalization not in MODES:
+            raise ConfigError(f"normalization must be one of {MODES}; found {self.normalization!r}")
+        self.ae_channels = tuple(self.ae_channels)
+        for name in ("latent_dim", "ae_steps", "diffusion_steps", "batch_size", "sample_steps", "k_exemplars", "cond_draws"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
+
+
+def _draw_conditions(zoo: Zoo, encoder, config: PDiffConfig) -> torch.Tensor:
+    """(T, R, E) raw embeddings of R random K-subsets of each task's exemplar pool."""
+    g = torch.Generator().manual_seed(config.seed)
+    out = []
+    for t in zoo.tasks():
+        pool = zoo.condition(t).images
+        if pool is None:
+            raise LoragenError(f"task {t!r} in the zoo has no exemplar images; the {config.encoder!r} encoder needs them")
+        k = min(config.k_exemplars, len(pool))
+        draws = [Condition(task=t, images=pool[torch.randperm(len(pool), generator=g)[:k]]) for _ in range(config.cond_draws)]
+        out.append(encoder.encode(draws))
+    return torch.stack(out)
+
+
+def _cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * min(s, total) / total)).item()))
+
+
+class PDiffGenerator:
+    """Parameter autoencoder + conditional latent diffusion over LoRA adapters."""
+
+    name = "pdiff"
+
+    def __init__(self, config: PDiffConfig, layout: LoraLayout, tasks: list[str], cond_dim: int):
+        self.config, self.layout, self.tasks = config, layout, list(tasks)
+        self.encoder = get_encoder(config.encoder)
+        self.normalizer = Normalizer(config.normalization, layout.segment_ids(), len(tasks))
+        self.autoencoder = ParamAutoencoder(layout.numel, config.latent_dim, config.ae_channels, config.ae_patch,
+                                            config.input_noise, config.latent_noise)
+        self.sample_dim = config.latent_dim + self.normalizer.n_features  # D + F
+        self.denoiser = LatentDenoiser(self.sample_dim, cond_dim, config.width, config.depth)
+        self.diffusion = LatentDiffusion(config.num_train_timesteps, config.prediction_type)
+        # filled by fit, saved with the weights
+        self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_std_E": torch.ones(cond_dim),
+                        "sample_mean": torch.zeros(self.sample_dim), "sample_std": torch.ones(self.sample_dim)}
+
+    # ---- conditions ---------------------------------------------------------------------------------------------
+    def embed(self, conditions: list[Condition]) -> torch.Tensor:
+        """Standardised condition embeddings (B, E)."""
+        return (self.encoder.encode(conditions) - self.buffers["cond_mean_E"]) / self.buffers["cond_std_E"]
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, zoo: Zoo, config: PDiffConfig, out: str | Path | None = None, show: bool = True) -> "PDiffGenerator":
+        """Train on every checkpoint of `zoo`. With `out`, training state is saved every `checkpoint_every` steps and
+        an interrupted fit resumes from it; the finished generator is written to `out`."""
+        zoo.require_nonempty()
+        torch.manual_seed(config.seed)
+        tasks = zoo.tasks()
+        x_MP, names = zoo.all_vectors()
+        task_M = torch.tensor([tasks.index(n) for n in names])
+        conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder), config)
+        gen = cls(config, zoo.layout, tasks, conds_TRE.shape[-1])
+        mean, std = conds_TRE.flatten(0, 1).mean(0), conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
+        conds_TRE = (conds_TRE - mean) / std
+        gen.buffers.update(cond_mean_E=mean, cond_std_E=std)
+        gen.normalizer.fit(x_MP, task_M)
+        xn_MP = gen.normalizer.normalize(x_MP, task_M)
+
+        ae, den, cfg = gen.autoencoder, gen.denoiser, config
+        ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=2e-6)
+        den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion_lr, weight_decay=0.0)
+        ae_sched, den_sched = _cosine(ae_opt, cfg.ae_steps), _cosine(den_opt, cfg.diffusion_steps)
+        total = cfg.ae_steps + cfg.diffusion_steps
+        step, fingerprint = 0, {"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)}
+        state_path = Path(out) / STATE_FILE if out else None
+        if state_path and state_path.exists():
+            extra, meta = load_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt})
+            if meta["fingerprint"] != json.loads(json.dumps(fingerprint)):
+                raise LoragenError(f"{state_path} belongs to another zoo or config; remove it or use another --out")
+            step = meta["step"]
+            torch.set_rng_state(extra["rng"])
+            for s in range(min(step, cfg.ae_steps)):
+                ae_sched.step()
+            for s in range(max(0, step - cfg.ae_steps)):
+                den_sched.step()
+        gen_rng = torch.Generator().manual_seed(cfg.seed + step)
+        latents = None
+        t0, losses = time.perf_counter(), {"ae": float("nan"), "diffusion": float("nan")}
+        with progress_bar(show) as bar:
+            job = bar.add_task("pdiff", total=total, completed=step)
+            while step < total:
+                if step < cfg.ae_steps:  # 2. autoencoder
+                    ae.train()
+                    idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=gen_rng)
+                    loss = torch.nn.functional.mse_loss(ae(xn_MP[idx]), xn_MP[idx])
+                    opt, sched, key = ae_opt, ae_sched, "ae"
+                else:  # 3. latent diffusion
+                    if latents is None:
+                        latents = gen._fit_samples(xn_MP, task_M)
+                    den.train()
+                    idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=gen_rng)
+                    draw = torch.randint(0, cfg.cond_draws, (cfg.batch_size,), generator=gen_rng)
+                    loss = gen.diffusion.training_loss(den, latents[idx], conds_TRE[task_M[idx], draw])
+                    opt, sched, key = den_opt, den_sched, "diffusion"
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                losses[key] = 0.98 * losses[key] + 0.02 * loss.item() if losses[key] == losses[key] else loss.item()
+                if step % 50 == 0 or step == total:
+                    bar.update(job, completed=step, description=f"pdiff {key} loss {losses[key]:.4f}")
+                if state_path and (step % cfg.checkpoint_every == 0) and step < total:
+                    save_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt},
+                               {"rng": torch.get_rng_state()}, {"step": step, "fingerprint": fingerprint})
+            if latents is None:
+                latents = gen._fit_samples(xn_MP, task_M)
+        gen.fit_summary = {"ae_loss": losses["ae"], "diffusion_loss": losses["diffusion"], "fit_s": time.perf_counter() - t0,
+                           "tasks": len(tasks), "checkpoints": len(names)}
+        if out:
+            gen.save(out, overwrite=True)
+            state_path.unlink(missing_ok=True)
+        return gen
+
+    @torch.no_grad()
+    def _fit_samples(self, xn_MP: torch.Tensor, task_M: torch.Tensor) -> torch.Tensor:
+        """Diffusion samples (M, D + F): latents of the normalised zoo and task statistics, standardised per column."""
+        self.autoencoder.eval()
+        x = torch.cat([self.autoencoder.encode(xn_MP), self.normalizer.stat_features(task_M)], 1)
+        self.buffers["sample_mean"], self.buffers["sample_std"] = x.mean(0), x.std(0).clamp_min(1e-4)
+        return (x - self.buffers["sample_mean"]) / self.buffers["sample_std"]
+
+    # ---- generation ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_vectors(self, condition: Condition, n: int, seed: int = 0) -> torch.Tensor:
+        """(N, P) adapter vectors for one condition."""
+        if n < 1:
+            raise ConfigError(f"number of adapters to generate must be >= 1; found {n}")
+        self.autoencoder.eval()
+        self.denoiser.eval()
+        e = self.embed([condition])
+        g = torch.Generator().manual_seed(seed)
+        x = self.diffusion.sample(self.denoiser, e.expand(n, -1), self.sample_dim, self.config.sample_steps, g)
+        x = x * self.buffers["sample_std"] + self.buffers["sample_mean"]
+        z, stats = x[:, : self.config.latent_dim], x[:, self.config.latent_dim :]
+        return self.normalizer.denormalize(self.autoencoder.decode(z), stats)
+
+    def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
+        """N adapters for a condition, seen or unseen."""
+        vectors = self.generate_vectors(condition, n, seed)
+        return [Adapter.from_vector(self.layout, v, {"task": condition.task, "generator": self.name, "seed": seed, "sample": i})
+                for i, v in enumerate(vectors)]
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write generator.json + generator.safetensors into `path` (kept files elsewhere in the folder stay)."""
+        path = Path(path)
+        if (path / WEIGHTS_FILE).exists() and not overwrite:
+            raise LoragenError(f"{path} already holds a generator; pass overwrite=True (CLI: --overwrite)")
+        tensors = {f"ae.{k}": v for k, v in self.autoencoder.state_dict().items()}
+        tensors |= {f"den.{k}": v for k, v in self.denoiser.state_dict().items()}
+        tensors |= {f"norm.{k}": v for k, v in self.normalizer.state().items()}
+        tensors |= {f"buf.{k}": v for k, v in self.buffers.items()}
+        atomic.save_safetensors(path / WEIGHTS_FILE, tensors)
+        atomic.write_json(path / CONFIG_FILE, {"generator": self.name, "config": asdict(self.config), "tasks": self.tasks,
+                                               "layout": self.layout.to_dict(), "cond_dim": int(self.buffers["cond_mean_E"].numel()),
+                                               "fit_summary": getattr(self, "fit_summary", None)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PDiffGenerator":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise LoragenError(f"expected a trained generator ({CONFIG_FILE}, {WEIGHTS_FILE}) in {path}; found none")
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        gen = cls(PDiffConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"]), meta["tasks"], meta["cond_dim"])
+        t = load_file(str(path / WEIGHTS_FILE))
+        gen.autoencoder.load_state_dict({k[3:]: v for k, v in t.items() if k.startswith("ae.")})
+        gen.denoiser.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("den.")})
+        gen.normalizer.load_state({k[5:]: v for k, v in t.items() if k.startswith("norm.")})
+        gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
+        gen.fit_summary = meta.get("fit_summary")
+        return gen

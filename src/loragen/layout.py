@@ -1,0 +1,148 @@
+"""LoraLayout: which modules of a base model carry LoRA, in a fixed order, and the flat-vector view of an adapter.
+
+Shapes: r = LoRA rank, i = in_features, o = out_features, P = total number of adapter parameters, B = batch.
+A module's LoRA pair is A (r, i) and B (o, r), as PEFT stores them; its update is ΔW = (alpha / r) · B @ A (o, i).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from loragen.errors import LayoutMismatchError
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One LoRA-carrying linear module."""
+
+    name: str  # dotted module path inside the base model, e.g. "encoder.layer.0.attention.self.query"
+    in_features: int  # i: columns of the base weight
+    out_features: int  # o: rows of the base weight
+    rank: int  # r: LoRA rank
+    alpha: float  # LoRA alpha; the update is scaled by alpha / rank
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one tensor of the adapter lives in the flat vector."""
+
+    key: str  # canonical key: "<module>.lora_A" or "<module>.lora_B"
+    shape: tuple[int, ...]
+    offset: int
+    numel: int
+
+
+class LoraLayout:
+    """An ordered list of LoRA modules; flattens adapter tensors to one vector (P,) and back, exactly."""
+
+    def __init__(self, modules: list[LoraModule]):
+        if not modules:
+            raise LayoutMismatchError("a LoRA layout needs at least one module; found none")
+        names = [m.name for m in modules]
+        if len(set(names)) != len(names):
+            raise LayoutMismatchError(f"module names in a layout must be unique; found {names}")
+        self.modules = list(modules)
+        self.segments: list[Segment] = []
+        offset = 0
+        for m in self.modules:
+            for key, shape in ((f"{m.name}.lora_A", (m.rank, m.in_features)), (f"{m.name}.lora_B", (m.out_features, m.rank))):
+                n = shape[0] * shape[1]
+                self.segments.append(Segment(key, shape, offset, n))
+                offset += n
+        self.numel = offset  # P
+
+    # ---- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: nn.Module, target_modules: list[str], rank: int, alpha: float) -> "LoraLayout":
+        """Find the nn.Linear modules whose name equals a target or ends with ".<target>" (PEFT's rule), in model order."""
+        if rank < 1:
+            raise LayoutMismatchError(f"LoRA rank must be >= 1; found {rank}")
+        found = []
+        for name, module in model.named_modules():
+            if any(name == t or name.endswith("." + t) for t in target_modules):
+                if not isinstance(module, nn.Linear):
+                    raise LayoutMismatchError(f"target module {name!r} must be nn.Linear; found {type(module).__name__}")
+                found.append(LoraModule(name, module.in_features, module.out_features, rank, float(alpha)))
+        if not found:
+            linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            raise LayoutMismatchError(
+                f"target modules {target_modules} match no nn.Linear in the model; its linear modules are {linear[:20]}"
+            )
+        return cls(found)
+
+    def to_dict(self) -> dict:
+        return {"modules": [asdict(m) for m in self.modules]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LoraLayout":
+        return cls([LoraModule(**m) for m in d["modules"]])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LoraLayout) and self.modules == other.modules
+
+    def __repr__(self) -> str:
+        return f"LoraLayout({len(self.modules)} modules, P={self.numel})"
+
+    @property
+    def target_names(self) -> list[str]:
+        return [m.name for m in self.modules]
+
+    def describe_difference(self, other: "LoraLayout") -> str:
+        """One line naming the first way `other` differs from this layout."""
+        mine, theirs = {m.name: m for m in self.modules}, {m.name: m for m in other.modules}
+        if set(mine) != set(theirs):
+            return f"expected modules {sorted(mine)}, found {sorted(theirs)}"
+        for name, m in mine.items():
+            if m != theirs[name]:
+                return f"module {name!r}: expected {m}, found {theirs[name]}"
+        return "module order differs"
+
+    # ---- flat view ----------------------------------------------------------------------------------------------
+    def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Canonical tensors {"<module>.lora_A": (r, i), "<module>.lora_B": (o, r)} -> one vector (P,), float32."""
+        expected = {s.key for s in self.segments}
+        if set(tensors) != expected:
+            missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+            raise LayoutMismatchError(f"adapter tensors do not match the layout: missing {missing[:6]}, unexpected {extra[:6]}")
+        parts = []
+        for s in self.segments:
+            t = tensors[s.key]
+            if tuple(t.shape) != s.shape:
+                raise LayoutMismatchError(f"tensor {s.key!r}: expected shape {s.shape}, found {tuple(t.shape)}")
+            parts.append(t.detach().reshape(-1).to(torch.float32))
+        return torch.cat(parts)
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One vector (P,) -> canonical tensors; views are cloned so the result owns its memory."""
+        if vector.ndim != 1 or vector.numel() != self.numel:
+            raise LayoutMismatchError(f"expected a vector of shape ({self.numel},), found {tuple(vector.shape)}")
+        return {s.key: vector[s.offset : s.offset + s.numel].reshape(s.shape).clone() for s in self.segments}
+
+    def segment_ids(self) -> torch.Tensor:
+        """(P,) long: index of the segment (one per A and per B matrix) each vector entry belongs to."""
+        return torch.repeat_interleave(torch.arange(len(self.segments)), torch.tensor([s.numel for s in self.segments]))
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise if the model lacks a module of the layout or its shape differs."""
+        named = dict(model.named_modules())
+        for m in self.modules:
+            if m.name not in named:
+                raise LayoutMismatchError(f"the base model has no module {m.name!r} that the adapter targets")
+            lin = named[m.name]
+            if not isinstance(lin, nn.Linear) or (lin.in_features, lin.out_features) != (m.in_features, m.out_features):
+                found = (getattr(lin, "in_features", None), getattr(lin, "out_features", None))
+                raise LayoutMismatchError(
+                    f"module {m.name!r}: adapter expects nn.Linear with (in, out) = ({m.in_features}, {m.out_features}), "
+                    f"the base model has {type(lin).__name__} with {found}"
+                )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

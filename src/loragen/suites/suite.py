@@ -1,0 +1,68 @@
+"""What every built-in suite provides: a base model, tasks with data splits, conditions and a metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from loragen.conditions import Condition
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    heldout: bool  # True: never enters the zoo; used to test generation for unseen tasks
+    params: dict = field(default_factory=dict, hash=False)  # the task's generating factors, for plots and reports
+
+
+@dataclass
+class TaskData:
+    x: torch.Tensor  # inputs, first dim N
+    y: torch.Tensor  # (N,) class labels
+
+
+class Suite:
+    """Base class; subclasses fill in the data, the model and the conditions."""
+
+    name: str
+    target_modules: list[str]
+    metric: str = "accuracy"
+
+    def tasks(self) -> list[Task]:
+        raise NotImplementedError
+
+    def task(self, name: str) -> Task:
+        raise NotImplementedError
+
+    def data(self, task: str, split: str) -> TaskData:
+        raise NotImplementedError
+
+    def condition(self, task: str, draw: int = 0) -> Condition:
+        raise NotImplementedError
+
+    def condition_encoder(self):
+        raise NotImplementedError
+
+    def base_model(self, rebuild: bool = False) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, x) -> torch.Tensor:
+        """Logits (N, C) for a batch of inputs."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module, data: TaskData, batch: int = 1024) -> float:
+        """Accuracy in percent."""
+        model.eval()
+        correct = 0
+        for i in range(0, len(data.y), batch):
+            correct += (self.forward(model, data.x[i : i + batch]).argmax(-1) == data.y[i : i + batch]).sum().item()
+        return 100.0 * correct / len(data.y)
+
+    def seen_tasks(self) -> list[Task]:
+        return [t for t in self.tasks() if not t.heldout]
+
+    def heldout_tasks(self) -> list[Task]:
+        return [t for t in self.tasks() if t.heldout]

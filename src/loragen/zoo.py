@@ -1,0 +1,182 @@
+"""Zoo: a folder of LoRA checkpoints with each task's condition; appended atomically, one task at a time.
+
+    <zoo>/zoo.json                 layout, suite, how the checkpoints were made
+    <zoo>/manifest.jsonl           one line per checkpoint: task, step, val_acc, shard, row, n_in_task
+    <zoo>/shards/<task>.safetensors  "params" (N, P) in layout order, "condition.images" (M, H, W) when images condition
+
+A task's shard is written first (atomic rename), then all its manifest lines in one appended write. A crash can leave
+at most a torn tail of the manifest; `Zoo.open` drops any task with fewer lines than its `n_in_task` and rewrites the
+manifest atomically, so an interrupted collection resumes without losing or duplicating entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from loragen import atomic
+from loragen.adapter import Adapter, check_finite
+from loragen.conditions import Condition
+from loragen.errors import LayoutMismatchError, UnknownTaskError, ZooError
+from loragen.layout import LoraLayout
+
+INFO_FILE, MANIFEST_FILE, SHARDS = "zoo.json", "manifest.jsonl", "shards"
+
+
+def _shard_name(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", task) + ".safetensors"
+
+
+class Zoo:
+    """Read and append access to a zoo folder."""
+
+    def __init__(self, path: Path, info: dict, entries: list[dict]):
+        self.path, self.info, self.entries = path, info, entries
+        self.layout = LoraLayout.from_dict(info["layout"])
+        self._shard_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    # ---- open / create ------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, layout: LoraLayout, info: dict | None = None) -> "Zoo":
+        """Start an empty zoo; an existing zoo with the same layout is opened instead (resume)."""
+        path = Path(path)
+        if (path / INFO_FILE).exists():
+            zoo = cls.open(path)
+            if zoo.layout != layout:
+                raise LayoutMismatchError(f"zoo at {path} has another layout: {zoo.layout.describe_difference(layout)}")
+            return zoo
+        if path.exists() and any(path.iterdir()):
+            raise ZooError(f"{path} exists and is not a zoo (no {INFO_FILE}); expected an empty or new folder")
+        full = {"format": 1, **(info or {}), "layout": layout.to_dict()}
+        (path / SHARDS).mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path / INFO_FILE, full)
+        (path / MANIFEST_FILE).touch()
+        return cls(path, full, [])
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Zoo":
+        path = Path(path)
+        if not (path / INFO_FILE).is_file():
+            raise ZooError(f"expected a zoo folder with {INFO_FILE} at {path}; found {'no folder' if not path.exists() else 'none'}")
+        try:
+            info = json.loads((path / INFO_FILE).read_text())
+        except json.JSONDecodeError as e:
+            raise ZooError(f"{path / INFO_FILE} is not valid JSON: {e}") from e
+        lines = (path / MANIFEST_FILE).read_text().splitlines() if (path / MANIFEST_FILE).exists() else []
+        entries, torn = [], False
+        for i, line in enumerate(lines):
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:
+                    raise ZooError(f"{path / MANIFEST_FILE} line {i + 1} is not JSON (only a torn last line is repaired)")
+                torn = True
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e["task"]] = counts.get(e["task"], 0) + 1
+        complete = [e for e in entries if counts[e["task"]] == e["n_in_task"]]
+        seen = set()
+        for e in complete:
+            if (e["task"], e["step"]) in seen:
+                raise ZooError(f"{path / MANIFEST_FILE} holds task {e['task']!r} step {e['step']} twice")
+            seen.add((e["task"], e["step"]))
+        zoo = cls(path, info, complete)
+        if torn or len(complete) != len(entries):
+            zoo._rewrite_manifest()  # drop the incomplete task; its collection is redone on resume
+        return zoo
+
+    def _rewrite_manifest(self) -> None:
+        atomic.write_bytes(self.path / MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in self.entries).encode())
+
+    # ---- append -------------------------------------------------------------------------------------------------
+    def add_task(self, task: str, adapters: list[Adapter], condition: Condition, extra: dict | None = None) -> None:
+        """Store a task's checkpoints and condition; a task already in the zoo is refused, never duplicated."""
+        if task in self.tasks():
+            raise ZooError(f"zoo {self.path} already holds task {task!r}; expected a new task")
+        if not adapters:
+            raise ZooError(f"task {task!r}: expected at least one checkpoint, found none")
+        vectors = []
+        for a in adapters:
+            if a.layout != self.layout:
+                raise LayoutMismatchError(f"task {task!r}: {self.layout.describe_difference(a.layout)}")
+            vectors.append(a.vector())
+        params = torch.stack(vectors)  # (N, P)
+        check_finite(params, f"checkpoints of task {task!r}")
+        tensors = {"params": params}
+        if condition.images is not None:
+            tensors["condition.images"] = condition.images.float()
+        shard = f"{SHARDS}/{_shard_name(task)}"
+        atomic.save_safetensors(self.path / shard, tensors)
+        cond = {"text": condition.text, "label": condition.label, "images": "condition.images" if condition.images is not None else None}
+        lines = []
+        for row, a in enumerate(adapters):
+            entry = {"task": task, "step": a.meta.get("step", row), "val_acc": a.meta.get("val_acc"), "shard": shard,
+                     "row": row, "n_in_task": len(adapters), "condition": cond, **(extra or {})}
+            lines.append(entry)
+        with open(self.path / MANIFEST_FILE, "a") as f:  # one write: all of a task's lines or (after repair) none
+            f.write("".join(json.dumps(e) + "\n" for e in lines))
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries.extend(lines)
+
+    # ---- read ---------------------------------------------------------------------------------------------------
+    def tasks(self) -> list[str]:
+        """Task names in the order they were added."""
+        return list(dict.fromkeys(e["task"] for e in self.entries))
+
+    def _shard(self, shard: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        if shard not in self._shard_cache:
+            try:
+                self._shard_cache[shard] = load_file(str(self.path / shard))
+            except Exception as e:
+                raise ZooError(f"zoo shard {self.path / shard} is missing or unreadable: {e}") from e
+        return self._shard_cache[shard]
+
+    def require_nonempty(self) -> None:
+        if not self.entries:
+            raise ZooError(f"zoo at {self.path} is empty; expected checkpoints (run `loragen zoo collect` or `zoo import`)")
+
+    def task_entries(self, task: str) -> list[dict]:
+        rows = [e for e in self.entries if e["task"] == task]
+        if not rows:
+            raise UnknownTaskError(f"zoo {self.path} has no task {task!r}; it holds {self.tasks()}")
+        return rows
+
+    def vectors(self, task: str) -> torch.Tensor:
+        """(N, P) checkpoints of one task, in step order."""
+        rows = sorted(self.task_entries(task), key=lambda e: e["step"])
+        params = self._shard(rows[0]["shard"])["params"]
+        if params.shape[1] != self.layout.numel:
+            raise ZooError(f"shard of task {task!r}: expected {self.layout.numel} parameters per row, found {params.shape[1]}")
+        return params[[e["row"] for e in rows]]
+
+    def adapters(self, task: str) -> list[Adapter]:
+        rows = sorted(self.task_entries(task), key=lambda e: e["step"])
+        return [Adapter.from_vector(self.layout, v, {"task": task, "step": e["step"], "val_acc": e["val_acc"]})
+                for v, e in zip(self.vectors(task), rows)]
+
+    def all_vectors(self) -> tuple[torch.Tensor, list[str]]:
+        """(M, P) every checkpoint, and the task of each row."""
+        self.require_nonempty()
+        vs, names = [], []
+        for t in self.tasks():
+            v = self.vectors(t)
+            vs.append(v)
+            names += [t] * len(v)
+        return torch.cat(vs), names
+
+    def condition(self, task: str) -> Condition:
+        """The task's stored condition (for images: the whole exemplar pool, (M, H, W))."""
+        e = self.task_entries(task)[0]
+        c = e["condition"]
+        images = self._shard(e["shard"])[c["images"]] if c.get("images") else None
+        return Condition(task=task, text=c.get("text"), images=images, label=c.get("label"))
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
