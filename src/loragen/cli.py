@@ -135,7 +135,7 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 def train(zoo: Path = typer.Option(..., help="Zoo folder."),
           out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
           normalization: str = typer.Option("task", help="task | global | none"),
-          ae_steps: int = typer.Option(1500, help="Autoencoder steps."),
+          ae_steps: int = typer.Option(3000, help="Autoencoder steps."),
           diffusion_steps: int = typer.Option(2000, help="Denoiser steps."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
     """Fit the pdiff generator on a zoo."""

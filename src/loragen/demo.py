@@ -21,7 +21,7 @@ class DemoConfig:
     suite: str = "digits-domains"  # built-in suite name
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # zoo collection
     generator: PDiffConfig = field(default_factory=PDiffConfig)  # pdiff training
-    n_samples: int = 10  # N: adapters generated per condition
+    n_samples: int = 20  # N: adapters generated per condition (Cond P-Diff generates 20)
     task_stride: int = 1  # use every k-th seen task (quick runs use fewer)
     max_heldout: int | None = None  # cap on held-out tasks (quick runs)
 

@@ -45,18 +45,19 @@ class PDiffConfig:
     ae_patch: int = 16  # parameters per patch of the first Conv1d (kernel = stride)
     input_noise: float = 1e-3  # σ of noise on the normalised input while training the autoencoder (p-diff)
     latent_noise: float = 0.1  # σ of noise on the latent while training the autoencoder (p-diff)
-    ae_steps: int = 1500  # autoencoder optimiser steps
+    ae_steps: int = 3000  # autoencoder optimiser steps
     ae_lr: float = 1e-3  # autoencoder AdamW learning rate (cosine-decayed to 0)
-    width: int = 256  # W: denoiser width
+    width: int = 128  # W: denoiser width (256 gave the same accuracy at twice the generation time)
     depth: int = 3  # denoiser residual blocks
     diffusion_steps: int = 2000  # denoiser optimiser steps
     diffusion_lr: float = 1e-3  # denoiser AdamW learning rate (cosine-decayed to 0)
     batch_size: int = 64  # checkpoints per optimiser step, both stages
     num_train_timesteps: int = 1000  # DDPM steps of the noise schedule
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "sample"  # denoiser target (see diffusion.py)
-    sample_steps: int = 25  # DDIM steps at generation
+    sample_steps: int = 10  # DDIM steps at generation (z_0-prediction needs few)
     k_exemplars: int = 32  # K: exemplars per image condition
     cond_draws: int = 32  # R: random K-subsets per task encoded once, one drawn per training example
+    cond_pca: int = 8  # keep this many principal components of the tasks' condition embeddings (0: keep all)
     checkpoint_every: int = 500  # optimiser steps between resumable training states
     seed: int = 0
     encoder: str = "image-set"  # condition encoder name (see loragen.conditions.get_encoder)
@@ -84,8 +85,12 @@ def _draw_conditions(zoo: Zoo, encoder, config: PDiffConfig) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _cosine(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * min(s, total) / total)).item()))
+def _cosine(opt: torch.optim.Optimizer, total: int, done: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay to 0 over `total` steps, positioned after `done` steps (resume)."""
+    import math
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+                                             last_epoch=done - 1)
 
 
 class PDiffGenerator:
@@ -100,16 +105,22 @@ class PDiffGenerator:
         self.autoencoder = ParamAutoencoder(layout.numel, config.latent_dim, config.ae_channels, config.ae_patch,
                                             config.input_noise, config.latent_noise)
         self.sample_dim = config.latent_dim + self.normalizer.n_features  # D + F
-        self.denoiser = LatentDenoiser(self.sample_dim, cond_dim, config.width, config.depth)
+        self.denoiser = LatentDenoiser(self.sample_dim, self.cond_dim(cond_dim), config.width, config.depth)
         self.diffusion = LatentDiffusion(config.num_train_timesteps, config.prediction_type)
         # filled by fit, saved with the weights
-        self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_std_E": torch.ones(cond_dim),
+        self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_proj_EC": torch.eye(cond_dim)[:, : self.cond_dim(cond_dim)],
                         "sample_mean": torch.zeros(self.sample_dim), "sample_std": torch.ones(self.sample_dim)}
 
     # ---- conditions ---------------------------------------------------------------------------------------------
+    def cond_dim(self, encoder_dim: int) -> int:
+        """C: size of the condition the denoiser sees."""
+        return min(self.config.cond_pca, len(self.tasks)) if self.config.cond_pca else encoder_dim
+
     def embed(self, conditions: list[Condition]) -> torch.Tensor:
-        """Standardised condition embeddings (B, E)."""
-        return (self.encoder.encode(conditions) - self.buffers["cond_mean_E"]) / self.buffers["cond_std_E"]
+        """Encoder embeddings, centred and projected on the whitened principal axes of the zoo's tasks: (B, C).
+        With a few dozen tasks, a low-dimensional condition keeps the denoiser a smooth function of what varies
+        between tasks instead of fitting exemplar noise (digits-domains held-out recovery: see the README)."""
+        return (self.encoder.encode(conditions) - self.buffers["cond_mean_E"]) @ self.buffers["cond_proj_EC"]
 
     # ---- training -----------------------------------------------------------------------------------------------
     @classmethod
@@ -123,16 +134,22 @@ class PDiffGenerator:
         task_M = torch.tensor([tasks.index(n) for n in names])
         conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder), config)
         gen = cls(config, zoo.layout, tasks, conds_TRE.shape[-1])
-        mean, std = conds_TRE.flatten(0, 1).mean(0), conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
-        conds_TRE = (conds_TRE - mean) / std
-        gen.buffers.update(cond_mean_E=mean, cond_std_E=std)
+        mean = conds_TRE.flatten(0, 1).mean(0)
+        std = conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
+        if config.cond_pca:  # principal axes of the task centroids, scaled so each component has unit std over draws
+            _, _, v = torch.linalg.svd((conds_TRE.mean(1) - mean) / std, full_matrices=False)
+            proj = v[: gen.cond_dim(len(std))].T / std[:, None]  # (E, C)
+            proj = proj / ((conds_TRE.flatten(0, 1) - mean) @ proj).std(0).clamp_min(1e-6)
+        else:
+            proj = torch.diag(1 / std)
+        gen.buffers.update(cond_mean_E=mean, cond_proj_EC=proj)
+        conds_TRE = (conds_TRE - mean) @ proj  # (T, R, C)
         gen.normalizer.fit(x_MP, task_M)
         xn_MP = gen.normalizer.normalize(x_MP, task_M)
 
         ae, den, cfg = gen.autoencoder, gen.denoiser, config
         ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=2e-6)
         den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion_lr, weight_decay=0.0)
-        ae_sched, den_sched = _cosine(ae_opt, cfg.ae_steps), _cosine(den_opt, cfg.diffusion_steps)
         total = cfg.ae_steps + cfg.diffusion_steps
         step, fingerprint = 0, {"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)}
         state_path = Path(out) / STATE_FILE if out else None
@@ -142,16 +159,17 @@ class PDiffGenerator:
                 raise LoragenError(f"{state_path} belongs to another zoo or config; remove it or use another --out")
             step = meta["step"]
             torch.set_rng_state(extra["rng"])
-            for s in range(min(step, cfg.ae_steps)):
-                ae_sched.step()
-            for s in range(max(0, step - cfg.ae_steps)):
-                den_sched.step()
-        gen_rng = torch.Generator().manual_seed(cfg.seed + step)
+        for opt in (ae_opt, den_opt):
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        ae_sched = _cosine(ae_opt, cfg.ae_steps, min(step, cfg.ae_steps))
+        den_sched = _cosine(den_opt, cfg.diffusion_steps, max(0, step - cfg.ae_steps))
         latents = None
         t0, losses = time.perf_counter(), {"ae": float("nan"), "diffusion": float("nan")}
         with progress_bar(show) as bar:
             job = bar.add_task("pdiff", total=total, completed=step)
             while step < total:
+                gen_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch draws: same on resume
                 if step < cfg.ae_steps:  # 2. autoencoder
                     ae.train()
                     idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=gen_rng)

@@ -1,0 +1,22 @@
+# Two entry points do all the set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+OUT ?= runs/demo
+BIN := $(VENV)/bin
+
+$(BIN)/loragen: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+.PHONY: install demo test bench
+install: $(BIN)/loragen
+
+demo: install  ## the whole pipeline on digits-domains; report in $(OUT)
+	$(BIN)/loragen demo --out $(OUT) --overwrite
+
+test: install  ## the test suite (tiny configs, a few minutes on 2 CPU cores)
+	$(BIN)/python -m pytest
+
+bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench
+	$(BIN)/python benchmarks/digits_domains.py --out runs/bench/digits-domains

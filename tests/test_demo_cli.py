@@ -1,0 +1,67 @@
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from loragen.cli import app
+
+runner = CliRunner()
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick"])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    keys = {"base", "finetuned", "soup", "nearest", "noise", "generated_mean", "generated_best"}
+    for split in ("seen", "unseen"):
+        assert keys <= set(results[split])
+        assert all(0.0 <= results[split][k] <= 100.0 for k in keys)
+    assert results["suite"] == "digits-domains"
+    assert results["time"]["finetune_s_per_adapter"] > 0 and results["time"]["generate_s_per_adapter"] > 0
+    assert results["wall_s"] > 0
+    assert (out / "report.md").read_text().startswith("# loragen results")
+    for png in ("accuracy_per_task", "pca", "accuracy_vs_novelty"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+
+    # generated adapters were written as PEFT folders that PEFT loads onto the base model
+    from peft import PeftModel
+
+    from loragen.adapter import Adapter
+    from loragen.apply import merged
+    from loragen.suites import get_suite
+
+    suite = get_suite("digits-domains")
+    folder = next((out / "adapters").glob("*/sample_0"))
+    peft_model = PeftModel.from_pretrained(suite.base_model(), str(folder))
+    x = suite.data(folder.parent.name, "test").x[:8]
+    base = suite.base_model()
+    with merged(base, Adapter.load(folder)):
+        assert torch.allclose(peft_model(x), base(x), atol=1e-5)
+
+    # a second run refuses to overwrite the report, and with --overwrite reuses zoo and generator
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick"])
+    assert r.exit_code == 2 and "pass --overwrite" in r.output
+    manifest = (out / "zoo" / "manifest.jsonl").read_text()
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert (out / "zoo" / "manifest.jsonl").read_text() == manifest
+
+    r = runner.invoke(app, ["zoo", "info", str(out / "zoo")])
+    assert r.exit_code == 0 and "checkpoints" in r.output
+
+    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", "nope", "--out", str(tmp_path / "g")])
+    assert r.exit_code == 2 and "no task 'nope'" in r.output
+    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", "rot+000_thk+0.00",
+                            "--n", "2", "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    assert Adapter.load(tmp_path / "g" / "adapter_1").layout.numel == Adapter.load(folder).layout.numel
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = runner.invoke(app, ["zoo", "info", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "expected a zoo folder" in r.output
+    r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "missing"), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 2 and "expected a zoo folder" in r.output
+    r = runner.invoke(app, ["generate", "--generator", str(tmp_path), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 2 and "exactly one condition" in r.output

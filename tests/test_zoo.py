@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from loragen.adapter import Adapter
+from loragen.conditions import Condition
+from loragen.errors import LayoutMismatchError, UnknownTaskError, ZooError
+from loragen.layout import LoraLayout
+from loragen.zoo import MANIFEST_FILE, Zoo
+
+
+def _adapters(layout, task, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [Adapter.from_vector(layout, torch.randn(layout.numel, generator=g), {"task": task, "step": 10 * (i + 1), "val_acc": 50.0 + i})
+            for i in range(n)]
+
+
+def _cond(task):
+    return Condition(task=task, images=torch.rand(6, 4, 4))
+
+
+def test_add_and_reopen(tmp_path, tiny_layout):
+    zoo = Zoo.create(tmp_path / "z", tiny_layout, {"suite": "x"})
+    a = _adapters(tiny_layout, "a", 3, 0)
+    zoo.add_task("a", a, _cond("a"))
+    zoo.add_task("b", _adapters(tiny_layout, "b", 2, 1), _cond("b"))
+    again = Zoo.open(tmp_path / "z")
+    assert again.tasks() == ["a", "b"]
+    assert len(again.entries) == 5
+    assert torch.equal(again.vectors("a"), torch.stack([x.vector() for x in a]))
+    assert again.condition("a").images.shape == (6, 4, 4)
+    x, names = again.all_vectors()
+    assert x.shape == (5, tiny_layout.numel) and names == ["a"] * 3 + ["b"] * 2
+    assert [e["val_acc"] for e in again.task_entries("a")] == [50.0, 51.0, 52.0]
+
+
+def test_duplicate_task_refused(tmp_path, tiny_layout):
+    zoo = Zoo.create(tmp_path / "z", tiny_layout)
+    zoo.add_task("a", _adapters(tiny_layout, "a", 2, 0), _cond("a"))
+    with pytest.raises(ZooError, match="already holds task 'a'"):
+        zoo.add_task("a", _adapters(tiny_layout, "a", 2, 0), _cond("a"))
+    assert len(Zoo.open(tmp_path / "z").entries) == 2
+
+
+def test_torn_manifest_drops_incomplete_task_only(tmp_path, tiny_layout):
+    zoo = Zoo.create(tmp_path / "z", tiny_layout)
+    zoo.add_task("a", _adapters(tiny_layout, "a", 2, 0), _cond("a"))
+    zoo.add_task("b", _adapters(tiny_layout, "b", 3, 1), _cond("b"))
+    manifest = tmp_path / "z" / MANIFEST_FILE
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) - 60])  # a crash in the middle of task b's append
+    repaired = Zoo.open(tmp_path / "z")
+    assert repaired.tasks() == ["a"]
+    assert all(json.loads(line)["task"] == "a" for line in manifest.read_text().splitlines())
+    repaired.add_task("b", _adapters(tiny_layout, "b", 3, 1), _cond("b"))  # redone on resume, not duplicated
+    assert len(Zoo.open(tmp_path / "z").entries) == 5
+
+
+def test_empty_and_missing_zoo(tmp_path, tiny_layout):
+    with pytest.raises(ZooError, match="expected a zoo folder"):
+        Zoo.open(tmp_path / "none")
+    zoo = Zoo.create(tmp_path / "z", tiny_layout)
+    with pytest.raises(ZooError, match="is empty"):
+        zoo.all_vectors()
+    with pytest.raises(UnknownTaskError, match="no task 'q'"):
+        zoo.vectors("q")
+
+
+def test_layout_mismatch_refused(tmp_path, tiny, tiny_layout):
+    Zoo.create(tmp_path / "z", tiny_layout)
+    other = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0)
+    with pytest.raises(LayoutMismatchError):
+        Zoo.create(tmp_path / "z", other)
+    zoo = Zoo.open(tmp_path / "z")
+    with pytest.raises(LayoutMismatchError):
+        zoo.add_task("a", _adapters(other, "a", 1, 0), _cond("a"))
+
+
+def test_create_refuses_foreign_folder(tmp_path, tiny_layout):
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "notes.txt").write_text("mine")
+    with pytest.raises(ZooError, match="is not a zoo"):
+        Zoo.create(tmp_path / "z", tiny_layout)
+    assert (tmp_path / "z" / "notes.txt").read_text() == "mine"
