@@ -35,18 +35,18 @@ def _friendly(fn):
 
 
 def _summary_table(results: dict) -> Table:
-    from loragen.evaluate.evaluation import METHODS
-
+    cols = {"base": "base", "finetuned": "fine-tuned", "soup": "soup", "nearest": "nearest", "noise": "noise",
+            "generated_mean": "gen mean", "generated_best": "gen best"}
     table = Table(title=f"{results['suite']}: test accuracy (%), mean over tasks")
     table.add_column("split")
-    for m in METHODS:
-        table.add_column(m, justify="right")
-    table.add_column("gap recovered (gen)", justify="right")
+    for name in cols.values():
+        table.add_column(name, justify="right")
+    table.add_column("gap recov.", justify="right")
     for split in ("seen", "unseen"):
         r = results[split]
         if r:
             g = r["gap_recovered"]["generated_mean"]
-            table.add_row(split, *(f"{r[m]:.1f}" for m in METHODS), "n/a" if g is None else f"{100 * g:.0f}%")
+            table.add_row(split, *(f"{r[m]:.1f}" for m in cols), "n/a" if g is None else f"{100 * g:.0f}%")
     return table
 
 
@@ -107,6 +107,21 @@ def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resu
                   f"({summary['collected']} collected now, {summary['resumed_skipped']} already there)")
 
 
+@zoo_app.command("import")
+@_friendly
+def zoo_import(folders: list[Path] = typer.Argument(..., help="PEFT LoRA adapter folders."),
+               out: Path = typer.Option(..., help="Zoo folder (created, or extended if it exists)."),
+               task: Optional[str] = typer.Option(None, help="Task of all FOLDERS (else each folder's loragen_task.json)."),
+               condition: Optional[str] = typer.Option(None, help="Condition text of the task (description + examples).")):
+    """Build or extend a zoo from PEFT adapters trained by anyone."""
+    from loragen.zoo import INFO_FILE, Zoo, import_peft
+
+    before = len(Zoo.open(out).entries) if (out / INFO_FILE).exists() else 0
+    zoo = import_peft(out, folders, task, condition)
+    console.print(f"zoo {out}: imported {len(zoo.entries) - before} adapters; {len(zoo.tasks())} tasks, "
+                  f"{len(zoo.entries)} checkpoints")
+
+
 @zoo_app.command("info")
 @_friendly
 def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
@@ -135,8 +150,8 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 def train(zoo: Path = typer.Option(..., help="Zoo folder."),
           out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
           normalization: str = typer.Option("task", help="task | global | none"),
-          ae_steps: int = typer.Option(3000, help="Autoencoder steps."),
-          diffusion_steps: int = typer.Option(2000, help="Denoiser steps."),
+          ae_steps: Optional[int] = typer.Option(None, help="Autoencoder steps (default: PDiffConfig's)."),
+          diffusion_steps: Optional[int] = typer.Option(None, help="Denoiser steps (default: PDiffConfig's)."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
     """Fit the pdiff generator on a zoo."""
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
@@ -145,7 +160,8 @@ def train(zoo: Path = typer.Option(..., help="Zoo folder."),
 
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
-    cfg = PDiffConfig(normalization=normalization, ae_steps=ae_steps, diffusion_steps=diffusion_steps)
+    steps = {k: v for k, v in (("ae_steps", ae_steps), ("diffusion_steps", diffusion_steps)) if v is not None}
+    cfg = PDiffConfig(normalization=normalization, **steps)
     gen = PDiffGenerator.fit(Zoo.open(zoo), cfg, out=out)
     s = gen.fit_summary
     console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "
