@@ -80,7 +80,7 @@ class Adapter:
 
     def save(self, path: str | Path, overwrite: bool = False, base_model_name_or_path: str | None = None) -> Path:
         """Write a PEFT folder atomically; an existing folder is replaced only with overwrite=True."""
-        check_finite(self.vector(), f"adapter {self.meta.get('task', '')!r}".replace(" ''", ""))
+        check_finite(self.vector(), f"adapter {self.meta.get('task') or ''}".strip())
         weights = {}
         for m in self.layout.modules:
             weights[f"base_model.model.{m.name}.lora_A.weight"] = self.tensors[f"{m.name}.lora_A"].float()

@@ -26,10 +26,7 @@ def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig
         job = bar.add_task(f"zoo {Path(out).name}", total=len(todo))
         for t in todo:
             adapters, seconds = finetune(suite, base, layout, t, cfg)
-            train = suite.data(t, "train")
-            pool = suite.condition(t)
-            pool.images = train.x if pool.images is not None else None  # the whole training split, for K-subset draws
-            zoo.add_task(t, adapters, pool, {"finetune_s": seconds})
+            zoo.add_task(t, adapters, suite.condition_pool(t), {"finetune_s": seconds})
             times.append(seconds)
             bar.update(job, advance=1, description=f"zoo {Path(out).name}: {t} val {adapters[-1].meta['val_acc']:.1f}%")
     summary = {"tasks": len(tasks), "resumed_skipped": done_before, "collected": len(todo),

@@ -22,7 +22,7 @@ def results_json(suite: str, ev: dict, wall_s: float, extra: dict | None = None)
             out[split] |= {"finetuned_last": s[split]["finetuned_last"], "gap_recovered": s[split]["gap_recovered"],
                            "novelty_mean": s[split]["novelty_mean"], "tasks": s[split]["tasks"]}
     out["speedup"] = ev["time"]["finetune_s_per_adapter"] / ev["time"]["generate_s_per_adapter"]
-    out["per_task"] = [{k: v for k, v in r.items()} for r in ev["rows"]]
+    out["per_task"] = ev["rows"]
     return out | (extra or {})
 
 
@@ -71,6 +71,13 @@ def plots(ev: dict, out: Path) -> list[Path]:
     rows = ev["rows"]
     paths = []
 
+    def save(fig, ax, name: str, title: str) -> None:
+        ax.set_title(title)
+        fig.tight_layout()
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(max(8, 0.42 * len(rows)), 4.5))
     x = range(len(rows))
     for m, marker in zip(("base", "finetuned", "soup", "nearest", "noise", "generated_mean"), "o^sDxP"):
@@ -82,11 +89,7 @@ def plots(ev: dict, out: Path) -> list[Path]:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend(ncol=6, fontsize=8, loc="lower left")
-    ax.set_title("Accuracy per task and method")
-    fig.tight_layout()
-    paths.append(out / "accuracy_per_task.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save(fig, ax, "accuracy_per_task", "Accuracy per task and method")
 
     zoo_MP, _ = ev["zoo"]
     seen = torch.cat([ev["generated"][r["task"]] for r in rows if r["split"] == "seen"])
@@ -99,12 +102,8 @@ def plots(ev: dict, out: Path) -> list[Path]:
     ax.scatter(*proj(seen).T, s=14, marker="x", c="tab:blue", label="generated, seen tasks")
     if unseen:
         ax.scatter(*proj(torch.cat(unseen)).T, s=18, marker="+", c="tab:red", label="generated, held-out tasks")
-    ax.set_title("PCA of adapter vectors (fit on the zoo)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "pca.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save(fig, ax, "pca", "PCA of adapter vectors (fit on the zoo)")
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for split, color in (("seen", "tab:blue"), ("unseen", "tab:red")):
@@ -115,12 +114,8 @@ def plots(ev: dict, out: Path) -> list[Path]:
             ax.scatter(xs, ys, s=10, alpha=0.6, c=color, label=f"generated, {split}")
     ax.set_xlabel("L2 distance to nearest zoo checkpoint")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs novelty")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "accuracy_vs_novelty.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    save(fig, ax, "accuracy_vs_novelty", "Accuracy vs novelty")
     return paths
 
 

@@ -157,10 +157,9 @@ class DigitsDomains(Suite):
         idx = torch.randperm(len(train.y), generator=g)[: self.k_exemplars]
         return Condition(task=task, images=train.x[idx].clone())
 
-    def condition_encoder(self):
-        from loragen.conditions import ImageSetEncoder
-
-        return ImageSetEncoder()
+    def condition_pool(self, task: str) -> Condition:
+        """The whole training split: generators draw their own K-subsets from it."""
+        return Condition(task=task, images=self.data(task, "train").x)
 
     # ---- base model ----------------------------------------------------------------------------------------------
     def build_base(self, epochs: int = 40, seed: int = 0) -> nn.Module:

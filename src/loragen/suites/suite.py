@@ -42,7 +42,8 @@ class Suite:
     def condition(self, task: str, draw: int = 0) -> Condition:
         raise NotImplementedError
 
-    def condition_encoder(self):
+    def condition_pool(self, task: str) -> Condition:
+        """Everything conditions of a task are drawn from (stored in the zoo so generators can draw their own)."""
         raise NotImplementedError
 
     def base_model(self, rebuild: bool = False) -> nn.Module:

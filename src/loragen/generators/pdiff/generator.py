@@ -118,8 +118,8 @@ class PDiffGenerator:
 
     def embed(self, conditions: list[Condition]) -> torch.Tensor:
         """Encoder embeddings, centred and projected on the whitened principal axes of the zoo's tasks: (B, C).
-        With a few dozen tasks, a low-dimensional condition keeps the denoiser a smooth function of what varies
-        between tasks instead of fitting exemplar noise (digits-domains held-out recovery: see the README)."""
+        With a few dozen tasks only C ≤ T directions vary between tasks; the rest is exemplar noise. Measured on
+        digits-domains (one run each): held-out gap recovered 53% with all 264 dims, 54% with C = 8."""
         return (self.encoder.encode(conditions) - self.buffers["cond_mean_E"]) @ self.buffers["cond_proj_EC"]
 
     # ---- training -----------------------------------------------------------------------------------------------
