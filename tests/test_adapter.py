@@ -138,3 +138,14 @@ def test_nan_weights_are_refused(tmp_path, tiny, tiny_layout):
               str(tmp_path / "x" / WEIGHTS_FILE))
     with pytest.raises(NonFiniteError, match="adapter at"):
         Adapter.load(tmp_path / "x")
+
+
+def test_written_files_get_normal_permissions(tmp_path, random_adapter):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        random_adapter.save(tmp_path / "a")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a" / WEIGHTS_FILE).stat().st_mode & 0o777 == 0o644
