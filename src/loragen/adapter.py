@@ -1,7 +1,8 @@
 """Adapter: LoRA tensors + their layout + metadata; saved and loaded as a PEFT folder.
 
 A PEFT LoRA folder holds `adapter_config.json` (a LoraConfig) and `adapter_model.safetensors` whose keys read
-`base_model.model.<module>.lora_A.weight` (r, i) and `...lora_B.weight` (o, r). loragen's metadata (task, condition,
+`base_model.model.<module>.lora_A.weight` (r, i) and `...lora_B.weight` (o, r); modules the adapter carries whole
+(`modules_to_save`, e.g. a classification head) are `base_model.model.<module>.weight` / `.bias`. loragen's metadata (task, condition,
 step, how it was made) rides in the safetensors header under "loragen", which PEFT ignores.
 """
 
@@ -17,11 +18,12 @@ import torch
 
 from loragen import atomic
 from loragen.errors import AdapterFileError, LayoutMismatchError, NonFiniteError
-from loragen.layout import LoraLayout, LoraModule
+from loragen.layout import FullModule, LoraLayout, LoraModule
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<which>[AB])\.weight$")
+_FULL_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<which>weight|bias)$")
 
 
 def check_finite(vector: torch.Tensor, what: str) -> None:
@@ -71,6 +73,7 @@ class Adapter:
             lora_alpha=alphas,
             lora_dropout=0.0,
             target_modules=sorted(self.layout.target_names),
+            modules_to_save=[f.name for f in self.layout.full] or None,
             rank_pattern={m.name: m.rank for m in self.layout.modules if m.rank != ranks},
             alpha_pattern={m.name: m.alpha for m in self.layout.modules if m.alpha != alphas},
             base_model_name_or_path=base_model_name_or_path,
@@ -85,6 +88,8 @@ class Adapter:
         for m in self.layout.modules:
             weights[f"base_model.model.{m.name}.lora_A.weight"] = self.tensors[f"{m.name}.lora_A"].float()
             weights[f"base_model.model.{m.name}.lora_B.weight"] = self.tensors[f"{m.name}.lora_B"].float()
+        for seg in self.layout.segments[2 * len(self.layout.modules) :]:  # whole modules: "<name>.weight" / ".bias"
+            weights[f"base_model.model.{seg.key}"] = self.tensors[seg.key].float()
         meta = {"format": "pt", "loragen": json.dumps({"meta": self.meta, "layout": self.layout.to_dict()})}
         with atomic.folder(path, overwrite=overwrite) as tmp:
             atomic.write_json(tmp / CONFIG_FILE, self.peft_config(base_model_name_or_path))
@@ -120,16 +125,21 @@ class Adapter:
         except Exception as e:  # safetensors raises several types on truncated or garbled files
             raise AdapterFileError(f"{path / WEIGHTS_FILE} is not a readable safetensors file: {e}") from e
 
-        tensors, shapes = {}, {}
+        saved = config.get("modules_to_save") or []
+        tensors, shapes, full_shapes = {}, {}, {}
         for key, t in raw.items():
-            m = _KEY.match(key)
-            if m is None:
+            m, f = _KEY.match(key), _FULL_KEY.match(key)
+            if m is not None:
+                tensors[f"{m['module']}.lora_{m['which']}"] = t.float()
+                shapes.setdefault(m["module"], {})[m["which"]] = tuple(t.shape)
+            elif f is not None and any(f["module"] == s or f["module"].endswith("." + s) for s in saved):
+                tensors[f"{f['module']}.{f['which']}"] = t.float()
+                full_shapes.setdefault(f["module"], {})[f["which"]] = tuple(t.shape)
+            else:
                 raise AdapterFileError(
                     f"{path / WEIGHTS_FILE}: expected keys 'base_model.model.<module>.lora_A.weight' / "
-                    f"'...lora_B.weight'; found {key!r}"
+                    f"'...lora_B.weight' (or weight/bias of modules_to_save {saved}); found {key!r}"
                 )
-            tensors[f"{m['module']}.lora_{m['which']}"] = t.float()
-            shapes.setdefault(m["module"], {})[m["which"]] = tuple(t.shape)
         found_modules = []
         for name in sorted(shapes, key=_natural_key):
             if set(shapes[name]) != {"A", "B"}:
@@ -141,9 +151,15 @@ class Adapter:
             found_modules.append(LoraModule(name, i, o, r, float(alpha)))
         if not found_modules:
             raise AdapterFileError(f"{path / WEIGHTS_FILE} holds no LoRA tensors")
-        found_layout = LoraLayout(found_modules)
+        found_full = []
+        for name in sorted(full_shapes, key=_natural_key):
+            if "weight" not in full_shapes[name] or len(full_shapes[name]["weight"]) != 2:
+                raise AdapterFileError(f"{path}: whole module {name!r} needs a 2-D weight; found {full_shapes[name]}")
+            o, i = full_shapes[name]["weight"]
+            found_full.append(FullModule(name, i, o, "bias" in full_shapes[name]))
+        found_layout = LoraLayout(found_modules, found_full)
         if layout is not None:
-            if {m.name: m for m in layout.modules} != {m.name: m for m in found_modules}:
+            if {m.name: m for m in layout.modules + layout.full} != {m.name: m for m in found_modules + found_full}:
                 raise LayoutMismatchError(f"adapter at {path} does not fit: {layout.describe_difference(found_layout)}")
             found_layout = layout
         meta = json.loads(header["loragen"])["meta"] if "loragen" in header else {"source": str(path)}

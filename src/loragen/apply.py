@@ -10,37 +10,44 @@ import torch
 from torch import nn
 
 from loragen.adapter import Adapter, check_finite
+from loragen.errors import LayoutMismatchError
 
 
 class Merge:
-    """Handle of one merge: keeps the original weights of the touched modules so that unmerge is exact."""
+    """Handle of one merge: keeps the original tensors it replaced so that unmerge is exact."""
 
     def __init__(self, model: nn.Module, originals: dict[str, torch.Tensor]):
-        self.model, self.originals = model, originals
+        self.model, self.originals = model, originals  # "<module>.weight" / "<module>.bias" -> original
 
     def unmerge(self) -> None:
         """Restore the weights bit for bit (subtracting ΔW again would leave rounding error)."""
-        named = dict(self.model.named_modules())
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
-            for name, w in self.originals.items():
-                named[name].weight.copy_(w)
+            for key, w in self.originals.items():
+                params[key].copy_(w)
         self.originals = {}
 
 
 def merge(model: nn.Module, adapter: Adapter, scale: float = 1.0) -> Merge:
-    """W <- W + scale · (alpha / r) · B @ A for every module of the adapter; raises before touching W on NaN/Inf."""
+    """W <- W + scale · (alpha / r) · B @ A for every LoRA module; whole modules (a head) are replaced by the
+    adapter's. Raises before touching the model on NaN/Inf."""
     adapter.layout.check_model(model)
-    named = dict(model.named_modules())
+    params = dict(model.named_parameters())
     new = {}
     for m in adapter.layout.modules:
-        w = named[m.name].weight
-        new[m.name] = w.detach() + scale * adapter.delta(m).to(device=w.device, dtype=w.dtype)  # (o, i)
-        check_finite(new[m.name], f"merged weight of {m.name!r}")  # PEFT's safe_merge check
+        w = params[f"{m.name}.weight"]
+        new[f"{m.name}.weight"] = w.detach() + scale * adapter.delta(m).to(device=w.device, dtype=w.dtype)  # (o, i)
+    for seg in adapter.layout.segments[2 * len(adapter.layout.modules) :]:
+        if seg.key not in params:
+            raise LayoutMismatchError(f"the base model has no parameter {seg.key!r} that the adapter replaces")
+        new[seg.key] = adapter.tensors[seg.key].to(device=params[seg.key].device, dtype=params[seg.key].dtype)
+    for key, t in new.items():
+        check_finite(t, f"merged {key!r}")  # PEFT's safe_merge check
     originals = {}
     with torch.no_grad():
-        for name, w_new in new.items():
-            originals[name] = named[name].weight.detach().clone()
-            named[name].weight.copy_(w_new)
+        for key, t in new.items():
+            originals[key] = params[key].detach().clone()
+            params[key].copy_(t)
     return Merge(model, originals)
 
 

@@ -47,7 +47,8 @@ def peft_model(base: nn.Module, layout: LoraLayout, init_seed: int):
     alphas = {m.alpha for m in layout.modules}
     if len(ranks) != 1 or len(alphas) != 1:
         raise ConfigError(f"fine-tuning needs one rank and alpha for all modules; found ranks {ranks}, alphas {alphas}")
-    config = LoraConfig(r=ranks.pop(), lora_alpha=alphas.pop(), lora_dropout=0.0, target_modules=layout.target_names)
+    config = LoraConfig(r=ranks.pop(), lora_alpha=alphas.pop(), lora_dropout=0.0, target_modules=layout.target_names,
+                        modules_to_save=[f.name for f in layout.full] or None)
     torch.manual_seed(init_seed)
     return get_peft_model(copy.deepcopy(base), config)
 
@@ -60,6 +61,11 @@ def lora_tensors(model, layout: LoraLayout) -> dict[str, torch.Tensor]:
         mod = named[m.name]
         out[f"{m.name}.lora_A"] = mod.lora_A["default"].weight.detach().clone()
         out[f"{m.name}.lora_B"] = mod.lora_B["default"].weight.detach().clone()
+    for f in layout.full:  # PEFT trains a copy of the module inside ModulesToSaveWrapper
+        trained = named[f.name].modules_to_save["default"]
+        out[f"{f.name}.weight"] = trained.weight.detach().clone()
+        if f.bias:
+            out[f"{f.name}.bias"] = trained.bias.detach().clone()
     return out
 
 

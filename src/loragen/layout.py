@@ -2,11 +2,14 @@
 
 Shapes: r = LoRA rank, i = in_features, o = out_features, P = total number of adapter parameters, B = batch.
 A module's LoRA pair is A (r, i) and B (o, r), as PEFT stores them; its update is ΔW = (alpha / r) · B @ A (o, i).
+A layout may also hold whole linear modules that the adapter replaces (PEFT's `modules_to_save`, e.g. a task's
+classification head): their weight (o, i) and bias (o,) follow the LoRA matrices in the vector.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,65 +34,85 @@ class LoraModule:
 
 
 @dataclass(frozen=True)
+class FullModule:
+    """A linear module the adapter carries whole (PEFT modules_to_save), e.g. a classification head."""
+
+    name: str  # dotted module path inside the base model
+    in_features: int  # i
+    out_features: int  # o
+    bias: bool  # whether the module has a bias (o,)
+
+
+@dataclass(frozen=True)
 class Segment:
     """Where one tensor of the adapter lives in the flat vector."""
 
-    key: str  # canonical key: "<module>.lora_A" or "<module>.lora_B"
+    key: str  # canonical key: "<module>.lora_A", "<module>.lora_B", "<full module>.weight" or "<full module>.bias"
     shape: tuple[int, ...]
     offset: int
     numel: int
 
 
 class LoraLayout:
-    """An ordered list of LoRA modules; flattens adapter tensors to one vector (P,) and back, exactly."""
+    """Ordered LoRA modules (+ whole modules); flattens adapter tensors to one vector (P,) and back, exactly."""
 
-    def __init__(self, modules: list[LoraModule]):
+    def __init__(self, modules: list[LoraModule], full: list[FullModule] | tuple = ()):
         if not modules:
             raise LayoutMismatchError("a LoRA layout needs at least one module; found none")
-        names = [m.name for m in modules]
+        self.modules, self.full = list(modules), list(full)
+        names = [m.name for m in self.modules] + [f.name for f in self.full]
         if len(set(names)) != len(names):
             raise LayoutMismatchError(f"module names in a layout must be unique; found {names}")
-        self.modules = list(modules)
+        shapes = []
+        for m in self.modules:
+            shapes += [(f"{m.name}.lora_A", (m.rank, m.in_features)), (f"{m.name}.lora_B", (m.out_features, m.rank))]
+        for f in self.full:
+            shapes += [(f"{f.name}.weight", (f.out_features, f.in_features))] + ([(f"{f.name}.bias", (f.out_features,))] if f.bias else [])
         self.segments: list[Segment] = []
         offset = 0
-        for m in self.modules:
-            for key, shape in ((f"{m.name}.lora_A", (m.rank, m.in_features)), (f"{m.name}.lora_B", (m.out_features, m.rank))):
-                n = shape[0] * shape[1]
-                self.segments.append(Segment(key, shape, offset, n))
-                offset += n
+        for key, shape in shapes:
+            n = math.prod(shape)
+            self.segments.append(Segment(key, shape, offset, n))
+            offset += n
         self.numel = offset  # P
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_model(cls, model: nn.Module, target_modules: list[str], rank: int, alpha: float) -> "LoraLayout":
-        """Find the nn.Linear modules whose name equals a target or ends with ".<target>" (PEFT's rule), in model order."""
+    def from_model(cls, model: nn.Module, target_modules: list[str], rank: int, alpha: float,
+                   modules_to_save: list[str] | tuple = ()) -> "LoraLayout":
+        """Find the nn.Linear modules whose name equals a target or ends with ".<target>" (PEFT's rule), in model order;
+        `modules_to_save` names linear modules the adapter carries whole (a classification head)."""
         if rank < 1:
             raise LayoutMismatchError(f"LoRA rank must be >= 1; found {rank}")
-        found = []
-        for name, module in model.named_modules():
-            if any(name == t or name.endswith("." + t) for t in target_modules):
-                if not isinstance(module, nn.Linear):
-                    raise LayoutMismatchError(f"target module {name!r} must be nn.Linear; found {type(module).__name__}")
-                found.append(LoraModule(name, module.in_features, module.out_features, rank, float(alpha)))
-        if not found:
-            linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-            raise LayoutMismatchError(
-                f"target modules {target_modules} match no nn.Linear in the model; its linear modules are {linear[:20]}"
-            )
-        return cls(found)
+
+        def matching(targets) -> list[tuple[str, nn.Linear]]:
+            out = []
+            for name, module in model.named_modules():
+                if any(name == t or name.endswith("." + t) for t in targets):
+                    if not isinstance(module, nn.Linear):
+                        raise LayoutMismatchError(f"module {name!r} must be nn.Linear; found {type(module).__name__}")
+                    out.append((name, module))
+            if targets and not out:
+                linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+                raise LayoutMismatchError(f"modules {list(targets)} match no nn.Linear in the model; its linear modules are {linear[:20]}")
+            return out
+
+        lora = [LoraModule(n, m.in_features, m.out_features, rank, float(alpha)) for n, m in matching(target_modules)]
+        full = [FullModule(n, m.in_features, m.out_features, m.bias is not None) for n, m in matching(modules_to_save)]
+        return cls(lora, full)
 
     def to_dict(self) -> dict:
-        return {"modules": [asdict(m) for m in self.modules]}
+        return {"modules": [asdict(m) for m in self.modules], "full": [asdict(f) for f in self.full]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LoraLayout":
-        return cls([LoraModule(**m) for m in d["modules"]])
+        return cls([LoraModule(**m) for m in d["modules"]], [FullModule(**f) for f in d.get("full", [])])
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, LoraLayout) and self.modules == other.modules
+        return isinstance(other, LoraLayout) and self.modules == other.modules and self.full == other.full
 
     def __repr__(self) -> str:
-        return f"LoraLayout({len(self.modules)} modules, P={self.numel})"
+        return f"LoraLayout({len(self.modules)} LoRA modules, {len(self.full)} whole modules, P={self.numel})"
 
     @property
     def target_names(self) -> list[str]:
@@ -97,7 +120,8 @@ class LoraLayout:
 
     def describe_difference(self, other: "LoraLayout") -> str:
         """One line naming the first way `other` differs from this layout."""
-        mine, theirs = {m.name: m for m in self.modules}, {m.name: m for m in other.modules}
+        mine = {m.name: m for m in self.modules + self.full}
+        theirs = {m.name: m for m in other.modules + other.full}
         if set(mine) != set(theirs):
             return f"expected modules {sorted(mine)}, found {sorted(theirs)}"
         for name, m in mine.items():
@@ -107,7 +131,7 @@ class LoraLayout:
 
     # ---- flat view ----------------------------------------------------------------------------------------------
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Canonical tensors {"<module>.lora_A": (r, i), "<module>.lora_B": (o, r)} -> one vector (P,), float32."""
+        """Canonical tensors {"<module>.lora_A": (r, i), "<module>.lora_B": (o, r), ...} -> one vector (P,), float32."""
         expected = {s.key for s in self.segments}
         if set(tensors) != expected:
             missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -133,7 +157,7 @@ class LoraLayout:
     def check_model(self, model: nn.Module) -> None:
         """Raise if the model lacks a module of the layout or its shape differs."""
         named = dict(model.named_modules())
-        for m in self.modules:
+        for m in self.modules + self.full:
             if m.name not in named:
                 raise LayoutMismatchError(f"the base model has no module {m.name!r} that the adapter targets")
             lin = named[m.name]
