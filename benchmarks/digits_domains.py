@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/digits-domains"))
     ap.add_argument("--ablate-normalization", action="store_true", help="also train generators with global / none")
     args = ap.parse_args()
-    cfg = DemoConfig()
+    cfg = DemoConfig.for_suite("digits-domains")
     results = run(args.out, cfg, overwrite=True)
     bench = {"results": {k: v for k, v in results.items() if k != "per_task"}, "targets": targets(results)}
     lines = ["# digits-domains benchmark", "", "| target | measured | pass |", "|---|---|---|"]

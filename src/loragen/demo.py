@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from loragen.collection import collect
@@ -26,22 +26,31 @@ class DemoConfig:
     max_heldout: int | None = None  # cap on held-out tasks (quick runs)
 
     @classmethod
-    def quick(cls, suite: str = "digits-domains") -> "DemoConfig":
-        """A tiny configuration for tests: minutes become seconds, numbers become meaningless."""
-        return cls(suite=suite, finetune=FinetuneConfig(steps=40, keep_last=3, save_every=10),
-                   generator=PDiffConfig(ae_steps=40, diffusion_steps=40, ae_channels=(8, 8), latent_dim=16, width=32,
-                                         depth=1, cond_draws=4, sample_steps=5, checkpoint_every=20),
-                   n_samples=3, task_stride=6, max_heldout=2)
+    def for_suite(cls, suite: str = "digits-domains", quick: bool = False) -> "DemoConfig":
+        """The measured default configuration of a built-in suite; `quick` is a tiny one for tests (seconds, numbers
+        meaningless)."""
+        if suite == "text-topics":
+            ft = FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=10, save_every=5)
+            gen = PDiffConfig(encoder="text", k_exemplars=4, ae_patch=64, ae_steps=2000)
+            cfg = cls(suite=suite, finetune=ft, generator=gen, n_samples=10)
+        else:
+            cfg = cls(suite=suite)
+        if quick:
+            cfg.finetune = replace(cfg.finetune, steps=10 if suite == "text-topics" else 40, keep_last=2, save_every=5)
+            cfg.generator = replace(cfg.generator, ae_steps=40, diffusion_steps=40, ae_channels=(8, 8), latent_dim=16,
+                                    width=32, depth=1, cond_draws=4, sample_steps=5, checkpoint_every=20)
+            cfg.n_samples, cfg.task_stride, cfg.max_heldout = 3, 6, 1 if suite == "text-topics" else 2
+        return cfg
 
 
-def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True) -> dict:
+def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True, suite_kwargs: dict | None = None) -> dict:
     """Collect (or resume) the zoo and the held-out reference fine-tunes, train (or resume) the generator, evaluate,
     write results.json, report.md, plots and a few generated adapters as PEFT folders under `out`."""
     out = Path(out)
     if (out / "results.json").exists() and not overwrite:
         raise LoragenError(f"{out / 'results.json'} exists; pass --overwrite to replace the report (zoo and generator are reused)")
     t0 = time.perf_counter()
-    suite = get_suite(cfg.suite)
+    suite = get_suite(cfg.suite, **(suite_kwargs or {}))
     seen = [t.name for t in suite.seen_tasks()][:: cfg.task_stride]
     heldout = [t.name for t in suite.heldout_tasks()][: cfg.max_heldout]
     zoo, _ = collect(suite, out / "zoo", seen, cfg.finetune, show)

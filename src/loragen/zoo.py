@@ -111,7 +111,8 @@ class Zoo:
             tensors["condition.images"] = condition.images.float()
         shard = f"{SHARDS}/{_shard_name(task)}"
         atomic.save_safetensors(self.path / shard, tensors)
-        cond = {"text": condition.text, "label": condition.label, "images": "condition.images" if condition.images is not None else None}
+        cond = {"text": condition.text, "examples": condition.examples, "label": condition.label,
+                "images": "condition.images" if condition.images is not None else None}
         lines = []
         for row, a in enumerate(adapters):
             entry = {"task": task, "step": a.meta.get("step", row), "val_acc": a.meta.get("val_acc"), "shard": shard,
@@ -172,11 +173,11 @@ class Zoo:
         return torch.cat(vs), names
 
     def condition(self, task: str) -> Condition:
-        """The task's stored condition (for images: the whole exemplar pool, (M, H, W))."""
+        """The task's stored condition: the whole pool of exemplar images (M, H, W) or examples it was drawn from."""
         e = self.task_entries(task)[0]
         c = e["condition"]
         images = self._shard(e["shard"])[c["images"]] if c.get("images") else None
-        return Condition(task=task, text=c.get("text"), images=images, label=c.get("label"))
+        return Condition(task=task, text=c.get("text"), examples=c.get("examples"), images=images, label=c.get("label"))
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

@@ -40,7 +40,9 @@ def evaluate(suite: Suite, generator, zoo: Zoo, reference: Zoo | None, n_samples
     layout = zoo.layout
     zoo_MP, zoo_tasks = zoo.all_vectors()
     encoder = generator.encoder
-    zoo_emb = encoder.encode([zoo.condition(t) for t in zoo.tasks()])  # (T, E): each task's whole exemplar pool
+    g, k = torch.Generator().manual_seed(seed), generator.config.k_exemplars
+    zoo_emb = torch.stack([encoder.encode([zoo.condition(t).subset(k, g) for _ in range(8)]).mean(0)
+                           for t in zoo.tasks()])  # (T, E): mean over 8 conditions drawn like the query
     all_soup = zoo_MP.mean(0)
     plan = [(t, "seen", zoo) for t in zoo.tasks()] + [(t, "unseen", reference) for t in (reference.tasks() if reference else [])]
     rows, generated, gen_times = [], {}, []

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from loragen.errors import UnknownTaskError
+import inspect
+
+from loragen.errors import ConfigError, UnknownTaskError
+
+SUITES = ["digits-domains", "text-topics"]
 
 
 def get_suite(name: str, **kwargs):
-    """Build a suite by name; raises with the known names otherwise."""
+    """Build a suite by name; raises with the known names (or the arguments the suite takes) otherwise."""
     if name == "digits-domains":
-        from loragen.suites.digits_domains import DigitsDomains
-
-        return DigitsDomains(**kwargs)
-    raise UnknownTaskError(f"unknown suite {name!r}; expected one of {SUITES}")
-
-
-SUITES = ["digits-domains"]
+        from loragen.suites.digits_domains import DigitsDomains as cls
+    elif name == "text-topics":
+        from loragen.suites.text_topics import TextTopics as cls
+    else:
+        raise UnknownTaskError(f"unknown suite {name!r}; expected one of {SUITES}")
+    accepted = set(inspect.signature(cls).parameters)
+    if set(kwargs) - accepted:
+        raise ConfigError(f"suite {name!r} does not take {sorted(set(kwargs) - accepted)}; it takes {sorted(accepted)}")
+    return cls(**kwargs)

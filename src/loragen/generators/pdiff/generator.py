@@ -55,12 +55,12 @@ class PDiffConfig:
     num_train_timesteps: int = 1000  # DDPM steps of the noise schedule
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = "sample"  # denoiser target (see diffusion.py)
     sample_steps: int = 10  # DDIM steps at generation (z_0-prediction needs few)
-    k_exemplars: int = 32  # K: exemplars per image condition
+    k_exemplars: int = 32  # K: exemplar images (or few-shot examples) per condition
     cond_draws: int = 32  # R: random K-subsets per task encoded once, one drawn per training example
     cond_pca: int = 8  # keep this many principal components of the tasks' condition embeddings (0: keep all)
     checkpoint_every: int = 500  # optimiser steps between resumable training states
     seed: int = 0
-    encoder: str = "image-set"  # condition encoder name (see loragen.conditions.get_encoder)
+    encoder: str = "image-set"  # condition encoder: image-set | text | description | onehot (loragen.conditions)
 
     def __post_init__(self):
         if self.normalization not in MODES:
@@ -72,16 +72,15 @@ class PDiffConfig:
 
 
 def _draw_conditions(zoo: Zoo, encoder, config: PDiffConfig) -> torch.Tensor:
-    """(T, R, E) raw embeddings of R random K-subsets of each task's exemplar pool."""
+    """(T, R, E) raw embeddings of R random K-subsets of each task's exemplar (or example) pool."""
     g = torch.Generator().manual_seed(config.seed)
     out = []
     for t in zoo.tasks():
-        pool = zoo.condition(t).images
-        if pool is None:
-            raise LoragenError(f"task {t!r} in the zoo has no exemplar images; the {config.encoder!r} encoder needs them")
-        k = min(config.k_exemplars, len(pool))
-        draws = [Condition(task=t, images=pool[torch.randperm(len(pool), generator=g)[:k]]) for _ in range(config.cond_draws)]
-        out.append(encoder.encode(draws))
+        pool = zoo.condition(t)
+        try:
+            out.append(encoder.encode([pool.subset(config.k_exemplars, g) for _ in range(config.cond_draws)]))
+        except ValueError as e:
+            raise LoragenError(f"zoo task {t!r} has no condition the {config.encoder!r} encoder can use: {e}") from e
     return torch.stack(out)
 
 
@@ -100,7 +99,7 @@ class PDiffGenerator:
 
     def __init__(self, config: PDiffConfig, layout: LoraLayout, tasks: list[str], cond_dim: int):
         self.config, self.layout, self.tasks = config, layout, list(tasks)
-        self.encoder = get_encoder(config.encoder)
+        self.encoder = get_encoder(config.encoder, tasks)
         self.normalizer = Normalizer(config.normalization, layout.segment_ids(), len(tasks))
         self.autoencoder = ParamAutoencoder(layout.numel, config.latent_dim, config.ae_channels, config.ae_patch,
                                             config.input_noise, config.latent_noise)
@@ -132,7 +131,7 @@ class PDiffGenerator:
         tasks = zoo.tasks()
         x_MP, names = zoo.all_vectors()
         task_M = torch.tensor([tasks.index(n) for n in names])
-        conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder), config)
+        conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder, tasks), config)
         gen = cls(config, zoo.layout, tasks, conds_TRE.shape[-1])
         mean = conds_TRE.flatten(0, 1).mean(0)
         std = conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
