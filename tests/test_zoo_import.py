@@ -30,12 +30,14 @@ def test_import_adapters_trained_with_plain_peft(tmp_path, tiny):
     from loragen.apply import merged
 
     trained = [_train_with_plain_peft(tiny, tmp_path / f"a{i}", ["lin0", "lin1"], 2, i) for i in range(3)]
-    (tmp_path / "a2" / SIDECAR).write_text(json.dumps({"task": "other", "condition": "the other task"}))
+    (tmp_path / "a2" / SIDECAR).write_text(json.dumps({"task": "other", "condition": "the other task",
+                                                       "examples": ["'x' -> yes", "'y' -> no"]}))
     zoo = import_peft(tmp_path / "zoo", [tmp_path / "a0", tmp_path / "a1"], task="mine", condition="my task")
     zoo = import_peft(tmp_path / "zoo", [tmp_path / "a2"])  # extends, task and condition from the sidecar
     zoo = Zoo.open(tmp_path / "zoo")
     assert zoo.tasks() == ["mine", "other"]
     assert zoo.condition("mine").text == "my task" and zoo.condition("other").text == "the other task"
+    assert zoo.condition("other").examples == ["'x' -> yes", "'y' -> no"]
     assert len(zoo.vectors("mine")) == 2
     # the imported adapter behaves exactly like the PEFT model it came from
     x = torch.randn(4, 10)

@@ -131,12 +131,13 @@ def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resu
 def zoo_import(folders: list[Path] = typer.Argument(..., help="PEFT LoRA adapter folders."),
                out: Path = typer.Option(..., help="Zoo folder (created, or extended if it exists)."),
                task: Optional[str] = typer.Option(None, help="Task of all FOLDERS (else each folder's loragen_task.json)."),
-               condition: Optional[str] = typer.Option(None, help="Condition text of the task (description + examples).")):
+               condition: Optional[str] = typer.Option(None, help="Condition text of the task (its description)."),
+               example: list[str] = typer.Option([], help="A few-shot example line of the task (repeatable).")):
     """Build or extend a zoo from PEFT adapters trained by anyone."""
     from loragen.zoo import INFO_FILE, Zoo, import_peft
 
     before = len(Zoo.open(out).entries) if (out / INFO_FILE).exists() else 0
-    zoo = import_peft(out, folders, task, condition)
+    zoo = import_peft(out, folders, task, condition, list(example) or None)
     console.print(f"zoo {out}: imported {len(zoo.entries) - before} adapters; {len(zoo.tasks())} tasks, "
                   f"{len(zoo.entries)} checkpoints")
 

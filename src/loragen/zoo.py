@@ -186,11 +186,13 @@ class Zoo:
 SIDECAR = "loragen_task.json"
 
 
-def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | None = None, condition: str | None = None) -> Zoo:
+def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | None = None, condition: str | None = None,
+                examples: list[str] | None = None) -> Zoo:
     """Build or extend a zoo from PEFT LoRA folders trained by anyone.
 
-    Each folder's task and condition text come from `task` / `condition` or, when those are None, from a sidecar
-    `loragen_task.json` ({"task": ..., "condition": ...}) inside the folder. Folders of one task become that task's
+    Each folder's task, condition text and few-shot example lines come from `task` / `condition` / `examples` or,
+    when `task` is None, from a sidecar `loragen_task.json` ({"task": ..., "condition": ..., "examples": [...]}) inside
+    the folder. Folders of one task become that task's
     checkpoints, in the order given. All folders must share one layout (target modules, ranks, shapes), and match
     the zoo's layout when the zoo exists.
     """
@@ -199,10 +201,10 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
     zoo_path = Path(zoo_path)
     existing = Zoo.open(zoo_path) if (zoo_path / INFO_FILE).exists() else None
     layout = existing.layout if existing else None
-    groups: dict[str, tuple[str | None, list[Adapter]]] = {}
+    groups: dict[str, tuple[str | None, list[str] | None, list[Adapter]]] = {}
     for folder in folders:
         folder = Path(folder)
-        name, text = task, condition
+        name, text, shots = task, condition, examples
         if name is None:
             side = folder / SIDECAR
             if not side.is_file():
@@ -213,12 +215,12 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
                 raise ZooError(f"{side} is not valid JSON: {e}") from e
             if not isinstance(meta, dict) or not isinstance(meta.get("task"), str):
                 raise ZooError(f'{side}: expected {{"task": "<name>", "condition": "<text>"}}; found {meta!r}')
-            name, text = meta["task"], meta.get("condition", condition)
+            name, text, shots = meta["task"], meta.get("condition", condition), meta.get("examples", examples)
         adapter = Adapter.load(folder, layout=layout)  # a layout mismatch with earlier folders or the zoo raises here
         layout = layout or adapter.layout
-        adapter.meta = {"task": name, "step": len(groups.get(name, (None, []))[1]), "val_acc": None, "source": str(folder)}
-        groups.setdefault(name, (text, []))[1].append(adapter)
+        adapter.meta = {"task": name, "step": len(groups.get(name, (None, None, []))[2]), "val_acc": None, "source": str(folder)}
+        groups.setdefault(name, (text, shots, []))[2].append(adapter)
     zoo = existing or Zoo.create(zoo_path, layout, {"suite": None, "imported": True})
-    for name, (text, adapters) in groups.items():
-        zoo.add_task(name, adapters, Condition(task=name, text=text), {"source": "import"})
+    for name, (text, shots, adapters) in groups.items():
+        zoo.add_task(name, adapters, Condition(task=name, text=text, examples=shots), {"source": "import"})
     return zoo
