@@ -81,3 +81,23 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
     r = runner.invoke(app, ["demo", "--suite", "text-topics", "--out", str(tmp_path / "x"), "--quick", "--model",
                             str(tmp_path / "none")])
     assert r.exit_code == 2 and "expected a local Hugging Face model folder" in r.output
+
+
+def test_train_on_an_imported_text_zoo(tmp_path, tiny):
+    """`loragen train` on a zoo imported from PEFT folders picks the text encoder from its conditions."""
+    from tests.test_zoo_import import _train_with_plain_peft
+
+    for i in range(3):
+        _train_with_plain_peft(tiny, tmp_path / f"a{i}", ["lin0", "lin1"], 2, i)
+        r = runner.invoke(app, ["zoo", "import", str(tmp_path / f"a{i}"), "--out", str(tmp_path / "zoo"), "--task", f"t{i}",
+                                "--condition", f"task number {i}", "--example", "'a' -> yes"])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "zoo"), "--out", str(tmp_path / "gen"), "--ae-steps", "5",
+                            "--diffusion-steps", "5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["generate", "--generator", str(tmp_path / "gen"), "--description", "task number 1",
+                            "--example", "'a' -> yes", "--n", "2", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "adapter_1" / "adapter_model.safetensors").exists()
+    r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "zoo"), "--out", str(tmp_path / "gen2"), "--encoder", "clip"])
+    assert r.exit_code == 2 and "encoder must be one of" in r.output

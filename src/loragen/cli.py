@@ -1,10 +1,10 @@
-"""Command line: `loragen demo | base | zoo collect/info | train | generate`."""
+"""Command line: `loragen demo | base | zoo collect/import/info | train | generate`."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -108,8 +108,6 @@ def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resu
                 model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
                 targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
-    from dataclasses import replace
-
     from loragen.collection import collect
     from loragen.demo import DemoConfig
     from loragen.suites import get_suite
@@ -169,26 +167,27 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 @_friendly
 def train(zoo: Path = typer.Option(..., help="Zoo folder."),
           out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
-          normalization: str = typer.Option("task", help="task | global | none"),
+          normalization: Optional[str] = typer.Option(None, help="task | global | none (default: task)"),
           encoder: Optional[str] = typer.Option(None, help="image-set | text | description | onehot (default: the suite's)"),
           ae_steps: Optional[int] = typer.Option(None, help="Autoencoder steps (default: PDiffConfig's)."),
           diffusion_steps: Optional[int] = typer.Option(None, help="Denoiser steps (default: PDiffConfig's)."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
     """Fit the pdiff generator on a zoo."""
+    from loragen.demo import DemoConfig
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
     from loragen.generators.pdiff.generator import CONFIG_FILE
     from loragen.zoo import Zoo
 
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
-    steps = {k: v for k, v in (("ae_steps", ae_steps), ("diffusion_steps", diffusion_steps)) if v is not None}
     z = Zoo.open(zoo)
-    from dataclasses import replace
-
-    from loragen.demo import DemoConfig
-
-    defaults = DemoConfig.for_suite(z.info.get("suite") or "digits-domains").generator
-    cfg = replace(defaults, normalization=normalization, **steps, **({"encoder": encoder} if encoder else {}))
+    z.require_nonempty()
+    if z.info.get("suite"):
+        defaults = DemoConfig.for_suite(z.info["suite"]).generator
+    else:  # an imported zoo: text conditions if it has them
+        defaults = PDiffConfig(encoder="text" if z.condition(z.tasks()[0]).text else "image-set")
+    given = {"normalization": normalization, "encoder": encoder, "ae_steps": ae_steps, "diffusion_steps": diffusion_steps}
+    cfg = replace(defaults, **{k: v for k, v in given.items() if v is not None})
     gen = PDiffGenerator.fit(z, cfg, out=out)
     s = gen.fit_summary
     console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "

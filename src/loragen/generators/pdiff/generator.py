@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +24,7 @@ import torch
 from loragen import atomic
 from loragen.adapter import Adapter
 from loragen.checkpoint import load_state, save_state
-from loragen.conditions import Condition, get_encoder
+from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.denoiser import LatentDenoiser
@@ -65,6 +65,8 @@ class PDiffConfig:
     def __post_init__(self):
         if self.normalization not in MODES:
             raise ConfigError(f"normalization must be one of {MODES}; found {self.normalization!r}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {ENCODERS}; found {self.encoder!r}")
         self.ae_channels = tuple(self.ae_channels)
         for name in ("latent_dim", "ae_steps", "diffusion_steps", "batch_size", "sample_steps", "k_exemplars", "cond_draws"):
             if getattr(self, name) < 1:
