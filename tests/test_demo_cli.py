@@ -76,8 +76,24 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
     assert results["suite"] == "text-topics" and results["seen"]["tasks"] >= 1 and results["unseen"]["tasks"] == 1
     from loragen.adapter import Adapter
 
-    adapter = Adapter.load(next((out / "adapters").glob("*/sample_0")))
+    folder = next((out / "adapters").glob("*/sample_0"))
+    adapter = Adapter.load(folder)
     assert adapter.layout.full[0].name == "classifier"  # the head travels with the adapter
+    # the generated adapter gives the same logits through PEFT as through loragen's merge
+    import copy
+
+    from peft import PeftModel
+
+    from loragen.apply import merged
+    from loragen.suites import get_suite
+
+    suite = get_suite("text-topics", model_path=tiny_bert_folder)
+    base = suite.base_model()
+    x = suite.data(folder.parent.name, "test").x[:8]
+    with torch.no_grad():
+        theirs = PeftModel.from_pretrained(copy.deepcopy(base), str(folder)).eval()(x)
+        with merged(base, adapter):
+            assert torch.allclose(theirs, base(x), atol=1e-5)
     r = runner.invoke(app, ["demo", "--suite", "text-topics", "--out", str(tmp_path / "x"), "--quick", "--model",
                             str(tmp_path / "none")])
     assert r.exit_code == 2 and "expected a local Hugging Face model folder" in r.output
@@ -101,3 +117,18 @@ def test_train_on_an_imported_text_zoo(tmp_path, tiny):
     assert (tmp_path / "out" / "adapter_1" / "adapter_model.safetensors").exists()
     r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "zoo"), "--out", str(tmp_path / "gen2"), "--encoder", "clip"])
     assert r.exit_code == 2 and "encoder must be one of" in r.output
+
+
+def test_quick_demo_with_ablation_table(tmp_path):
+    out = tmp_path / "abl"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "--ablations"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "ablations.json").read_text())
+    assert {"normalization=global", "normalization=none", "keep=1"} <= set(rows)
+    assert all(0.0 <= v["seen"] <= 100.0 and 0.0 <= v["unseen"] <= 100.0 for v in rows.values())
+    assert "| variant | seen | held out |" in (out / "ablations.md").read_text()
+    from loragen.zoo import Zoo
+
+    small, full = Zoo.open(out / "zoo-last1"), Zoo.open(out / "zoo")
+    task = small.tasks()[0]
+    assert len(small.vectors(task)) == 1 and torch.equal(small.vectors(task)[0], full.vectors(task)[-1])

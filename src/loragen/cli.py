@@ -67,7 +67,8 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
          quick: bool = typer.Option(False, help="Tiny configuration (seconds; for tests)."),
          overwrite: bool = typer.Option(False, help="Replace an existing report in OUT (zoo and generator are reused)."),
          model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
-         targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
+         targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model."),
+         ablations: bool = typer.Option(False, help="Also run the normalisation / condition / zoo-size ablations.")):
     """Run the whole pipeline on a built-in suite and write a report."""
     from loragen.demo import DemoConfig, run
 
@@ -79,6 +80,13 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
                   f"{1000 * t['generate_s_per_adapter']:.2f} ms ({results['speedup']:.0f}× faster); "
                   f"wall {results['wall_s']:.0f} s")
     console.print(f"report: {out / 'report.md'}  results: {out / 'results.json'}  plots: {out / 'plots'}")
+    if ablations:
+        from loragen import ablation
+
+        if model is not None or targets:
+            raise LoragenError("--ablations runs on the built-in base model; drop --model / --targets")
+        console.print(ablation.run(out, cfg, n_samples=min(5, cfg.n_samples))["markdown"])
+        console.print(f"ablation table: {out / 'ablations.md'}")
 
 
 @app.command()
