@@ -14,7 +14,7 @@ from loragen.zoo import Zoo
 def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig, show: bool = True) -> tuple[Zoo, dict]:
     """Fine-tune `tasks` into the zoo at `out`; tasks already there are skipped. Returns the zoo and a summary."""
     base = suite.base_model()
-    layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha, getattr(suite, "modules_to_save", ()))
+    layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha, suite.modules_to_save)
     for t in tasks:
         suite.task(t)  # unknown names fail before any work
     info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None)}

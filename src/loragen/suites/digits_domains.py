@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import UnknownTaskError
 from loragen.suites.suite import Suite, Task, TaskData
 
 SIZE = 16  # H = W after upsampling the 8×8 digits
@@ -122,14 +121,6 @@ class DigitsDomains(Suite):
         self._data_cache: dict[tuple[str, str], TaskData] = {}
 
     # ---- tasks ---------------------------------------------------------------------------------------------------
-    def tasks(self) -> list[Task]:
-        return list(self._tasks.values())
-
-    def task(self, name: str) -> Task:
-        if name not in self._tasks:
-            raise UnknownTaskError(f"suite {self.name!r} has no task {name!r}; expected one of {sorted(self._tasks)}")
-        return self._tasks[name]
-
     def _domain(self, name: str) -> Domain:
         p = self.task(name).params
         return Domain(p["angle"], p["thickness"])

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
+from loragen.errors import UnknownTaskError
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,17 @@ class Suite:
 
     name: str
     target_modules: list[str]
+    modules_to_save: list[str] = []  # linear modules every adapter carries whole (a classification head)
     metric: str = "accuracy"
+    _tasks: dict[str, Task]  # name -> task, filled by the subclass
 
     def tasks(self) -> list[Task]:
-        raise NotImplementedError
+        return list(self._tasks.values())
 
     def task(self, name: str) -> Task:
-        raise NotImplementedError
+        if name not in self._tasks:
+            raise UnknownTaskError(f"suite {self.name!r} has no task {name!r}; expected one of {sorted(self._tasks)}")
+        return self._tasks[name]
 
     def data(self, task: str, split: str) -> TaskData:
         raise NotImplementedError

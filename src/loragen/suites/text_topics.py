@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import LoragenError, UnknownTaskError
+from loragen.errors import LoragenError
 from loragen.suites.suite import Suite, Task, TaskData
 
 MIN_UTTERANCES = 40  # a category becomes a task when it has at least this many distinct utterances
@@ -131,14 +131,6 @@ class TextTopics(Suite):
         self._tokenizer, self._base = None, None
         self._data_cache: dict[tuple[str, str], TaskData] = {}
         self._text_cache: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
-
-    def tasks(self) -> list[Task]:
-        return list(self._tasks.values())
-
-    def task(self, name: str) -> Task:
-        if name not in self._tasks:
-            raise UnknownTaskError(f"suite {self.name!r} has no task {name!r}; expected one of {sorted(self._tasks)}")
-        return self._tasks[name]
 
     def texts(self, task: str, split: str) -> tuple[list[str], list[int]]:
         """Seeded 60 / 20 / 20 split of the task's (text, label) pairs."""
