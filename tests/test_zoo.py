@@ -83,3 +83,24 @@ def test_create_refuses_foreign_folder(tmp_path, tiny_layout):
     with pytest.raises(ZooError, match="is not a zoo"):
         Zoo.create(tmp_path / "z", tiny_layout)
     assert (tmp_path / "z" / "notes.txt").read_text() == "mine"
+
+
+def test_collect_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
+    """An interrupted collection resumes without redoing finished tasks; other settings are refused before any work."""
+    import loragen.collection as C
+    from loragen.finetune import FinetuneConfig
+    from loragen.suites import get_suite
+
+    suite = get_suite("digits-domains")
+    names = [t.name for t in suite.seen_tasks()[:3]]
+    cfg = FinetuneConfig(steps=20, keep_last=2, save_every=5)
+    C.collect(suite, tmp_path / "z", names[:2], cfg, show=False)  # "interrupted" after two tasks
+    calls = []
+    real = C.finetune
+    monkeypatch.setattr(C, "finetune", lambda s, b, l, t, c: calls.append(t) or real(s, b, l, t, c))
+    zoo, summary = C.collect(suite, tmp_path / "z", names, cfg, show=False)
+    assert calls == [names[2]] and summary["resumed_skipped"] == 2
+    assert zoo.tasks() == names and len(zoo.entries) == 6
+    with pytest.raises(ZooError, match="expected suite 'digits-domains' with"):
+        C.collect(suite, tmp_path / "z", names, FinetuneConfig(steps=30, keep_last=2, save_every=5), show=False)
+    assert calls == [names[2]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loragen.errors import ZooError
 from loragen.finetune import FinetuneConfig, finetune
 from loragen.layout import LoraLayout
 from loragen.progress import progress_bar
@@ -19,6 +20,10 @@ def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig
         suite.task(t)  # unknown names fail before any work
     info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None)}
     zoo = Zoo.create(out, layout, info)
+    if zoo.info.get("finetune") != info["finetune"] or zoo.info.get("suite") != suite.name:
+        raise ZooError(f"{out} was collected from suite {zoo.info.get('suite')!r} with fine-tuning config "
+                       f"{zoo.info.get('finetune')}; expected suite {suite.name!r} with {info['finetune']}. "
+                       "Resume with the same settings, or use another folder")
     todo = [t for t in tasks if t not in zoo.tasks()]
     done_before = len(tasks) - len(todo)
     times = []

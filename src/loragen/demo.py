@@ -55,9 +55,6 @@ def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = 
     heldout = [t.name for t in suite.heldout_tasks()][: cfg.max_heldout]
     zoo, _ = collect(suite, out / "zoo", seen, cfg.finetune, show)
     reference, _ = collect(suite, out / "reference", heldout, cfg.finetune, show)
-    for z in (zoo, reference):
-        if z.info.get("finetune") != asdict(cfg.finetune):
-            raise LoragenError(f"{z.path} was collected with another fine-tuning config; use a new --out or remove it")
     gen_dir = out / "generator"
     if (gen_dir / CONFIG_FILE).exists():
         generator = PDiffGenerator.load(gen_dir)
