@@ -113,3 +113,12 @@ def test_wrong_condition_kind(tmp_path, tiny_layout):
     gen = PDiffGenerator.fit(zoo, PDiffConfig(**TINY), show=False)
     with pytest.raises(ValueError, match=r"images of shape \(K, H, W\); found None"):
         gen.generate(Condition(task="x", text="a description"))
+
+
+def test_condition_of_the_wrong_size(tmp_path, tiny_layout):
+    from loragen.errors import ConditionError
+
+    zoo = _toy_zoo(tmp_path / "z", tiny_layout)
+    gen = PDiffGenerator.fit(zoo, PDiffConfig(**TINY), show=False)
+    with pytest.raises(ConditionError, match="encodes to 44 numbers; this generator was trained on conditions of 24"):
+        gen.generate(Condition(task="x", images=torch.rand(4, 6, 6)))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from loragen.errors import ConditionError
+
 
 @dataclass
 class Condition:
@@ -70,7 +72,7 @@ class ImageSetEncoder:
         for c in conditions:
             if c.images is None or c.images.ndim != 3:
                 found = None if c.images is None else tuple(c.images.shape)
-                raise ValueError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {c.task!r}")
+                raise ConditionError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {c.task!r}")
         return torch.stack([self.encode_one(c.images) for c in conditions])
 
 
@@ -101,7 +103,7 @@ class TextEncoder:
 
     def render(self, c: Condition) -> str:
         if not c.text:
-            raise ValueError(f"a text condition needs a description; found none for task {c.task!r}")
+            raise ConditionError(f"a text condition needs a description; found none for task {c.task!r}")
         if self.with_examples and c.examples:
             return c.text + "\nExamples:\n" + "\n".join(c.examples)
         return c.text

@@ -25,5 +25,9 @@ class UnknownTaskError(LoragenError):
     """A task or condition names nothing the suite or zoo knows."""
 
 
+class ConditionError(LoragenError, ValueError):
+    """A condition lacks what its encoder needs, or has the wrong shape."""
+
+
 class ConfigError(LoragenError):
     """A configuration value is outside what is allowed."""

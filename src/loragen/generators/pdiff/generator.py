@@ -25,7 +25,7 @@ from loragen import atomic
 from loragen.adapter import Adapter
 from loragen.checkpoint import load_state, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
-from loragen.errors import ConfigError, LoragenError
+from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.denoiser import LatentDenoiser
 from loragen.generators.pdiff.diffusion import LatentDiffusion
@@ -81,7 +81,7 @@ def _draw_conditions(zoo: Zoo, encoder, config: PDiffConfig) -> torch.Tensor:
         pool = zoo.condition(t)
         try:
             out.append(encoder.encode([pool.subset(config.k_exemplars, g) for _ in range(config.cond_draws)]))
-        except ValueError as e:
+        except ConditionError as e:
             raise LoragenError(f"zoo task {t!r} has no condition the {config.encoder!r} encoder can use: {e}") from e
     return torch.stack(out)
 
@@ -121,7 +121,11 @@ class PDiffGenerator:
         """Encoder embeddings, centred and projected on the whitened principal axes of the zoo's tasks: (B, C).
         With a few dozen tasks only C ≤ T directions vary between tasks; the rest is exemplar noise. Measured on
         digits-domains (one run each): held-out gap recovered 53% with all 264 dims, 54% with C = 8."""
-        return (self.encoder.encode(conditions) - self.buffers["cond_mean_E"]) @ self.buffers["cond_proj_EC"]
+        e = self.encoder.encode(conditions)
+        if e.shape[-1] != self.buffers["cond_mean_E"].numel():
+            raise ConditionError(f"the condition encodes to {e.shape[-1]} numbers; this generator was trained on conditions of "
+                                 f"{self.buffers['cond_mean_E'].numel()} (e.g. images of another size than the zoo's)")
+        return (e - self.buffers["cond_mean_E"]) @ self.buffers["cond_proj_EC"]
 
     # ---- training -----------------------------------------------------------------------------------------------
     @classmethod
