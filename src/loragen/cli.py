@@ -245,9 +245,5 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder.
     console.print(f"{n} adapters for {cond.task!r} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
 
 
-def main():  # pragma: no cover
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -8,7 +8,6 @@ classification head): their weight (o, i) and bias (o,) follow the LoRA matrices
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -168,5 +167,3 @@ class LoraLayout:
                     f"the base model has {type(lin).__name__} with {found}"
                 )
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
