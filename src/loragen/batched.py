@@ -1,0 +1,60 @@
+"""Per-sample batched LoRA: a different adapter for every sample of one batch, applied with batched matmuls.
+
+No dense per-sample weight copies: for a linear module with input x (B, N, i) and per-sample A (B, r, i), B (B, o, r),
+the output is W x + b + (alpha / r) · (x Aᵀ) Bᵀ, two torch.bmm calls of rank r. Works in training mode and lets
+gradients reach whatever produced A and B (a generator network). Written by hand because PEFT's `adapter_names`
+path refuses training mode and loops over adapters.
+Shapes: B batch (one adapter per sample), N tokens per sample (1 for plain vectors), i / o features, r rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from loragen.errors import LayoutMismatchError
+from loragen.layout import LoraLayout
+
+
+def _hook(a_Bri: torch.Tensor, b_Bor: torch.Tensor, scaling: float):
+    def add_delta(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        batch = x.shape[0]
+        if batch != a_Bri.shape[0]:
+            raise LayoutMismatchError(f"batched LoRA holds {a_Bri.shape[0]} adapters; the input batch has {batch} samples")
+        x_BNi = x.reshape(batch, -1, x.shape[-1])
+        delta = torch.bmm(torch.bmm(x_BNi, a_Bri.transpose(1, 2)), b_Bor.transpose(1, 2))  # (B, N, o)
+        return output + scaling * delta.reshape(output.shape)
+
+    return add_delta
+
+
+@contextlib.contextmanager
+def batched_lora(model: nn.Module, layout: LoraLayout, tensors: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+    """Run `model` with sample b using adapter b: `tensors` maps "<module>.lora_A" to (B, r, i) and "<module>.lora_B"
+    to (B, o, r). Whole modules (heads) of the layout are not supported here: they have no low-rank form."""
+    if layout.full:
+        raise LayoutMismatchError(f"batched LoRA applies LoRA modules only; found whole modules {[f.name for f in layout.full]}")
+    layout.check_model(model)
+    named = dict(model.named_modules())
+    handles = []
+    try:
+        for m in layout.modules:
+            a, b = tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"]
+            if a.ndim != 3 or a.shape[1:] != (m.rank, m.in_features) or b.shape[1:] != (m.out_features, m.rank) or len(a) != len(b):
+                raise LayoutMismatchError(f"{m.name}: expected A (B, {m.rank}, {m.in_features}) and B (B, {m.out_features}, "
+                                          f"{m.rank}); found {tuple(a.shape)} and {tuple(b.shape)}")
+            handles.append(named[m.name].register_forward_hook(_hook(a, b, m.scaling)))
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def stack_adapters(adapters) -> dict[str, torch.Tensor]:
+    """Adapters of one layout -> {"<key>": (B, ...)} for batched_lora."""
+    keys = adapters[0].tensors.keys()
+    return {k: torch.stack([a.tensors[k] for a in adapters]) for k in keys}
