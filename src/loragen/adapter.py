@@ -88,7 +88,7 @@ class Adapter:
         for m in self.layout.modules:
             weights[f"base_model.model.{m.name}.lora_A.weight"] = self.tensors[f"{m.name}.lora_A"].float()
             weights[f"base_model.model.{m.name}.lora_B.weight"] = self.tensors[f"{m.name}.lora_B"].float()
-        for seg in self.layout.segments[2 * len(self.layout.modules) :]:  # whole modules: "<name>.weight" / ".bias"
+        for seg in self.layout.full_segments:
             weights[f"base_model.model.{seg.key}"] = self.tensors[seg.key].float()
         meta = {"format": "pt", "loragen": json.dumps({"meta": self.meta, "layout": self.layout.to_dict()})}
         with atomic.folder(path, overwrite=overwrite) as tmp:

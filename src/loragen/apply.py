@@ -37,7 +37,7 @@ def merge(model: nn.Module, adapter: Adapter, scale: float = 1.0) -> Merge:
     for m in adapter.layout.modules:
         w = params[f"{m.name}.weight"]
         new[f"{m.name}.weight"] = w.detach() + scale * adapter.delta(m).to(device=w.device, dtype=w.dtype)  # (o, i)
-    for seg in adapter.layout.segments[2 * len(adapter.layout.modules) :]:
+    for seg in adapter.layout.full_segments:
         if seg.key not in params:
             raise LayoutMismatchError(f"the base model has no parameter {seg.key!r} that the adapter replaces")
         new[seg.key] = adapter.tensors[seg.key].to(device=params[seg.key].device, dtype=params[seg.key].dtype)

@@ -114,6 +114,11 @@ class LoraLayout:
         return f"LoraLayout({len(self.modules)} LoRA modules, {len(self.full)} whole modules, P={self.numel})"
 
     @property
+    def full_segments(self) -> list[Segment]:
+        """Segments of the whole modules ("<name>.weight" / ".bias"), which follow the LoRA pairs."""
+        return self.segments[2 * len(self.modules) :]
+
+    @property
     def target_names(self) -> list[str]:
         return [m.name for m in self.modules]
 
