@@ -62,6 +62,12 @@ def test_import_refuses_mismatches(tmp_path, tiny):
     with pytest.raises(AdapterFileError, match="not a PEFT adapter folder"):
         import_peft(tmp_path / "zoo", [tmp_path / "junk"], task="d")
     assert Zoo.open(tmp_path / "zoo").tasks() == ["a"]  # nothing half-imported
+    (tmp_path / "r2" / SIDECAR).write_text(json.dumps({"task": "a"}))
+    _train_with_plain_peft(tiny, tmp_path / "new", ["lin0", "lin1"], 2, 1)
+    (tmp_path / "new" / SIDECAR).write_text(json.dumps({"task": "new"}))
+    with pytest.raises(ZooError, match=r"already holds tasks \['a'\]"):
+        import_peft(tmp_path / "zoo", [tmp_path / "new", tmp_path / "r2"])
+    assert Zoo.open(tmp_path / "zoo").tasks() == ["a"]  # "new" was not added before the clash was found
 
 
 def test_cli_import(tmp_path, tiny):

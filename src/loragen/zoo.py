@@ -201,7 +201,8 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
     zoo_path = Path(zoo_path)
     existing = Zoo.open(zoo_path) if (zoo_path / INFO_FILE).exists() else None
     layout = existing.layout if existing else None
-    groups: dict[str, tuple[str | None, list[str] | None, list[Adapter]]] = {}
+    groups: dict[str, list[Adapter]] = {}  # task -> its checkpoints, in the order given
+    conditions: dict[str, Condition] = {}
     for folder in folders:
         folder = Path(folder)
         name, text, shots = task, condition, examples
@@ -218,9 +219,14 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
             name, text, shots = meta["task"], meta.get("condition", condition), meta.get("examples", examples)
         adapter = Adapter.load(folder, layout=layout)  # a layout mismatch with earlier folders or the zoo raises here
         layout = layout or adapter.layout
-        adapter.meta = {"task": name, "step": len(groups.get(name, (None, None, []))[2]), "val_acc": None, "source": str(folder)}
-        groups.setdefault(name, (text, shots, []))[2].append(adapter)
+        adapters = groups.setdefault(name, [])
+        adapter.meta = {"task": name, "step": len(adapters), "val_acc": None, "source": str(folder)}
+        adapters.append(adapter)
+        conditions.setdefault(name, Condition(task=name, text=text, examples=shots))
+    clash = sorted(set(groups) & set(existing.tasks())) if existing else []
+    if clash:  # checked before anything is written, so that nothing is half-imported
+        raise ZooError(f"zoo {zoo_path} already holds tasks {clash}; expected new tasks")
     zoo = existing or Zoo.create(zoo_path, layout, {"suite": None, "imported": True})
-    for name, (text, shots, adapters) in groups.items():
-        zoo.add_task(name, adapters, Condition(task=name, text=text, examples=shots), {"source": "import"})
+    for name, adapters in groups.items():
+        zoo.add_task(name, adapters, conditions[name], {"source": "import"})
     return zoo
