@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from loragen import atomic
+from loragen import ablation, atomic
 from loragen.demo import DemoConfig, run
-from loragen.evaluate.evaluation import evaluate
-from loragen.generators.pdiff import PDiffGenerator
-from loragen.suites import get_suite
-from loragen.zoo import Zoo
 
 
 def targets(results: dict) -> dict:
@@ -41,17 +35,9 @@ def main() -> None:
     lines = ["# digits-domains benchmark", "", "| target | measured | pass |", "|---|---|---|"]
     lines += [f"| {k} | {v['value']:.3f} | {'yes' if v['pass'] else 'no'} |" for k, v in bench["targets"].items()]
     if args.ablate_normalization:
-        suite = get_suite(cfg.suite)
-        zoo, ref = Zoo.open(args.out / "zoo"), Zoo.open(args.out / "reference")
-        rows = {"task": results}
-        for mode in ("global", "none"):
-            t0 = time.perf_counter()
-            gen = PDiffGenerator.fit(zoo, replace(cfg.generator, normalization=mode))
-            ev = evaluate(suite, gen, zoo, ref, cfg.n_samples)
-            rows[mode] = {"seen": ev["summary"]["seen"], "unseen": ev["summary"]["unseen"], "wall_s": time.perf_counter() - t0}
-        bench["normalization"] = {m: {s: {k: r[s][k] for k in ("generated_mean", "finetuned")} for s in ("seen", "unseen")} for m, r in rows.items()}
-        lines += ["", "| normalization | seen gen mean | unseen gen mean |", "|---|---|---|"]
-        lines += [f"| {m} | {r['seen']['generated_mean']:.1f} | {r['unseen']['generated_mean']:.1f} |" for m, r in bench["normalization"].items()]
+        abl = ablation.run(args.out, cfg, n_samples=cfg.n_samples, only="normalization=")
+        bench["normalization"] = abl["rows"]
+        lines += ["", abl["markdown"]]
     atomic.write_json(args.out / "benchmark.json", bench)
     atomic.write_bytes(args.out / "benchmark.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))

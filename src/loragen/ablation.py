@@ -35,13 +35,16 @@ def variants(out: Path, cfg: DemoConfig) -> dict:
     return rows
 
 
-def run(out: str | Path, cfg: DemoConfig, n_samples: int = 5, show: bool = True) -> dict:
-    """Fit and evaluate every variant on the demo's zoo and reference; write ablations.json and ablations.md."""
+def run(out: str | Path, cfg: DemoConfig, n_samples: int = 5, show: bool = True, only: str = "") -> dict:
+    """Fit and evaluate every variant (those whose name starts with `only`, and the demo's own) on the demo's zoo and
+    reference; write ablations.json and ablations.md."""
     out = Path(out)
     suite = get_suite(cfg.suite)
     reference = Zoo.open(out / "reference")
     rows = {}
-    for name, (zoo, gcfg) in variants(out, cfg).items():
+    for i, (name, (zoo, gcfg)) in enumerate(variants(out, cfg).items()):
+        if i > 0 and not name.startswith(only):
+            continue
         t0 = time.perf_counter()
         gen = PDiffGenerator.fit(zoo, gcfg, show=show)
         s = evaluate(suite, gen, zoo, reference, n_samples, show=show)["summary"]

@@ -72,6 +72,8 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
     """Run the whole pipeline on a built-in suite and write a report."""
     from loragen.demo import DemoConfig, run
 
+    if ablations and (model is not None or targets):
+        raise LoragenError("--ablations runs on the built-in base model; drop --model / --targets")
     cfg = DemoConfig.for_suite(suite, quick)
     results = run(out, cfg, overwrite=overwrite, suite_kwargs=_suite_kwargs(model, targets))
     console.print(_summary_table(results))
@@ -83,8 +85,6 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
     if ablations:
         from loragen import ablation
 
-        if model is not None or targets:
-            raise LoragenError("--ablations runs on the built-in base model; drop --model / --targets")
         console.print(ablation.run(out, cfg, n_samples=min(5, cfg.n_samples))["markdown"])
         console.print(f"ablation table: {out / 'ablations.md'}")
 
