@@ -11,7 +11,6 @@ Shapes: N images, H = W = 16 pixels, C = 10 classes.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.suites.suite import Suite, Task, TaskData
+from loragen.suites.suite import Suite, Task, TaskData, rng
 
 SIZE = 16  # H = W after upsampling the 8×8 digits
 ANGLES = (-75.0, -50.0, -25.0, 0.0, 25.0, 50.0, 75.0)  # grid axis 1: rotation in degrees
@@ -93,10 +92,6 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.tensor(d.target, dtype=torch.long)
 
 
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 class DigitsDomains(Suite):
     """The built-in image suite; everything offline and small enough for a 2-core CPU."""
 
@@ -133,7 +128,7 @@ class DigitsDomains(Suite):
             if split == "test":
                 idx = self._test_idx
             elif split in ("train", "val"):
-                g = torch.Generator().manual_seed(_seed(self.name, task))
+                g = rng(self.name, task)
                 order = self._pool_idx[torch.randperm(len(self._pool_idx), generator=g)]
                 idx = order[: self.n_train] if split == "train" else order[self.n_train : self.n_train + self.n_val]
             else:
@@ -144,7 +139,7 @@ class DigitsDomains(Suite):
     def condition(self, task: str, draw: int = 0) -> Condition:
         """K exemplar images from the task's training split; `draw` picks another random K-subset."""
         train = self.data(task, "train")
-        g = torch.Generator().manual_seed(_seed(self.name, task, "exemplars", draw))
+        g = rng(self.name, task, "exemplars", draw)
         idx = torch.randperm(len(train.y), generator=g)[: self.k_exemplars]
         return Condition(task=task, images=train.x[idx].clone())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,12 @@ from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import UnknownTaskError
+
+
+def rng(*parts) -> torch.Generator:
+    """A generator seeded from names (suite, task, purpose...): fixed splits and draws that do not shift when tasks
+    are added or reordered."""
+    return torch.Generator().manual_seed(int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16))
 
 
 @dataclass(frozen=True)

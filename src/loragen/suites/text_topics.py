@@ -13,7 +13,6 @@ Shapes: N examples, L tokens; inputs are stored as (N, 2, L) long: input ids and
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import LoragenError
-from loragen.suites.suite import Suite, Task, TaskData
+from loragen.suites.suite import Suite, Task, TaskData, rng
 
 MIN_UTTERANCES = 40  # a category becomes a task when it has at least this many distinct utterances
 MAX_PER_CLASS = 120  # cap on positives (and on negatives) per task
@@ -32,10 +31,6 @@ DESCRIPTIONS = {
     "polarity-mild": "Decide whether an English word expresses a mildly positive feeling rather than a mildly negative one.",
     "polarity-strong": "Decide whether an English word expresses a strongly positive feeling rather than a strongly negative one.",
 }
-
-
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 def chatterbot_categories() -> dict[str, list[str]]:
@@ -111,7 +106,7 @@ class TextTopics(Suite):
         self._examples: dict[str, tuple[list[str], list[int]]] = {}
         self._descriptions: dict[str, str] = {}
         for c in cats:
-            g = torch.Generator().manual_seed(_seed(self.name, c))
+            g = rng(self.name, c)
             pos = [cats[c][i] for i in torch.randperm(len(cats[c]), generator=g)[:max_per_class].tolist()]
             others = [u for o in cats if o != c for u in cats[o]]
             neg = [others[i] for i in torch.randperm(len(others), generator=g)[: len(pos)].tolist()]
@@ -121,7 +116,7 @@ class TextTopics(Suite):
         for name, lo, hi in (("polarity-mild", 1.0, 2.0), ("polarity-strong", 2.0, 99.0)):
             pos = [w for w, v in words if lo <= v < hi]
             neg = [w for w, v in words if lo <= -v < hi]
-            g = torch.Generator().manual_seed(_seed(self.name, name))
+            g = rng(self.name, name)
             n = min(len(pos), len(neg), max_per_class)
             pos = [pos[i] for i in torch.randperm(len(pos), generator=g)[:n].tolist()]
             neg = [neg[i] for i in torch.randperm(len(neg), generator=g)[:n].tolist()]
@@ -140,7 +135,7 @@ class TextTopics(Suite):
         key = (task, split)
         if key not in self._text_cache:
             xs, ys = self._examples[task]
-            order = torch.randperm(len(xs), generator=torch.Generator().manual_seed(_seed(self.name, task, "split"))).tolist()
+            order = torch.randperm(len(xs), generator=rng(self.name, task, "split")).tolist()
             a, b = int(0.6 * len(order)), int(0.8 * len(order))
             idx = {"train": order[:a], "val": order[a:b], "test": order[b:]}[split]
             self._text_cache[key] = ([xs[i] for i in idx], [ys[i] for i in idx])
@@ -161,7 +156,7 @@ class TextTopics(Suite):
     def condition(self, task: str, draw: int = 0) -> Condition:
         """Description + K labelled examples of the training split; `draw` picks another random K."""
         pool = self.condition_pool(task)
-        return pool.subset(self.k_exemplars, torch.Generator().manual_seed(_seed(self.name, task, "examples", draw)))
+        return pool.subset(self.k_exemplars, rng(self.name, task, "examples", draw))
 
     def condition_pool(self, task: str) -> Condition:
         self.task(task)
