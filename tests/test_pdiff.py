@@ -6,7 +6,7 @@ from loragen.conditions import Condition
 from loragen.errors import ConfigError, ZooError
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
-from loragen.generators.pdiff.diffusion import LatentDiffusion
+from loragen.diffusion import Diffusion
 from loragen.generators.pdiff.normalizer import Normalizer
 from loragen.zoo import Zoo
 
@@ -42,7 +42,7 @@ def test_autoencoder_shapes_and_noise_only_in_training():
 
 def test_diffusion_rejects_unknown_prediction_type():
     with pytest.raises(ValueError, match="prediction_type must be one of"):
-        LatentDiffusion(prediction_type="x0")
+        Diffusion(prediction_type="x0")
 
 
 def test_config_validation():

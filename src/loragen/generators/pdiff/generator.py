@@ -28,7 +28,7 @@ from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.denoiser import LatentDenoiser
-from loragen.generators.pdiff.diffusion import LatentDiffusion
+from loragen.diffusion import Diffusion
 from loragen.generators.pdiff.normalizer import MODES, Normalizer
 from loragen.layout import LoraLayout
 from loragen.progress import progress_bar
@@ -107,7 +107,7 @@ class PDiffGenerator:
                                             config.input_noise, config.latent_noise)
         self.sample_dim = config.latent_dim + self.normalizer.n_features  # D + F
         self.denoiser = LatentDenoiser(self.sample_dim, self.cond_dim(cond_dim), config.width, config.depth)
-        self.diffusion = LatentDiffusion(config.num_train_timesteps, config.prediction_type)
+        self.diffusion = Diffusion(config.num_train_timesteps, config.prediction_type)
         # filled by fit, saved with the weights
         self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_proj_EC": torch.eye(cond_dim)[:, : self.cond_dim(cond_dim)],
                         "sample_mean": torch.zeros(self.sample_dim), "sample_std": torch.ones(self.sample_dim)}
