@@ -59,3 +59,17 @@ def tiny_bert_folder(tmp_path_factory):
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(f"{src}/{name}", folder / name)
     return folder
+
+
+@pytest.fixture
+def live_dit():
+    """A tiny DiT whose zero-initialised gates and output layer are randomised, as training leaves them (a fresh DiT's
+    adaLN-Zero gates would keep W_Q / W_V from reaching the output at all)."""
+    from loragen.suites.dit import DIT_SIZES, DiT
+
+    torch.manual_seed(0)
+    dit = DiT(DIT_SIZES["tiny"])
+    for name, p in dit.named_parameters():
+        if "ada" in name or name.startswith("final"):
+            nn.init.normal_(p, std=0.3)
+    return dit.eval().requires_grad_(False)

@@ -26,6 +26,14 @@ def save_state(path: str | Path, modules: dict[str, nn.Module], optimizers: dict
     atomic.save_safetensors(path, out, {"meta": json.dumps(meta), "param_groups": json.dumps(groups)})
 
 
+def read_meta(path: str | Path) -> dict:
+    """The meta dict of a saved state, without loading its tensors (check it before restoring anything)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
 def load_state(path: str | Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
                ) -> tuple[dict[str, torch.Tensor], dict]:
     """Restore modules and optimisers in place; return the extra tensors and the meta dict."""

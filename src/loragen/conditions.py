@@ -133,15 +133,33 @@ class OneHotEncoder:
         return out
 
 
-ENCODERS = ("image-set", "text", "description", "onehot")
+class ClassEncoder:
+    """Class label -> one-hot (B, num_classes). A generator learns its own class embedding from it (a linear map of a
+    one-hot is an embedding table), through the same (B, E) interface a text embedding goes through."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+
+    def encode(self, conditions: list[Condition]) -> torch.Tensor:
+        labels = [c.label for c in conditions]
+        bad = [lab for lab in labels if lab is None or not 0 <= lab < self.num_classes]
+        if bad:
+            raise ConditionError(f"a class condition needs a label in 0 … {self.num_classes - 1}; found {bad[:5]}")
+        return torch.nn.functional.one_hot(torch.tensor(labels), self.num_classes).float()
 
 
-def get_encoder(name: str, tasks: list[str] | None = None):
-    """A condition encoder by name; `tasks` (the zoo's) is needed by the one-hot encoder."""
+ENCODERS = ("image-set", "text", "description", "onehot", "class")
+
+
+def get_encoder(name: str, tasks: list[str] | None = None, num_classes: int = 10):
+    """A condition encoder by name; `tasks` (the zoo's) is needed by the one-hot encoder, `num_classes` by the class
+    encoder."""
     if name == "image-set":
         return ImageSetEncoder()
     if name in ("text", "description"):
         return TextEncoder(with_examples=name == "text")
     if name == "onehot":
         return OneHotEncoder(tasks or [])
+    if name == "class":
+        return ClassEncoder(num_classes)
     raise ValueError(f"condition encoder must be one of {ENCODERS}; found {name!r}")

@@ -6,7 +6,7 @@ import inspect
 
 from loragen.errors import ConfigError, UnknownTaskError
 
-SUITES = ["digits-domains", "text-topics"]
+SUITES = ["digits-domains", "text-topics", "digits-gen"]
 
 
 def get_suite(name: str, **kwargs):
@@ -15,6 +15,8 @@ def get_suite(name: str, **kwargs):
         from loragen.suites.digits_domains import DigitsDomains as cls
     elif name == "text-topics":
         from loragen.suites.text_topics import TextTopics as cls
+    elif name == "digits-gen":
+        from loragen.suites.digits_gen import DigitsGen as cls
     else:
         raise UnknownTaskError(f"unknown suite {name!r}; expected one of {SUITES}")
     accepted = set(inspect.signature(cls).parameters)

@@ -74,6 +74,11 @@ class Suite:
             correct += (self.forward(model, data.x[i : i + batch]).argmax(-1) == data.y[i : i + batch]).sum().item()
         return 100.0 * correct / len(data.y)
 
+    def base_summary(self, model: nn.Module) -> dict[str, str]:
+        """What `loragen base` prints about a built base model: test accuracy on a few tasks."""
+        tasks = self.tasks()[:: max(1, len(self.tasks()) // 6)]
+        return {f"{t.name} test accuracy": f"{self.accuracy(model, self.data(t.name, 'test')):.1f}%" for t in tasks}
+
     def seen_tasks(self) -> list[Task]:
         return [t for t in self.tasks() if not t.heldout]
 

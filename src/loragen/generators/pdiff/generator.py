@@ -23,7 +23,7 @@ import torch
 
 from loragen import atomic
 from loragen.adapter import Adapter
-from loragen.checkpoint import load_state, save_state
+from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
@@ -31,6 +31,7 @@ from loragen.generators.pdiff.denoiser import LatentDenoiser
 from loragen.diffusion import Diffusion
 from loragen.generators.pdiff.normalizer import MODES, Normalizer
 from loragen.layout import LoraLayout
+from loragen.lr import cosine
 from loragen.progress import progress_bar
 from loragen.zoo import Zoo
 
@@ -84,14 +85,6 @@ def _draw_conditions(zoo: Zoo, encoder, config: PDiffConfig) -> torch.Tensor:
         except ConditionError as e:
             raise LoragenError(f"zoo task {t!r} has no condition the {config.encoder!r} encoder can use: {e}") from e
     return torch.stack(out)
-
-
-def _cosine(opt: torch.optim.Optimizer, total: int, done: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay to 0 over `total` steps, positioned after `done` steps (resume)."""
-    import math
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
-                                             last_epoch=done - 1)
 
 
 class PDiffGenerator:
@@ -159,16 +152,13 @@ class PDiffGenerator:
         step, fingerprint = 0, {"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)}
         state_path = Path(out) / STATE_FILE if out else None
         if state_path and state_path.exists():
-            extra, meta = load_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt})
-            if meta["fingerprint"] != json.loads(json.dumps(fingerprint)):
+            if read_meta(state_path)["fingerprint"] != json.loads(json.dumps(fingerprint)):
                 raise LoragenError(f"{state_path} belongs to another zoo or config; remove it or use another --out")
+            extra, meta = load_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt})
             step = meta["step"]
             torch.set_rng_state(extra["rng"])
-        for opt in (ae_opt, den_opt):
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-        ae_sched = _cosine(ae_opt, cfg.ae_steps, min(step, cfg.ae_steps))
-        den_sched = _cosine(den_opt, cfg.diffusion_steps, max(0, step - cfg.ae_steps))
+        ae_sched = cosine(ae_opt, cfg.ae_steps, min(step, cfg.ae_steps))
+        den_sched = cosine(den_opt, cfg.diffusion_steps, max(0, step - cfg.ae_steps))
         latents = None
         t0, losses = time.perf_counter(), {"ae": float("nan"), "diffusion": float("nan")}
         with progress_bar(show) as bar:

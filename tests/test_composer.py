@@ -1,0 +1,193 @@
+import pytest
+import torch
+from torch import nn
+
+from loragen.batched import batched_lora
+from loragen.errors import ConfigError, LoragenError
+from loragen.generators.composer import ComposerConfig, ComposerGenerator
+from loragen.generators.composer.context_batches import context_batch
+from loragen.generators.composer.generator import STATE_FILE, target_weights
+from loragen.generators.composer.meta_generator import MetaGenerator, attention_mask
+from loragen.layout import LoraLayout
+from loragen.suites.dit import DiT
+
+
+def _generator(dit: DiT, attention: str = "global-local", layers: int = 2) -> tuple[MetaGenerator, LoraLayout]:
+    layout = LoraLayout.from_model(dit, ["q", "v"], rank=2, alpha=2.0)
+    torch.manual_seed(1)
+    return MetaGenerator(target_weights(dit, layout), 10, 2, width=16, layers=layers, heads=2, prompt_tokens=3,
+                         attention=attention), layout
+
+
+def _as_tensors(layout: LoraLayout, a_CMri: torch.Tensor, b_CMor: torch.Tensor, index_B: torch.Tensor) -> dict:
+    return {k: v for j, m in enumerate(layout.modules)
+            for k, v in ((f"{m.name}.lora_A", a_CMri[:, j][index_B]), (f"{m.name}.lora_B", b_CMor[:, j][index_B]))}
+
+
+def test_attention_mask_global_local():
+    P, M, T = 2, 3, 4
+    blocked = attention_mask(P, M, T, "global-local")
+    allowed = ~blocked
+    tok = lambda m, s: P + m * T + s  # noqa: E731 index of slot s of block m
+    assert allowed[:P, :P].all() and blocked[:P, P:].all()  # prompt tokens never read component tokens
+    assert allowed[P:, :P].all()  # every component token reads every prompt token
+    assert allowed[tok(1, 2), tok(1, 0)] and allowed[tok(1, 2), tok(1, 3)]  # local: within its block
+    assert blocked[tok(1, 2), tok(0, 2)] and blocked[tok(1, 2), tok(2, 0)]  # a non-first token never leaves its block
+    assert allowed[tok(0, 0), tok(2, 0)] and allowed[tok(2, 0), tok(1, 0)]  # global: first tokens across blocks
+    assert blocked[tok(0, 0), tok(2, 1)]  # ... but only to other blocks' first tokens
+    assert not attention_mask(P, M, T, "standard").any()
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        attention_mask(P, M, T, "local")
+
+
+def test_starts_at_the_pretrained_weights(live_dit):
+    """Head B is zero at init: W' = W, the backbone's output is unchanged under the generated update."""
+    dit = live_dit
+    net, layout = _generator(dit)
+    a, b = net(torch.eye(10)[[3, 5]])
+    assert a.shape == (2, len(layout.modules), 2, 32) and b.shape == (2, len(layout.modules), 32, 2)
+    assert torch.count_nonzero(b) == 0 and a.abs().mean() > 0
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([10, 500]), torch.tensor([3, 5])
+    with batched_lora(dit, layout, _as_tensors(layout, a, b, torch.arange(2))):
+        out = dit(x, t, y)
+    assert torch.equal(out, dit(x, t, y))
+
+
+def test_global_local_attention_limits_what_a_block_reads(live_dit):
+    """One layer: block 0's non-first tokens (the B columns) read only prompt and own block, so changing block 1's
+    tokens leaves them alone under global-local and changes them under standard attention."""
+    for attention, should_change in (("global-local", False), ("standard", True)):
+        net, _ = _generator(live_dit, attention, layers=1)
+        nn.init.normal_(net.head_b.weight)
+        cond = torch.eye(10)[[4]]
+        a0, b0 = net(cond)
+        with torch.no_grad():
+            net.block_pos[1] += torch.randn(net.block_pos.shape[1:])  # not a constant: LayerNorm removes those
+        a1, b1 = net(cond)
+        assert torch.allclose(b0[:, 0], b1[:, 0]) != should_change, attention
+        assert not torch.allclose(a0[:, 0, 0], a1[:, 0, 0])  # slot 0 is block 0's first token: it reads block 1's
+        assert not torch.allclose(b0[:, 1], b1[:, 1])
+
+
+def test_finalize_keeps_outputs_and_drops_the_projection(live_dit):
+    net, _ = _generator(live_dit)
+    nn.init.normal_(net.head_b.weight)
+    cond = torch.eye(10)[[0, 7]]
+    before = net(cond)
+    net.finalize()
+    after = net(cond)
+    assert net.finalized and torch.allclose(before[0], after[0], atol=1e-6) and torch.allclose(before[1], after[1], atol=1e-6)
+    keys = set(net.state_dict())
+    assert "tokens_MTD" in keys and not {"weights_MOI", "proj_left", "proj_right"} & keys
+
+
+def test_gradients_reach_the_generator_in_training_mode(live_dit):
+    """Through per-sample batched LoRA and the backbone's diffusion loss; the second step reaches the whole
+    generator (at step one B = 0, so only head B gets a gradient, as in LoRA)."""
+    from loragen.diffusion import Diffusion
+
+    dit = live_dit
+    net, layout = _generator(dit)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    diffusion, y = Diffusion(prediction_type="epsilon"), torch.tensor([1, 1, 6, 9])
+    for step in range(2):
+        a, b = net(torch.eye(10)[[1, 6, 9]])
+        with batched_lora(dit, layout, _as_tensors(layout, a, b, torch.tensor([0, 0, 1, 2]))):
+            loss = diffusion.training_loss(dit, torch.randn(4, 1, 8, 8), y, generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert net.head_b.weight.grad.abs().sum() > 0
+            assert net.prompt.weight.grad is None or net.prompt.weight.grad.abs().sum() == 0
+        opt.step()
+    for name in ("prompt.weight", "proj_left", "proj_right", "head_a.weight", "head_b.weight"):
+        assert dict(net.named_parameters())[name].grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in dit.parameters())  # the backbone stays frozen
+
+
+def test_context_batches():
+    labels = torch.arange(100) % 5
+    g = torch.Generator().manual_seed(0)
+    idx = context_batch(labels, 16, 0.75, g)
+    counts = torch.bincount(labels[idx], minlength=5)
+    assert len(idx) == 16 and counts.max() == 12 and counts.sum() - counts.max() == 4  # 4 from the other classes
+    assert len(labels[context_batch(labels, 16, 1.0, g)].unique()) == 1
+    assert len(context_batch(labels, 16, 0.0, g)) == 16
+    with pytest.raises(ConfigError, match=r"alpha must lie in \[0, 1\]; found 1.5"):
+        context_batch(labels, 16, 1.5, g)
+    with pytest.raises(ConfigError, match="the pool holds one class only"):
+        context_batch(torch.zeros(10, dtype=torch.long), 8, 0.5, g)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="generator must be one of"):
+        ComposerConfig(generator="cnn")
+    with pytest.raises(ConfigError, match="rank must be >= 1; found 0"):
+        ComposerConfig(rank=0)
+
+
+@pytest.fixture(scope="module")
+def quick_suite():
+    from loragen.suites import get_suite
+
+    suite = get_suite("digits-gen", quick=True)
+    suite.base_model(show=False)
+    return suite
+
+
+def _tiny_config(**kw) -> ComposerConfig:
+    return ComposerConfig(**({"rank": 2, "width": 16, "layers": 1, "heads": 2, "steps": 4, "batch_size": 8,
+                              "checkpoint_every": 2, "lr": 1e-2} | kw))
+
+
+def test_update_computed_once_per_condition(quick_suite, live_dit):
+    gen = ComposerGenerator.fit(quick_suite, _tiny_config(), backbone=live_dit, show=False)
+    seen = []
+    gen.net.register_forward_hook(lambda mod, inp, out: seen.append(len(inp[0])))
+    t = gen.tensors(gen.encode([quick_suite.label_conditions()[c] for c in (3, 3, 5, 3)]))
+    assert seen == [2]  # two distinct conditions in a batch of four
+    b = t["blocks.0.attn.q.lora_B"]
+    assert torch.equal(b[0], b[1]) and torch.equal(b[0], b[3]) and not torch.equal(b[0], b[2])
+
+
+def test_fit_resumes_after_an_interruption(quick_suite, tmp_path, monkeypatch):
+    """An interrupted fit restarts from its last saved state and ends with the uninterrupted fit's weights."""
+    cfg = _tiny_config()
+    whole = ComposerGenerator.fit(quick_suite, cfg, show=False)
+    calls = {"n": 0}
+    original = quick_suite.diffusion.training_loss
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(quick_suite.diffusion, "training_loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ComposerGenerator.fit(quick_suite, cfg, out=tmp_path / "gen", show=False)
+    assert (tmp_path / "gen" / STATE_FILE).exists()
+    calls["n"] = -100
+    resumed = ComposerGenerator.fit(quick_suite, cfg, out=tmp_path / "gen", show=False)
+    assert calls["n"] == -98  # steps 3 and 4 only
+    assert not (tmp_path / "gen" / STATE_FILE).exists()
+    for (k, v), w in zip(whole.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.allclose(v, w, atol=1e-6), k
+    loaded = ComposerGenerator.load(tmp_path / "gen")
+    cond = loaded.encode(quick_suite.label_conditions())
+    for k, v in resumed.tensors(cond).items():
+        assert torch.equal(v, loaded.tensors(cond)[k])
+    # a leftover state of another configuration is refused, not silently reused
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        ComposerGenerator.fit(quick_suite, cfg, out=tmp_path / "other", show=False)
+    with pytest.raises(LoragenError, match="belongs to another config"):
+        ComposerGenerator.fit(quick_suite, _tiny_config(rank=4), out=tmp_path / "other", show=False)
+
+
+def test_static_control_ignores_the_condition(quick_suite, live_dit):
+    gen = ComposerGenerator.fit(quick_suite, _tiny_config(generator="static"), backbone=live_dit, show=False)
+    t = gen.tensors(gen.encode(quick_suite.label_conditions()[:3]))
+    b = t["blocks.1.attn.v.lora_B"]
+    assert torch.equal(b[0], b[2]) and b.abs().sum() > 0  # trained away from B = 0, the same for every class

@@ -1,0 +1,135 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from loragen.cli import app
+from loragen.conditions import Condition, get_encoder
+from loragen.errors import ConditionError, ConfigError
+from loragen.evaluate.generative import frechet_distance
+from loragen.measure import interleaved_times, peak_memory
+from loragen.suites import get_suite
+from loragen.suites.dit import DIT_SIZES, DiT, DiTConfig
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """CLI output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_suite_data_and_conditions():
+    s = get_suite("digits-gen", quick=True)
+    train, test = s.split("train"), s.split("test")
+    assert (len(train.y), len(test.y)) == (1258, 539) and train.x.shape[1:] == (1, 8, 8)
+    assert train.x.min() == -1.0 and train.x.max() == 1.0
+    assert not set(map(tuple, train.x.flatten(1).tolist()[:50])) & set(map(tuple, test.x.flatten(1).tolist()))
+    three = s.data("digit-3", "test")
+    assert (three.y == 3).all() and len(three.y) > 40
+    assert s.condition("digit-3").label == 3 and [c.label for c in s.label_conditions()] == list(range(10))
+    with pytest.raises(ValueError, match="split must be one of"):
+        s.split("val")
+
+
+def test_class_encoder():
+    enc = get_encoder("class", num_classes=10)
+    e = enc.encode([Condition(label=2), Condition(label=9)])
+    assert e.shape == (2, 10) and e[0, 2] == 1 and e[1, 9] == 1 and e.sum() == 2
+    with pytest.raises(ConditionError, match=r"a label in 0 … 9; found \[12, None\]"):
+        enc.encode([Condition(label=12), Condition(task="t")])
+
+
+def test_dit_shapes_and_zero_init():
+    dit = DiT(DIT_SIZES["tiny"])
+    x = torch.randn(3, 1, 8, 8)
+    out = dit(x, torch.tensor([1, 50, 999]), torch.tensor([0, 4, 9]))
+    assert out.shape == x.shape and torch.count_nonzero(out) == 0  # zero-initialised output layer: ε̂ = 0
+    names = {n for n, _ in dit.named_modules()}
+    assert {"blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v", "blocks.1.attn.v"} <= names
+    with pytest.raises(ConfigError, match="image_size must be a multiple of patch"):
+        DiTConfig(image_size=8, patch=3)
+
+
+def test_frechet_distance_pinned():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 6, generator=g)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shift = torch.tensor([1.0, 2.0, 0.0, 0.0, 0.0, 0.5])  # same covariance: FD = ‖shift‖² exactly
+    assert abs(frechet_distance(a, a + shift) - 5.25) < 1e-6
+    expected = a.mean(0).square().sum() + a.T.cov().trace()  # ‖μ − 2μ‖² + Tr(Σ + 4Σ − 2·2Σ)
+    assert abs(frechet_distance(a, 2 * a) - expected.item()) < 1e-4
+    with pytest.raises(ValueError, match=r"expected two feature sets"):
+        frechet_distance(a, a[:, :3])
+
+
+def test_peak_memory_counts_live_tensors():
+    def job():
+        a = torch.ones(1_000_000)  # 4 MB
+        b = a * 2  # 4 MB
+        del a
+        c = b + 1  # 4 MB: a is gone, so the peak is 8 MB
+        return c.sum()
+
+    resident = torch.zeros(250_000)  # 1 MB
+    peak = peak_memory(job, [resident])
+    assert 9.0e6 <= peak <= 9.1e6
+    times = interleaved_times({"a": lambda: None, "b": lambda: sum(range(1000))}, repeats=3)
+    assert set(times) == {"a", "b"} and all(v >= 0 for v in times.values())
+
+
+def test_composer_cli_bench_train_sample(tmp_path):
+    out = tmp_path / "bench"
+    r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    methods = {"backbone", "static_lora", "composer", "ttt"}
+    assert set(res["fd"]) == methods and set(res["class_acc"]) == methods
+    assert all(v >= 0 for v in res["fd"].values()) and all(0 <= v <= 100 for v in res["class_acc"].values())
+    assert {"time_ratio", "memory_ratio"} <= set(res["overhead"]) and res["batched_lora_ratio"] > 0
+    assert set(res["ablations"]) == {"default", "rank=4", "rank=16", "alpha=0", "alpha=0.5", "alpha=1",
+                                     "attention=standard", "generator=mlp"}
+    for m in methods:
+        assert (out / f"grid_{m}.png").stat().st_size > 1000
+    assert (out / "report.md").read_text().startswith("# loragen: Composer")
+    r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
+    assert r.exit_code == 2 and "pass --overwrite" in said(r)
+
+    gen = tmp_path / "gen"
+    r = runner.invoke(app, ["composer", "train", "--out", str(gen), "--quick", "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["composer", "train", "--out", str(gen), "--quick"])
+    assert r.exit_code == 2 and "already holds a trained generator" in said(r)
+    grid, adapters = tmp_path / "grid.png", tmp_path / "adapters"
+    r = runner.invoke(app, ["composer", "sample", "--generator", str(gen), "--out", str(grid), "--classes", "2,7",
+                            "--n", "3", "--steps", "3", "--adapters", str(adapters)])
+    assert r.exit_code == 0, r.output
+    assert grid.stat().st_size > 1000 and (adapters / "class_7" / "adapter_config.json").exists()
+    r = runner.invoke(app, ["composer", "sample", "--generator", str(gen), "--out", str(tmp_path / "g2.png"),
+                            "--classes", "2,11"])
+    assert r.exit_code == 2 and "class labels in 0 … 9" in said(r)
+
+
+def test_generated_update_as_peft_adapter_matches_batched_lora(tmp_path, live_dit):
+    """A class's composed W_Q / W_V update, written as a PEFT folder and loaded by PEFT, gives the same backbone
+    output as the per-sample batched path."""
+    import copy
+
+    from peft import PeftModel
+
+    from loragen.generators.composer import ComposerConfig, ComposerGenerator
+
+    suite = get_suite("digits-gen", quick=True)
+    plain = copy.deepcopy(live_dit)
+    cfg = ComposerConfig(rank=2, width=16, layers=1, heads=2, steps=3, batch_size=8, lr=1e-1)
+    gen = ComposerGenerator.fit(suite, cfg, backbone=live_dit, show=False)
+    cond = suite.label_conditions()[5]
+    gen.adapters([cond])[0].save(tmp_path / "a")
+    x, t, y = torch.randn(2, 1, 8, 8), torch.tensor([100, 700]), torch.tensor([5, 5])
+    with torch.no_grad(), gen.applied(live_dit, gen.encode([cond, cond])):
+        ours = live_dit(x, t, y)
+    peft = PeftModel.from_pretrained(copy.deepcopy(plain), str(tmp_path / "a"))
+    with torch.no_grad():
+        assert not torch.allclose(plain(x, t, y), ours, atol=1e-3)  # the update does change the output
+        assert torch.allclose(peft(x, t, y), ours, atol=1e-5)
