@@ -20,3 +20,4 @@ test: install  ## the test suite (tiny configs, a few minutes on 2 CPU cores)
 
 bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench
 	$(BIN)/python benchmarks/digits_domains.py --out runs/bench/digits-domains
+	$(BIN)/python benchmarks/digits_gen.py --out runs/bench/digits-gen

@@ -54,3 +54,23 @@ def test_batch_size_and_shape_mismatches(tiny, tiny_layout):
     with pytest.raises(LayoutMismatchError, match=r"expected A \(B, 2, 10\)"):
         with batched_lora(tiny, tiny_layout, tensors):
             pass
+
+
+def test_grouped_matches_per_sample_batched(tiny, tiny_layout):
+    """Samples sorted by adapter, one low-rank product per group == each sample under its own copy."""
+    from loragen.batched import grouped_lora
+
+    adapters = _adapters(tiny_layout, 3)
+    counts = [2, 0, 3]  # adapter 1 has no samples
+    per_sample = stack_adapters([adapters[0]] * 2 + [adapters[2]] * 3)
+    x = torch.randn(5, 4, 10)
+    with torch.no_grad():
+        with batched_lora(tiny, tiny_layout, per_sample):
+            reference = tiny(x)
+        with grouped_lora(tiny, tiny_layout, stack_adapters(adapters), counts):
+            grouped = tiny(x)
+    assert torch.allclose(grouped, reference, atol=1e-5)
+    assert not torch.allclose(grouped, tiny(x), atol=1e-3)
+    with pytest.raises(LayoutMismatchError, match="groups of 5 samples; the input batch has 4"):
+        with grouped_lora(tiny, tiny_layout, stack_adapters(adapters), counts):
+            tiny(x[:4])

@@ -26,7 +26,7 @@ from torch import nn
 
 from loragen import atomic
 from loragen.adapter import Adapter
-from loragen.batched import batched_lora
+from loragen.batched import batched_lora, grouped_lora
 from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConfigError, LoragenError
@@ -127,9 +127,9 @@ class ComposerGenerator:
             if read_meta(state_path)["fingerprint"] != json.loads(json.dumps(fingerprint)):
                 raise LoragenError(f"{state_path} belongs to another config or backbone; remove it or use another --out")
             step = load_state(state_path, {"net": gen.net}, {"opt": opt})[1]["step"]
-        t0, loss_avg = time.perf_counter(), float("nan")
+        t0, loss_avg, desc = time.perf_counter(), float("nan"), desc or f"composer ({config.generator})"
         with progress_bar(show) as bar, torch.enable_grad():  # also when called under no_grad (test-time training)
-            job = bar.add_task(desc or f"composer ({config.generator})", total=config.steps, completed=step)
+            job = bar.add_task(desc, total=config.steps, completed=step)
             while step < config.steps:
                 g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # batch and noise: same on resume
                 idx = context_batch(data.y, config.batch_size, config.alpha, g)
@@ -142,7 +142,7 @@ class ComposerGenerator:
                 step += 1
                 loss_avg = loss.item() if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * loss.item()
                 if step % 25 == 0 or step == config.steps:
-                    bar.update(job, completed=step, description=f"{desc or 'composer (' + config.generator + ')'} loss {loss_avg:.4f}")
+                    bar.update(job, completed=step, description=f"{desc} loss {loss_avg:.4f}")
                 if state_path and step % config.checkpoint_every == 0 and step < config.steps:
                     save_state(state_path, {"net": gen.net}, {"opt": opt}, {}, {"step": step, "fingerprint": fingerprint})
         gen.finalize()
@@ -181,11 +181,21 @@ class ComposerGenerator:
 
     @torch.no_grad()
     def sample(self, suite, backbone: nn.Module, labels_B: torch.Tensor, steps: int = 50, seed: int = 0) -> torch.Tensor:
-        """Images (B, ...) for class labels: (A, B) once per distinct label, reused over all `steps` DDIM steps."""
+        """Images (B, ...) for class labels: (A, B) once per distinct label, reused over all `steps` DDIM steps. The
+        batch runs sorted by condition through grouped LoRA (no per-sample copies of the update); the images come
+        back in the order of `labels_B`."""
         conditions = suite.label_conditions()
         cond_BE = self.encode([conditions[int(y)] for y in labels_B])
-        with self.applied(backbone, cond_BE):
-            return suite.sample(backbone, labels_B, steps, seed)
+        unique_CE, inverse_B = torch.unique(cond_BE, dim=0, return_inverse=True)
+        order = torch.argsort(inverse_B, stable=True)
+        a_CMri, b_CMor = self.net(unique_CE)
+        tensors = {}
+        for k, m in enumerate(self.layout.modules):
+            tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"] = a_CMri[:, k], b_CMor[:, k]
+        counts = torch.bincount(inverse_B, minlength=len(unique_CE)).tolist()
+        with grouped_lora(backbone, self.layout, tensors, counts):
+            images = suite.sample(backbone, labels_B[order], steps, seed)
+        return images[torch.argsort(order)]
 
     @torch.no_grad()
     def adapters(self, conditions: list[Condition]) -> list[Adapter]:
