@@ -26,7 +26,7 @@ from loragen import atomic
 from loragen.batched import batched_lora
 from loragen.errors import LoragenError
 from loragen.generators.composer import ComposerConfig, ComposerGenerator
-from loragen.generators.composer.generator import CONFIG_FILE
+from loragen.generators.composer.generator import CONFIG_FILE, sample_grouped
 from loragen.layout import LoraLayout
 from loragen.measure import interleaved_times, peak_memory
 from loragen.suites.digits_gen import QUICK, DigitsGen, DigitsGenConfig
@@ -90,16 +90,16 @@ class TestTimeTraining:
 
     @torch.no_grad()
     def sample(self, labels_B: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
-        """Each sample under its class's TTT adapter (fitted on first use), in one batched-LoRA pass."""
+        """Each sample under its class's TTT adapter (fitted on first use), grouped by class in one batch."""
         conds = self.suite.label_conditions()
-        for y in labels_B.unique().tolist():
+        classes, group_B = labels_B.unique(return_inverse=True)
+        for y in classes.tolist():
             if y not in self.fits:
                 self.fit(y)
-        layout = next(iter(self.fits.values())).layout
-        per_class = {y: g.tensors(g.encode([conds[y]])) for y, g in self.fits.items()}
-        tensors = {k: torch.cat([per_class[int(y)][k] for y in labels_B]) for k in per_class[int(labels_B[0])]}
-        with batched_lora(self.backbone, layout, tensors):
-            return self.suite.sample(self.backbone, labels_B, steps, seed)
+        per_class = [self.fits[y].tensors(self.fits[y].encode([conds[y]])) for y in classes.tolist()]
+        tensors_C = {k: torch.cat([t[k] for t in per_class]) for k in per_class[0]}
+        return sample_grouped(self.suite, self.backbone, self.fits[classes[0].item()].layout, tensors_C, group_B,
+                              labels_B, steps, seed)
 
 
 def _score(suite: DigitsGen, sample_fn, cfg: BenchConfig) -> dict:

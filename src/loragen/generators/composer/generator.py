@@ -92,6 +92,18 @@ def target_weights(backbone: nn.Module, layout: LoraLayout) -> torch.Tensor:
     return torch.stack([named[m.name].weight.detach() for m in layout.modules])
 
 
+@torch.no_grad()
+def sample_grouped(suite, backbone: nn.Module, layout: LoraLayout, tensors_C: dict[str, torch.Tensor],
+                   group_B: torch.Tensor, labels_B: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
+    """Sample with update group_B[b] (of the C in `tensors_C`) for sample b: the batch runs sorted by group through
+    grouped LoRA (no per-sample copies of the updates), and the images come back in the order of `labels_B`."""
+    order = torch.argsort(group_B, stable=True)
+    counts = torch.bincount(group_B, minlength=len(next(iter(tensors_C.values())))).tolist()
+    with grouped_lora(backbone, layout, tensors_C, counts):
+        images = suite.sample(backbone, labels_B[order], steps, seed)
+    return images[torch.argsort(order)]
+
+
 class ComposerGenerator:
     """Per-condition low-rank updates of a frozen backbone's W_Q / W_V."""
 
@@ -181,21 +193,14 @@ class ComposerGenerator:
 
     @torch.no_grad()
     def sample(self, suite, backbone: nn.Module, labels_B: torch.Tensor, steps: int = 50, seed: int = 0) -> torch.Tensor:
-        """Images (B, ...) for class labels: (A, B) once per distinct label, reused over all `steps` DDIM steps. The
-        batch runs sorted by condition through grouped LoRA (no per-sample copies of the update); the images come
-        back in the order of `labels_B`."""
+        """Images (B, ...) for class labels: (A, B) once per distinct label, reused over all `steps` DDIM steps."""
         conditions = suite.label_conditions()
-        cond_BE = self.encode([conditions[int(y)] for y in labels_B])
-        unique_CE, inverse_B = torch.unique(cond_BE, dim=0, return_inverse=True)
-        order = torch.argsort(inverse_B, stable=True)
+        unique_CE, group_B = torch.unique(self.encode([conditions[int(y)] for y in labels_B]), dim=0, return_inverse=True)
         a_CMri, b_CMor = self.net(unique_CE)
         tensors = {}
         for k, m in enumerate(self.layout.modules):
             tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"] = a_CMri[:, k], b_CMor[:, k]
-        counts = torch.bincount(inverse_B, minlength=len(unique_CE)).tolist()
-        with grouped_lora(backbone, self.layout, tensors, counts):
-            images = suite.sample(backbone, labels_B[order], steps, seed)
-        return images[torch.argsort(order)]
+        return sample_grouped(suite, backbone, self.layout, tensors, group_B, labels_B, steps, seed)
 
     @torch.no_grad()
     def adapters(self, conditions: list[Condition]) -> list[Adapter]:
