@@ -74,3 +74,18 @@ def test_grouped_matches_per_sample_batched(tiny, tiny_layout):
     with pytest.raises(LayoutMismatchError, match="groups of 5 samples; the input batch has 4"):
         with grouped_lora(tiny, tiny_layout, stack_adapters(adapters), counts):
             tiny(x[:4])
+
+
+def test_whole_modules_are_refused_by_both_forms(tiny):
+    """A head carried whole has no low-rank form: neither batched nor grouped LoRA may skip it silently."""
+    from loragen.batched import grouped_lora
+    from loragen.layout import LoraLayout
+
+    layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
+    tensors = {"lin0.lora_A": torch.zeros(2, 2, 10), "lin0.lora_B": torch.zeros(2, 20, 2)}
+    with pytest.raises(LayoutMismatchError, match=r"found whole modules \['lin1'\]"):
+        with batched_lora(tiny, layout, tensors):
+            pass
+    with pytest.raises(LayoutMismatchError, match=r"found whole modules \['lin1'\]"):
+        with grouped_lora(tiny, layout, tensors, [1, 1]):
+            pass

@@ -41,9 +41,9 @@ def _hook(a_Bri: torch.Tensor, b_Bor: torch.Tensor, scaling: float):
 
 
 @contextlib.contextmanager
-def batched_lora(model: nn.Module, layout: LoraLayout, tensors: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
-    """Run `model` with sample b using adapter b: `tensors` maps "<module>.lora_A" to (B, r, i) and "<module>.lora_B"
-    to (B, o, r). Whole modules (heads) of the layout are not supported here: they have no low-rank form."""
+def _hooked(model: nn.Module, layout: LoraLayout, make_hook) -> Iterator[nn.Module]:
+    """Register make_hook(module spec) as a forward hook on every LoRA module of the layout; remove them on exit.
+    Whole modules (heads) of a layout are refused: they have no low-rank form to apply per sample."""
     if layout.full:
         raise LayoutMismatchError(f"batched LoRA applies LoRA modules only; found whole modules {[f.name for f in layout.full]}")
     layout.check_model(model)
@@ -51,15 +51,27 @@ def batched_lora(model: nn.Module, layout: LoraLayout, tensors: dict[str, torch.
     handles = []
     try:
         for m in layout.modules:
-            a, b = tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"]
-            if a.ndim != 3 or a.shape[1:] != (m.rank, m.in_features) or b.shape[1:] != (m.out_features, m.rank) or len(a) != len(b):
-                raise LayoutMismatchError(f"{m.name}: expected A (B, {m.rank}, {m.in_features}) and B (B, {m.out_features}, "
-                                          f"{m.rank}); found {tuple(a.shape)} and {tuple(b.shape)}")
-            handles.append(named[m.name].register_forward_hook(_hook(a, b, m.scaling)))
+            handles.append(named[m.name].register_forward_hook(make_hook(m)))
         yield model
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def batched_lora(model: nn.Module, layout: LoraLayout, tensors: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+    """Run `model` with sample b using adapter b: `tensors` maps "<module>.lora_A" to (B, r, i) and "<module>.lora_B"
+    to (B, o, r)."""
+
+    def make_hook(m):
+        a, b = tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"]
+        if a.ndim != 3 or a.shape[1:] != (m.rank, m.in_features) or b.shape[1:] != (m.out_features, m.rank) or len(a) != len(b):
+            raise LayoutMismatchError(f"{m.name}: expected A (B, {m.rank}, {m.in_features}) and B (B, {m.out_features}, "
+                                      f"{m.rank}); found {tuple(a.shape)} and {tuple(b.shape)}")
+        return _hook(a, b, m.scaling)
+
+    with _hooked(model, layout, make_hook):
+        yield model
 
 
 def _grouped_hook(a_Cri: torch.Tensor, b_Cor: torch.Tensor, counts: list[int], scaling: float):
@@ -84,20 +96,16 @@ def _grouped_hook(a_Cri: torch.Tensor, b_Cor: torch.Tensor, counts: list[int], s
 def grouped_lora(model: nn.Module, layout: LoraLayout, tensors: dict[str, torch.Tensor], counts: list[int]) -> Iterator[nn.Module]:
     """Run `model` on a batch whose first counts[0] samples use adapter 0, the next counts[1] adapter 1, and so on:
     `tensors` maps "<module>.lora_A" to (C, r, i) and "<module>.lora_B" to (C, o, r)."""
-    layout.check_model(model)
-    named = dict(model.named_modules())
-    handles = []
-    try:
-        for m in layout.modules:
-            a, b = tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"]
-            if a.shape[1:] != (m.rank, m.in_features) or b.shape[1:] != (m.out_features, m.rank) or not len(a) == len(b) == len(counts):
-                raise LayoutMismatchError(f"{m.name}: expected A ({len(counts)}, {m.rank}, {m.in_features}) and B ({len(counts)}, "
-                                          f"{m.out_features}, {m.rank}) for {len(counts)} groups; found {tuple(a.shape)} and {tuple(b.shape)}")
-            handles.append(named[m.name].register_forward_hook(_grouped_hook(a, b, list(counts), m.scaling)))
+
+    def make_hook(m):
+        a, b = tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"]
+        if a.shape[1:] != (m.rank, m.in_features) or b.shape[1:] != (m.out_features, m.rank) or not len(a) == len(b) == len(counts):
+            raise LayoutMismatchError(f"{m.name}: expected A ({len(counts)}, {m.rank}, {m.in_features}) and B ({len(counts)}, "
+                                      f"{m.out_features}, {m.rank}) for {len(counts)} groups; found {tuple(a.shape)} and {tuple(b.shape)}")
+        return _grouped_hook(a, b, list(counts), m.scaling)
+
+    with _hooked(model, layout, make_hook):
         yield model
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def stack_adapters(adapters) -> dict[str, torch.Tensor]:
