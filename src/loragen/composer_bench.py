@@ -96,7 +96,7 @@ class TestTimeTraining:
         for y in classes.tolist():
             if y not in self.fits:
                 self.fit(y)
-        per_class = [self.fits[y].tensors(self.fits[y].encode([conds[y]])) for y in classes.tolist()]
+        per_class = [self.fits[y].updates(self.fits[y].encode([conds[y]]))[0] for y in classes.tolist()]
         tensors_C = {k: torch.cat([t[k] for t in per_class]) for k in per_class[0]}
         return sample_grouped(self.suite, self.backbone, self.fits[classes[0].item()].layout, tensors_C, group_B,
                               labels_B, steps, seed)
@@ -135,7 +135,7 @@ def _batched_lora_ratio(backbone: nn.Module, rank: int, batch: int, repeats: int
     """Forward pass of the backbone with a distinct random rank-r adapter per sample on every W_Q / W_V, against
     the plain forward pass (interleaved medians)."""
     cfg = backbone.config
-    layout = LoraLayout.from_model(backbone, ["q", "v"], rank, alpha=float(rank))
+    layout = LoraLayout.from_model(backbone, DigitsGen.target_modules, rank, alpha=float(rank))
     g = torch.Generator().manual_seed(0)
     tensors = {}
     for m in layout.modules:

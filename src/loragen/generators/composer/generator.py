@@ -171,16 +171,21 @@ class ComposerGenerator:
         self.net.eval()
 
     # ---- composition --------------------------------------------------------------------------------------------
-    def tensors(self, cond_BE: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample adapter tensors {"<module>.lora_A": (B, r, i), "<module>.lora_B": (B, o, r)}; the network runs
-        once per distinct condition (C ≤ B) and samples of one condition share its pair."""
-        unique_CE, inverse_B = torch.unique(cond_BE, dim=0, return_inverse=True)
+    def updates(self, cond_BE: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The update of each distinct condition, {"<module>.lora_A": (C, r, i), "<module>.lora_B": (C, o, r)}, and
+        (B,) which of them each sample has: the network runs once per distinct condition (C ≤ B)."""
+        unique_CE, group_B = torch.unique(cond_BE, dim=0, return_inverse=True)
         a_CMri, b_CMor = self.net(unique_CE)
         out = {}
         for k, m in enumerate(self.layout.modules):
-            out[f"{m.name}.lora_A"] = a_CMri[:, k][inverse_B]
-            out[f"{m.name}.lora_B"] = b_CMor[:, k][inverse_B]
-        return out
+            out[f"{m.name}.lora_A"], out[f"{m.name}.lora_B"] = a_CMri[:, k], b_CMor[:, k]
+        return out, group_B
+
+    def tensors(self, cond_BE: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample adapter tensors {"<module>.lora_A": (B, r, i), "<module>.lora_B": (B, o, r)}; samples of one
+        condition share its pair."""
+        per_condition, group_B = self.updates(cond_BE)
+        return {k: v[group_B] for k, v in per_condition.items()}
 
     def encode(self, conditions: list[Condition]) -> torch.Tensor:
         return self.encoder.encode(conditions)
@@ -195,12 +200,8 @@ class ComposerGenerator:
     def sample(self, suite, backbone: nn.Module, labels_B: torch.Tensor, steps: int = 50, seed: int = 0) -> torch.Tensor:
         """Images (B, ...) for class labels: (A, B) once per distinct label, reused over all `steps` DDIM steps."""
         conditions = suite.label_conditions()
-        unique_CE, group_B = torch.unique(self.encode([conditions[int(y)] for y in labels_B]), dim=0, return_inverse=True)
-        a_CMri, b_CMor = self.net(unique_CE)
-        tensors = {}
-        for k, m in enumerate(self.layout.modules):
-            tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"] = a_CMri[:, k], b_CMor[:, k]
-        return sample_grouped(suite, backbone, self.layout, tensors, group_B, labels_B, steps, seed)
+        tensors_C, group_B = self.updates(self.encode([conditions[int(y)] for y in labels_B]))
+        return sample_grouped(suite, backbone, self.layout, tensors_C, group_B, labels_B, steps, seed)
 
     @torch.no_grad()
     def adapters(self, conditions: list[Condition]) -> list[Adapter]:
