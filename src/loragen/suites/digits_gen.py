@@ -82,6 +82,7 @@ class DigitsGen(Suite):
         self._splits = {"test": TaskData(x[perm[:n_test]], y[perm[:n_test]]),
                         "train": TaskData(x[perm[n_test:]], y[perm[n_test:]])}
         self._tasks = {f"digit-{c}": Task(f"digit-{c}", False, {"label": c}) for c in range(self.num_classes)}
+        self._classifier: DigitsClassifier | None = None  # loaded once per suite object: every metric call uses it
         self._real_features: torch.Tensor | None = None
 
     # ---- data and conditions -------------------------------------------------------------------------------------
@@ -166,7 +167,12 @@ class DigitsGen(Suite):
         return ema.module
 
     def classifier(self, rebuild: bool = False) -> DigitsClassifier:
-        """The metric classifier, from the cache or trained on the train split (seconds)."""
+        """The metric classifier: from the cache or trained on the train split (seconds), once per suite object."""
+        if self._classifier is None or rebuild:
+            self._classifier, self._real_features = self._load_or_train_classifier(rebuild), None
+        return self._classifier
+
+    def _load_or_train_classifier(self, rebuild: bool) -> DigitsClassifier:
         from safetensors.torch import load_file
 
         from loragen import atomic
