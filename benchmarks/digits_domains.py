@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from loragen import ablation, atomic
+from loragen import ablation
+from loragen.evaluate import benchmark
 from loragen.demo import DemoConfig, run
 
 
@@ -32,15 +33,12 @@ def main() -> None:
     cfg = DemoConfig.for_suite("digits-domains")
     results = run(args.out, cfg, overwrite=True)
     bench = {"results": {k: v for k, v in results.items() if k != "per_task"}, "targets": targets(results)}
-    lines = ["# digits-domains benchmark", "", "| target | measured | pass |", "|---|---|---|"]
-    lines += [f"| {k} | {v['value']:.3f} | {'yes' if v['pass'] else 'no'} |" for k, v in bench["targets"].items()]
+    lines = benchmark.targets_table("digits-domains benchmark", bench["targets"])
     if args.ablate_normalization:
         abl = ablation.run(args.out, cfg, n_samples=cfg.n_samples, only="normalization=")
         bench["normalization"] = abl["rows"]
         lines += ["", abl["markdown"]]
-    atomic.write_json(args.out / "benchmark.json", bench)
-    atomic.write_bytes(args.out / "benchmark.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    benchmark.write(args.out, bench, lines)
     print(json.dumps(bench["targets"], indent=1))
 
 

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from loragen import atomic
+from loragen.evaluate import benchmark
 from loragen.composer_bench import BenchConfig, run
 
 
@@ -33,13 +33,10 @@ def main() -> None:
     args = ap.parse_args()
     results = run(args.out, BenchConfig(), overwrite=True)
     bench = {"targets": targets(results)}
-    lines = ["# digits-gen benchmark (Composer)", "", "| target | measured | pass |", "|---|---|---|"]
-    lines += [f"| {k} | {v['value']:+.3f} | {'yes' if v['pass'] else 'no'} |" for k, v in bench["targets"].items()]
+    lines = benchmark.targets_table("digits-gen benchmark (Composer)", bench["targets"], value_format="+.3f")
     lines += ["", "Measured values: FD differences (negative = Composer better), overhead as ratio − 1, batched LoRA as a "
               "ratio. Full report: report.md.", ""]
-    atomic.write_json(args.out / "benchmark.json", bench)
-    atomic.write_bytes(args.out / "benchmark.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    benchmark.write(args.out, bench, lines)
     print(json.dumps(bench["targets"], indent=1))
 
 

@@ -8,10 +8,10 @@ normalisation (task / global / none), condition (description + few-shot / descri
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from loragen import ablation, atomic
+from loragen import ablation
+from loragen.evaluate import benchmark
 from loragen.demo import DemoConfig, run
 
 
@@ -33,14 +33,8 @@ def main() -> None:
     }}
     abl = ablation.run(args.out, cfg, n_samples=args.ablation_samples)
     bench["ablations"] = abl["rows"]
-    lines = ["# text-topics benchmark", "", "| target | measured | pass |", "|---|---|---|"]
-    for k, v in bench["targets"].items():
-        value = json.dumps([round(x, 3) for x in v["value"]]) if isinstance(v["value"], list) else f"{v['value']:.3f}"
-        lines.append(f"| {k} | {value} | {'-' if v['pass'] is None else ('yes' if v['pass'] else 'no')} |")
-    lines += ["", abl["markdown"]]
-    atomic.write_json(args.out / "benchmark.json", bench)
-    atomic.write_bytes(args.out / "benchmark.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    lines = benchmark.targets_table("text-topics benchmark", bench["targets"]) + ["", abl["markdown"]]
+    benchmark.write(args.out, bench, lines)
 
 
 if __name__ == "__main__":
