@@ -46,8 +46,29 @@ def test_save_load_roundtrip_exact(tmp_path, random_adapter):
     random_adapter.save(tmp_path / "a")
     back = Adapter.load(tmp_path / "a")
     assert back.layout == random_adapter.layout
-    assert back.meta == random_adapter.meta
+    assert back.meta == {**random_adapter.meta, "peft": {"task_type": None, "base_model_name_or_path": None}}
     assert torch.equal(back.vector(), random_adapter.vector())
+
+
+def test_task_type_and_base_model_survive_load_and_save(tmp_path, random_adapter):
+    """adapter_config.json's task_type and base_model_name_or_path -> meta["peft"] -> the saved config (issue 9)."""
+    random_adapter.meta["peft"] = {"task_type": "SEQ_CLS", "base_model_name_or_path": "org/base"}
+    random_adapter.save(tmp_path / "a")
+    config = json.loads((tmp_path / "a" / CONFIG_FILE).read_text())
+    assert config["task_type"] == "SEQ_CLS" and config["base_model_name_or_path"] == "org/base"
+    config["base_model_name_or_path"] = "/models/other"  # the config, not loragen's header copy, is what counts
+    (tmp_path / "a" / CONFIG_FILE).write_text(json.dumps(config))
+    back = Adapter.load(tmp_path / "a")
+    assert back.meta["peft"] == {"task_type": "SEQ_CLS", "base_model_name_or_path": "/models/other"}
+    back.save(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / CONFIG_FILE).read_text())["base_model_name_or_path"] == "/models/other"
+    back.save(tmp_path / "c", base_model_name_or_path="given")  # an explicit argument wins
+    config = json.loads((tmp_path / "c" / CONFIG_FILE).read_text())
+    assert config["base_model_name_or_path"] == "given" and config["task_type"] == "SEQ_CLS"
+    config["task_type"] = "SORTING"
+    (tmp_path / "c" / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(AdapterFileError, match="expected task_type null or one of .*found 'SORTING'"):
+        Adapter.load(tmp_path / "c")
 
 
 def test_peft_loads_what_we_save(tmp_path, tiny, random_adapter):

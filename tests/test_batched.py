@@ -47,7 +47,7 @@ def test_token_inputs_and_training_gradients(tiny, tiny_layout):
 
 def test_batch_size_and_shape_mismatches(tiny, tiny_layout):
     tensors = stack_adapters(_adapters(tiny_layout, 2))
-    with pytest.raises(LayoutMismatchError, match="holds 2 adapters; the input batch has 3"):
+    with pytest.raises(LayoutMismatchError, match="holds 2 adapters; the input batch has 3 samples"):
         with batched_lora(tiny, tiny_layout, tensors):
             tiny(torch.randn(3, 10))
     tensors["lin0.lora_A"] = tensors["lin0.lora_A"][:, :1]
@@ -76,16 +76,30 @@ def test_grouped_matches_per_sample_batched(tiny, tiny_layout):
             tiny(x[:4])
 
 
-def test_whole_modules_are_refused_by_both_forms(tiny):
-    """A head carried whole has no low-rank form: neither batched nor grouped LoRA may skip it silently."""
+def test_whole_modules_per_sample_match_merged_and_grouped_refuses_them(tiny):
+    """A head carried whole (modules_to_save) is applied per sample by batched_lora, equal to merging each adapter
+    (which replaces the head); gradients reach each sample's head. grouped_lora refuses it rather than skip it."""
     from loragen.batched import grouped_lora
     from loragen.layout import LoraLayout
 
     layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
-    tensors = {"lin0.lora_A": torch.zeros(2, 2, 10), "lin0.lora_B": torch.zeros(2, 20, 2)}
-    with pytest.raises(LayoutMismatchError, match=r"found whole modules \['lin1'\]"):
-        with batched_lora(tiny, layout, tensors):
+    adapters = _adapters(layout, 3)
+    tensors = {k: v.clone().requires_grad_(True) for k, v in stack_adapters(adapters).items()}
+    x = torch.randn(3, 10)
+    with batched_lora(tiny, layout, tensors):
+        out = tiny(x)
+    reference = []
+    for a, xb in zip(adapters, x):
+        with merged(tiny, a):
+            reference.append(tiny(xb[None]))
+    assert torch.allclose(out, torch.cat(reference).detach(), atol=1e-5)
+    out[1].sum().backward()
+    assert tensors["lin1.weight"].grad[1].abs().sum() > 0 and tensors["lin1.weight"].grad[0].abs().sum() == 0
+    assert torch.allclose(tensors["lin1.bias"].grad[1], torch.ones(3))
+    bad = dict(tensors, **{"lin1.weight": tensors["lin1.weight"][:, :2]})
+    with pytest.raises(LayoutMismatchError, match=r"lin1: expected weight \(B, 3, 20\)"):
+        with batched_lora(tiny, layout, bad):
             pass
     with pytest.raises(LayoutMismatchError, match=r"found whole modules \['lin1'\]"):
-        with grouped_lora(tiny, layout, tensors, [1, 1]):
+        with grouped_lora(tiny, layout, stack_adapters(adapters), [1, 1, 1]):
             pass

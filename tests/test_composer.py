@@ -204,3 +204,22 @@ def test_grouped_sampling_matches_the_per_sample_path(quick_suite, live_dit):
         reference = quick_suite.sample(live_dit, labels, 3, 1)
     assert torch.allclose(grouped, reference, atol=1e-5)
     assert not torch.allclose(grouped, quick_suite.sample(live_dit, labels, 3, 1), atol=1e-3)
+
+
+def test_cli_quick_trains_the_quick_config_and_only_given_options_override_it(quick_suite, tmp_path):
+    """`composer train --quick` used to train rank 8: the options' own defaults overrode the quick config (issue 9)."""
+    from dataclasses import asdict, replace
+
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+    from loragen.composer_bench import BenchConfig
+
+    quick = BenchConfig.quick().composer
+    r = CliRunner().invoke(app, ["composer", "train", "--out", str(tmp_path / "q"), "--quick"])
+    assert r.exit_code == 0, r.output
+    trained = ComposerGenerator.load(tmp_path / "q").config
+    assert trained.rank == quick.rank and asdict(trained) == asdict(quick)
+    r = CliRunner().invoke(app, ["composer", "train", "--out", str(tmp_path / "r2"), "--quick", "--rank", "2", "--lr", "0.01"])
+    assert r.exit_code == 0, r.output
+    assert asdict(ComposerGenerator.load(tmp_path / "r2").config) == asdict(replace(quick, rank=2, lr=0.01))

@@ -38,6 +38,8 @@ def test_quick_demo_end_to_end(tmp_path):
     base = suite.base_model()
     with merged(base, Adapter.load(folder)):
         assert torch.allclose(peft_model(x), base(x), atol=1e-5)
+    config = json.loads((folder / "adapter_config.json").read_text())  # the base model travels zoo -> generator -> folder
+    assert config["base_model_name_or_path"] == "loragen:digits-domains" and config["task_type"] is None
 
     # a second run refuses to overwrite the report, and with --overwrite reuses zoo and generator
     r = runner.invoke(app, ["demo", "--out", str(out), "--quick"])
@@ -79,6 +81,7 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
     folder = next((out / "adapters").glob("*/sample_0"))
     adapter = Adapter.load(folder)
     assert adapter.layout.full[0].name == "classifier"  # the head travels with the adapter
+    assert adapter.meta["peft"]["base_model_name_or_path"] == str(tiny_bert_folder.resolve())  # the user's model folder
     # the generated adapter gives the same logits through PEFT as through loragen's merge
     import copy
 
@@ -132,3 +135,19 @@ def test_quick_demo_with_ablation_table(tmp_path):
     small, full = Zoo.open(out / "zoo-last1"), Zoo.open(out / "zoo")
     task = small.tasks()[0]
     assert len(small.vectors(task)) == 1 and torch.equal(small.vectors(task)[0], full.vectors(task)[-1])
+
+
+def test_base_quick_applies_only_to_suites_that_take_it():
+    """`base --suite digits-domains --quick` used to fail: --quick went to a suite that does not take it (issue 9)."""
+    r = runner.invoke(app, ["base", "--suite", "digits-domains", "--quick"])
+    assert r.exit_code == 0, r.output
+    assert "--quick has no effect on suite digits-domains" in r.output and "base model of digits-domains cached" in r.output
+    from loragen.suites.digits_gen import DigitsGen
+
+    r = runner.invoke(app, ["base", "--suite", "digits-gen", "--quick"])
+    assert r.exit_code == 0, r.output
+    assert "has no effect" not in r.output
+    quick_dir, full_dir = DigitsGen(quick=True).cache_dir, DigitsGen().cache_dir
+    assert quick_dir != full_dir and any(quick_dir.iterdir())  # the tiny configuration's base was built
+    r = runner.invoke(app, ["base", "--suite", "nope", "--quick"])
+    assert r.exit_code == 2 and "unknown suite 'nope'" in r.output

@@ -6,6 +6,8 @@ import torch
 from loragen.conditions import Condition, OneHotEncoder, TextEncoder
 from loragen.errors import LayoutMismatchError, LoragenError, UnknownTaskError
 from loragen.suites import get_suite
+from loragen.suites.text_topics import (BANDS, HELD_OUT_SOURCES, chatterbot_categories, item_key, load_sources,
+                                        vader_words)
 
 
 @pytest.fixture(scope="module")
@@ -15,16 +17,69 @@ def suite():
 
 def test_tasks_and_splits(suite):
     tasks = suite.tasks()
-    assert len(tasks) >= 12
-    assert any(t.name.startswith("topic-") for t in tasks) and any(t.name.startswith("polarity-") for t in tasks)
-    assert 1 <= len(suite.heldout_tasks()) < len(tasks) // 2
-    for t in ("topic-ai", "polarity-mild"):
-        parts = [suite.texts(t, s) for s in ("train", "val", "test")]
-        texts = [set(p[0]) for p in parts]
-        assert not (texts[0] & texts[2]) and not (texts[1] & texts[2])  # no test text leaks into training
-        labels = parts[0][1] + parts[1][1] + parts[2][1]
-        assert sum(labels) == len(labels) // 2  # balanced positives / negatives
-        assert parts[0] == suite.texts(t, "train")  # seeded, fixed
+    assert len(tasks) >= 60 and len(suite.seen_tasks()) >= 40
+    kinds = {t.params["kind"] for t in tasks}
+    assert {"topic", "pair", "group", "polarity", "intensity"} <= kinds
+    names = {t.name for t in tasks}
+    assert {"topic-ai", "polarity-mild", "topic-science", "topic-movies", "polarity-strong"} <= names
+    assert {t.name for t in suite.heldout_tasks()} >= {"topic-science", "topic-movies", "polarity-strong"}
+    for t in tasks:
+        assert t.params["sources"] and set(t.params["sources"]) <= set(suite.sources()), t
+        assert suite.condition_pool(t.name).text.startswith("Decide whether"), t.name
+        for split in ("train", "val", "test"):
+            xs, ys = suite.texts(t.name, split)
+            assert xs and sum(ys) == len(ys) // 2 and len(ys) % 2 == 0, (t.name, split)  # balanced, never empty
+            assert len(ys) <= 2 * suite.max_per_class
+    assert suite.texts("topic-ai", "train") == get_suite("text-topics").texts("topic-ai", "train")  # seeded, fixed
+    with pytest.raises(ValueError, match="split must be"):
+        suite.texts("topic-ai", "dev")
+
+
+def test_no_test_item_of_any_task_is_trained_on(suite):
+    """Splits are global: an item is train, val or test for every task at once (the model is uncased)."""
+    by_split = {s: set() for s in ("train", "val", "test")}
+    for t in suite.tasks():
+        for s in by_split:
+            by_split[s] |= {item_key(x) for x in suite.texts(t.name, s)[0]}
+    assert not by_split["test"] & by_split["train"]
+    assert not by_split["val"] & by_split["train"] and not by_split["test"] & by_split["val"]
+
+
+def test_tasks_draw_only_on_their_sources_and_seen_tasks_never_on_heldout_ones(suite):
+    owner = {item_key(text): src for src, items in load_sources().items() for text, _ in items}
+    for t in suite.tasks():
+        used = {owner[item_key(x)] for s in ("train", "val", "test") for x in suite.texts(t.name, s)[0]}
+        assert used == set(t.params["sources"]), (t.name, used)  # params tell the truth, every source is used
+        assert t.heldout == bool(used & set(HELD_OUT_SOURCES)), t.name
+    # the raw corpus texts of held-out categories and words of the held-out band never reach a seen task
+    cats = chatterbot_categories()
+    held = {item_key(u) for c in HELD_OUT_SOURCES if c in cats for u in cats[c]}
+    held |= {item_key(w) for w, v in vader_words() if abs(v) >= BANDS["strong"][0]}
+    assert len(held) > 2000
+    for t in suite.seen_tasks():
+        texts = {item_key(x) for s in ("train", "val", "test") for x in suite.texts(t.name, s)[0]}
+        assert not texts & held, (t.name, sorted(texts & held)[:3])
+
+
+@pytest.mark.parametrize("k", [5, 3])
+def test_folds_are_over_sources(suite, k):
+    folds, groups = suite.folds(k), suite.source_groups(k)
+    assert len(folds) == k and sorted(s for g in groups for s in g) == sorted(suite.sources())
+    tested = [t for f in folds for t in f.test]
+    assert sorted(tested) == sorted(t.name for t in suite.tasks())  # each task evaluated as unseen exactly once
+    owner = {item_key(text): src for src, items in load_sources().items() for text, _ in items}
+    for f, group in zip(folds, groups):
+        assert not set(f.train) & set(f.test)
+        if k == 5:
+            assert len(f.train) >= 25, [len(g.train) for g in folds]
+        for t in f.test:
+            assert suite.task(t).params["sources"][0] in group
+        for t in f.train:  # no train task touches the fold's sources, in params or in actual texts
+            assert not set(suite.task(t).params["sources"]) & set(group), (f.index, t)
+            texts = [x for s in ("train", "val", "test") for x in suite.texts(t, s)[0]]
+            assert not {owner[item_key(x)] for x in texts} & set(group), (f.index, t)
+    with pytest.raises(ValueError, match="k must be between 2 and the number of categories"):
+        suite.folds(1)
 
 
 def test_condition_is_description_plus_train_examples(suite):

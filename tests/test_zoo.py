@@ -101,6 +101,47 @@ def test_collect_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     zoo, summary = C.collect(suite, tmp_path / "z", names, cfg, show=False)
     assert calls == [names[2]] and summary["resumed_skipped"] == 2
     assert zoo.tasks() == names and len(zoo.entries) == 6
+    assert zoo.peft_info() == {"task_type": None, "base_model_name_or_path": "loragen:digits-domains"}
     with pytest.raises(ZooError, match="expected suite 'digits-domains' with"):
         C.collect(suite, tmp_path / "z", names, FinetuneConfig(steps=30, keep_last=2, save_every=5), show=False)
     assert calls == [names[2]]
+
+
+def test_tasks_whose_names_sanitise_alike_keep_their_own_shards(tmp_path, tiny_layout):
+    """'a/b', 'a_b' and 'a b' make the same file-safe text; each keeps its own checkpoints (issue 9)."""
+    zoo = Zoo.create(tmp_path / "z", tiny_layout)
+    stored = {}
+    for seed, task in enumerate(["a/b", "a_b", "a b"]):
+        stored[task] = _adapters(tiny_layout, task, 2, seed)
+        zoo.add_task(task, stored[task], _cond(task))
+    again = Zoo.open(tmp_path / "z")
+    shards = {again.task_entries(t)[0]["shard"] for t in stored}
+    assert len(shards) == 3 and all(s.startswith("shards/a_b-") for s in shards)  # distinct, still readable
+    for task, adapters in stored.items():
+        assert torch.equal(again.vectors(task), torch.stack([a.vector() for a in adapters])), task
+
+
+def test_zoo_with_old_shard_names_still_reads(tmp_path, tiny_layout):
+    """Zoos written before shard names carried a hash name their shard files in the manifest; those still open."""
+    zoo = Zoo.create(tmp_path / "z", tiny_layout)
+    adapters = _adapters(tiny_layout, "a/b", 2, 0)
+    zoo.add_task("a/b", adapters, _cond("a/b"))
+    new = zoo.task_entries("a/b")[0]["shard"]
+    (tmp_path / "z" / new).rename(tmp_path / "z" / "shards" / "a_b.safetensors")  # the old name
+    manifest = tmp_path / "z" / MANIFEST_FILE
+    manifest.write_text(manifest.read_text().replace(new, "shards/a_b.safetensors"))
+    old = Zoo.open(tmp_path / "z")
+    assert torch.equal(old.vectors("a/b"), torch.stack([a.vector() for a in adapters]))
+    assert old.condition("a/b").images.shape == (6, 4, 4)
+    old.add_task("a_b", _adapters(tiny_layout, "a_b", 2, 1), _cond("a_b"))  # a new task never takes the old file
+    assert torch.equal(Zoo.open(tmp_path / "z").vectors("a/b"), torch.stack([a.vector() for a in adapters]))
+
+
+def test_peft_info_reaches_the_zoos_adapters(tmp_path, tiny_layout):
+    zoo = Zoo.create(tmp_path / "z", tiny_layout, {"peft": {"task_type": "SEQ_CLS", "base_model_name_or_path": "org/m"}})
+    zoo.add_task("a", _adapters(tiny_layout, "a", 2, 0), _cond("a"))
+    zoo = Zoo.open(tmp_path / "z")
+    assert zoo.peft_info() == {"task_type": "SEQ_CLS", "base_model_name_or_path": "org/m"}
+    assert all(a.meta["peft"] == zoo.peft_info() for a in zoo.adapters("a"))
+    unknown = Zoo.create(tmp_path / "old", tiny_layout)  # a zoo that never recorded them
+    assert unknown.peft_info() == {"task_type": None, "base_model_name_or_path": None}

@@ -3,7 +3,8 @@
 A PEFT LoRA folder holds `adapter_config.json` (a LoraConfig) and `adapter_model.safetensors` whose keys read
 `base_model.model.<module>.lora_A.weight` (r, i) and `...lora_B.weight` (o, r); modules the adapter carries whole
 (`modules_to_save`, e.g. a classification head) are `base_model.model.<module>.weight` / `.bias`. loragen's metadata (task, condition,
-step, how it was made) rides in the safetensors header under "loragen", which PEFT ignores.
+step, how it was made) rides in the safetensors header under "loragen", which PEFT ignores. The config's `task_type`
+and `base_model_name_or_path` (what `AutoPeftModel*` classes need) are kept in `meta["peft"]` and written back on save.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Adapter:
 
     layout: LoraLayout
     tensors: dict[str, torch.Tensor]
-    meta: dict = field(default_factory=dict)  # task, condition, step, source ... (JSON-serialisable)
+    meta: dict = field(default_factory=dict)  # task, condition, step, source, peft ... (JSON-serialisable)
 
     def __post_init__(self):
         self.layout.flatten(self.tensors)  # validates keys and shapes
@@ -63,9 +64,13 @@ class Adapter:
 
     # ---- PEFT folder --------------------------------------------------------------------------------------------
     def peft_config(self, base_model_name_or_path: str | None = None) -> dict:
-        """The adapter_config.json content; uneven ranks or alphas go into PEFT's rank_pattern / alpha_pattern."""
+        """The adapter_config.json content; uneven ranks or alphas go into PEFT's rank_pattern / alpha_pattern.
+        task_type and base_model_name_or_path come from meta["peft"] when present; an explicit argument wins."""
         from peft import LoraConfig
 
+        peft = self.meta.get("peft") or {}
+        if base_model_name_or_path is None:
+            base_model_name_or_path = peft.get("base_model_name_or_path")
         ranks = Counter(m.rank for m in self.layout.modules).most_common(1)[0][0]
         alphas = Counter(m.alpha for m in self.layout.modules).most_common(1)[0][0]
         cfg = LoraConfig(
@@ -77,6 +82,7 @@ class Adapter:
             rank_pattern={m.name: m.rank for m in self.layout.modules if m.rank != ranks},
             alpha_pattern={m.name: m.alpha for m in self.layout.modules if m.alpha != alphas},
             base_model_name_or_path=base_model_name_or_path,
+            task_type=peft.get("task_type"),
         )
         d = cfg.to_dict()
         return json.loads(json.dumps(d, default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
@@ -118,6 +124,13 @@ class Adapter:
         for flag in ("use_rslora", "use_dora"):
             if config.get(flag):
                 raise AdapterFileError(f"{path}: {flag}=true is not supported; expected plain LoRA")
+        peft = {"task_type": config.get("task_type"), "base_model_name_or_path": config.get("base_model_name_or_path")}
+        if peft["task_type"] is not None and peft["task_type"] not in _task_types():
+            raise AdapterFileError(f"{path / CONFIG_FILE}: expected task_type null or one of {_task_types()}; "
+                                   f"found {peft['task_type']!r}")
+        if not isinstance(peft["base_model_name_or_path"], (str, type(None))):
+            raise AdapterFileError(f"{path / CONFIG_FILE}: expected base_model_name_or_path a string or null; "
+                                   f"found {peft['base_model_name_or_path']!r}")
         try:
             with safe_open(str(path / WEIGHTS_FILE), framework="pt") as f:
                 header = f.metadata() or {}
@@ -163,9 +176,17 @@ class Adapter:
                 raise LayoutMismatchError(f"adapter at {path} does not fit: {layout.describe_difference(found_layout)}")
             found_layout = layout
         meta = json.loads(header["loragen"])["meta"] if "loragen" in header else {"source": str(path)}
+        meta["peft"] = peft  # the config is what PEFT reads: it wins over a copy in loragen's header
         adapter = cls(found_layout, tensors, meta)
         check_finite(adapter.vector(), f"adapter at {path}")
         return adapter
+
+
+def _task_types() -> list[str]:
+    """PEFT's task types (SEQ_CLS, CAUSAL_LM, ...)."""
+    from peft import TaskType
+
+    return [t.value for t in TaskType]
 
 
 def _pattern_value(pattern: dict, name: str, default):

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loragen import atomic
 from loragen.errors import ZooError
 from loragen.finetune import FinetuneConfig, finetune
 from loragen.layout import LoraLayout
 from loragen.progress import progress_bar
 from loragen.suites.suite import Suite
-from loragen.zoo import Zoo
+from loragen.zoo import INFO_FILE, Zoo
+
+
+def peft_info(suite: Suite) -> dict:
+    """What a suite's adapters are for, as PEFT's adapter_config.json says it: {"task_type", "base_model_name_or_path"}.
+
+    text-topics: its base is a local Hugging Face model folder (the user's --model, else MiniLM), named by its absolute
+    path. Its task_type stays None although the model classifies sequences: the model is loragen's TextClassifier
+    (encoder + mean pooling + head), not a transformers *ForSequenceClassification, and PEFT's SEQ_CLS wrapper
+    (PeftModel.from_pretrained dispatches on task_type) cannot run it: it fails with "'TextClassifier' object has no
+    attribute 'config'". AutoPeftModelForSequenceClassification cannot load these adapters either, since their
+    target modules are TextClassifier paths ("encoder.encoder.layer.0...").
+    Other built-in suites: loragen's own networks, named "loragen:<suite>", no task type.
+    """
+    if suite.name == "text-topics":
+        from loragen.suites.text_topics import model_folder
+
+        path = model_folder(getattr(suite, "model_path", None))  # None: the packaged MiniLM
+        return {"task_type": None, "base_model_name_or_path": str(path.resolve())}
+    return {"task_type": None, "base_model_name_or_path": f"loragen:{suite.name}"}
 
 
 def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig, show: bool = True) -> tuple[Zoo, dict]:
@@ -18,12 +38,19 @@ def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig
     layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha, suite.modules_to_save)
     for t in tasks:
         suite.task(t)  # unknown names fail before any work
-    info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None)}
+    info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None),
+            "peft": peft_info(suite)}
     zoo = Zoo.create(out, layout, info)
     if zoo.info.get("finetune") != info["finetune"] or zoo.info.get("suite") != suite.name:
         raise ZooError(f"{out} was collected from suite {zoo.info.get('suite')!r} with fine-tuning config "
                        f"{zoo.info.get('finetune')}; expected suite {suite.name!r} with {info['finetune']}. "
                        "Resume with the same settings, or use another folder")
+    if "peft" in zoo.info and zoo.peft_info() != info["peft"]:
+        raise ZooError(f"{out} was collected on base model {zoo.peft_info()['base_model_name_or_path']!r}; expected "
+                       f"{info['peft']['base_model_name_or_path']!r}. Resume with the same model, or use another folder")
+    if "peft" not in zoo.info:  # a zoo collected before loragen recorded the base model: record it now
+        zoo.info["peft"] = info["peft"]
+        atomic.write_json(zoo.path / INFO_FILE, zoo.info)
     todo = [t for t in tasks if t not in zoo.tasks()]
     done_before = len(tasks) - len(todo)
     times = []

@@ -2,7 +2,10 @@
 
     <zoo>/zoo.json                 layout, suite, how the checkpoints were made
     <zoo>/manifest.jsonl           one line per checkpoint: task, step, val_acc, shard, row, n_in_task
-    <zoo>/shards/<task>.safetensors  "params" (N, P) in layout order, "condition.images" (M, H, W) when images condition
+    <zoo>/shards/<task>-<hash>.safetensors  "params" (N, P) in layout order, "condition.images" (M, H, W) when images
+                                   condition; <task> is the name made file-safe, <hash> tells apart names that map
+                                   to the same file-safe text (the manifest names each task's shard, so older zoos
+                                   with other shard names read as before)
 
 A task's shard is written first (atomic rename), then all its manifest lines in one appended write. A crash can leave
 at most a torn tail of the manifest; `Zoo.open` drops any task with fewer lines than its `n_in_task` and rewrites the
@@ -11,6 +14,7 @@ manifest atomically, so an interrupted collection resumes without losing or dupl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,7 +32,10 @@ INFO_FILE, MANIFEST_FILE, SHARDS = "zoo.json", "manifest.jsonl", "shards"
 
 
 def _shard_name(task: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", task) + ".safetensors"
+    """A file name unique to the exact task name: readable part + short hash (e.g. 'a/b' and 'a_b' differ)."""
+    readable = re.sub(r"[^A-Za-z0-9_.+-]", "_", task)[:80]  # file-safe, and short enough for any file system
+    digest = hashlib.sha256(task.encode("utf-8")).hexdigest()[:12]
+    return f"{readable}-{digest}.safetensors"
 
 
 class Zoo:
@@ -110,6 +117,9 @@ class Zoo:
         if condition.images is not None:
             tensors["condition.images"] = condition.images.float()
         shard = f"{SHARDS}/{_shard_name(task)}"
+        owner = next((e["task"] for e in self.entries if e["shard"] == shard), None)
+        if owner is not None:  # never overwrite another task's checkpoints (a hash collision, or a hand-made manifest)
+            raise ZooError(f"task {task!r}: expected a shard file of its own; found {shard} already holds task {owner!r}")
         atomic.save_safetensors(self.path / shard, tensors)
         cond = {"text": condition.text, "examples": condition.examples, "label": condition.label,
                 "images": "condition.images" if condition.images is not None else None}
@@ -157,9 +167,16 @@ class Zoo:
             raise ZooError(f"shard of task {task!r}: expected {self.layout.numel} parameters per row, found {params.shape[1]}")
         return params[[e["row"] for e in rows]]
 
+    def peft_info(self) -> dict:
+        """The PEFT task type and base model of the zoo's adapters: {"task_type", "base_model_name_or_path"}, None
+        where unknown (zoos written before loragen recorded them, or adapters whose configs left them out)."""
+        p = self.info.get("peft") or {}
+        return {"task_type": p.get("task_type"), "base_model_name_or_path": p.get("base_model_name_or_path")}
+
     def adapters(self, task: str) -> list[Adapter]:
         rows = sorted(self.task_entries(task), key=lambda e: e["step"])
-        return [Adapter.from_vector(self.layout, v, {"task": task, "step": e["step"], "val_acc": e["val_acc"]})
+        peft = self.peft_info()
+        return [Adapter.from_vector(self.layout, v, {"task": task, "step": e["step"], "val_acc": e["val_acc"], "peft": dict(peft)})
                 for v, e in zip(self.vectors(task), rows)]
 
     def all_vectors(self) -> tuple[torch.Tensor, list[str]]:
@@ -194,13 +211,16 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
     when `task` is None, from a sidecar `loragen_task.json` ({"task": ..., "condition": ..., "examples": [...]}) inside
     the folder. Folders of one task become that task's
     checkpoints, in the order given. All folders must share one layout (target modules, ranks, shapes), and match
-    the zoo's layout when the zoo exists.
+    the zoo's layout when the zoo exists. Their PEFT `task_type` and `base_model_name_or_path` (adapter_config.json)
+    must agree with each other and with the zoo's (null means unknown and agrees with anything); the zoo keeps the
+    known values in zoo.json under "peft", so that generated adapters carry them.
     """
     if not folders:
         raise ZooError("expected at least one PEFT adapter folder to import; found none")
     zoo_path = Path(zoo_path)
     existing = Zoo.open(zoo_path) if (zoo_path / INFO_FILE).exists() else None
     layout = existing.layout if existing else None
+    peft = None  # the PEFT task type and base model the folders agree on
     groups: dict[str, list[Adapter]] = {}  # task -> its checkpoints, in the order given
     conditions: dict[str, Condition] = {}
     for folder in folders:
@@ -219,14 +239,34 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
             name, text, shots = meta["task"], meta.get("condition", condition), meta.get("examples", examples)
         adapter = Adapter.load(folder, layout=layout)  # a layout mismatch with earlier folders or the zoo raises here
         layout = layout or adapter.layout
+        found = adapter.meta["peft"]
+        peft = _agreed_peft(peft, found, "the folders before it", str(folder)) if peft is not None else found
         adapters = groups.setdefault(name, [])
-        adapter.meta = {"task": name, "step": len(adapters), "val_acc": None, "source": str(folder)}
+        adapter.meta = {"task": name, "step": len(adapters), "val_acc": None, "source": str(folder), "peft": found}
         adapters.append(adapter)
         conditions.setdefault(name, Condition(task=name, text=text, examples=shots))
     clash = sorted(set(groups) & set(existing.tasks())) if existing else []
     if clash:  # checked before anything is written, so that nothing is half-imported
         raise ZooError(f"zoo {zoo_path} already holds tasks {clash}; expected new tasks")
-    zoo = existing or Zoo.create(zoo_path, layout, {"suite": None, "imported": True})
+    if existing is not None:  # zoos written before loragen kept these have them unknown (None)
+        peft = _agreed_peft(existing.peft_info(), peft, f"zoo {zoo_path}", "the folders to import")
+    zoo = existing or Zoo.create(zoo_path, layout, {"suite": None, "imported": True, "peft": peft})
+    if zoo.info.get("peft") != peft:  # the new folders name what the zoo did not know yet
+        zoo.info["peft"] = peft
+        atomic.write_json(zoo.path / INFO_FILE, zoo.info)
     for name, adapters in groups.items():
         zoo.add_task(name, adapters, conditions[name], {"source": "import"})
     return zoo
+
+
+def _agreed_peft(known: dict, found: dict, known_from: str, found_from: str) -> dict:
+    """The PEFT task type and base model of two sets of adapters, which must agree: None (unknown) agrees with
+    anything, two different values are refused. Returns every value either side knows."""
+    out = {}
+    for key in ("task_type", "base_model_name_or_path"):
+        a, b = known.get(key), found.get(key)
+        if a is not None and b is not None and a != b:
+            raise ZooError(f"{found_from}: expected {key} {a!r} (that of {known_from}); found {b!r}. "
+                           "Import adapters of one base model and task type per zoo")
+        out[key] = a if a is not None else b
+    return out

@@ -1,10 +1,10 @@
 """Suite `digits-domains`: one task per image domain of scikit-learn digits, made by continuous transforms.
 
-The base model is a small MLP classifier pretrained on canonical digits (upsampled to 16×16). A domain rotates the
-digits by an angle (degrees) and thickens or thins their strokes by a continuous amount (grey-scale morphology,
-interpolated between whole dilation/erosion steps). Tasks sit on a grid of angle × thickness; about 20% never enter the
-zoo: interior grid points (interpolation) and points outside the grid (extrapolation). A task's condition is K exemplar
-images from its training split.
+The base model is a small MLP classifier pretrained on canonical digits (upsampled to 16×16). A domain is a point in
+six continuous factors from five transform families: stroke thickness (grey-scale morphology, interpolated between
+whole dilation/erosion steps), rotation, zoom, translation (x, y) and contrast. Tasks are sampled uniformly inside
+RANGES ("inside": a held-out one tests interpolation); extrapolation tasks push one factor outside its range
+(OUTSIDE) and never enter any training set. A task's condition is K unlabelled exemplar images of its training split.
 
 Shapes: N images, H = W = 16 pixels, C = 10 classes.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,13 +22,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.suites.suite import Suite, Task, TaskData, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
 
 SIZE = 16  # H = W after upsampling the 8×8 digits
-ANGLES = (-75.0, -50.0, -25.0, 0.0, 25.0, 50.0, 75.0)  # grid axis 1: rotation in degrees
-THICKNESS = (-0.5, 0.0, 0.5, 1.0)  # grid axis 2: <0 thins (erosion), >0 thickens (dilation); 1.0 = one 3×3 step
-HELD_OUT_INTERIOR = ((-50.0, 0.0), (0.0, 0.5), (25.0, 0.0), (50.0, 0.5))  # inside the grid: interpolation
-HELD_OUT_OUTSIDE = ((100.0, 0.25), (-25.0, 1.5))  # outside the grid: extrapolation
+# the sampled range of each factor: tasks inside it are the training distribution (and interpolation tests)
+RANGES = {
+    "angle": (-60.0, 60.0),  # rotation, degrees counter-clockwise
+    "thickness": (-0.5, 1.0),  # <0 thins (erosion), >0 thickens (dilation); 1.0 = one 3×3 step
+    "zoom": (0.75, 1.25),  # >1 enlarges the digit
+    "shift_x": (-0.2, 0.2),  # translation, in half-widths of the image (0.2 = 1.6 pixels)
+    "shift_y": (-0.2, 0.2),
+    "contrast": (0.4, 1.0),  # ink and background pulled toward grey: x -> 0.5 + contrast · (x - 0.5)
+}
+# extrapolation: one factor drawn from one of these intervals (outside RANGES), the others inside
+OUTSIDE = {
+    "angle": ((-90.0, -70.0), (70.0, 90.0)),
+    "thickness": ((1.25, 1.75),),
+    "zoom": ((0.55, 0.65), (1.35, 1.45)),
+    "shift_x": ((-0.35, -0.28), (0.28, 0.35)),
+    "shift_y": ((-0.35, -0.28), (0.28, 0.35)),
+    "contrast": ((0.2, 0.3),),
+}
 
 
 class DigitsMLP(nn.Module):
@@ -50,12 +64,17 @@ class DigitsMLP(nn.Module):
 
 @dataclass(frozen=True)
 class Domain:
-    angle: float  # rotation, degrees, counter-clockwise
-    thickness: float  # stroke change in 3×3 morphology steps; negative thins
+    angle: float = 0.0  # rotation, degrees, counter-clockwise
+    thickness: float = 0.0  # stroke change in 3×3 morphology steps; negative thins
+    zoom: float = 1.0  # scale factor of the digit
+    shift_x: float = 0.0  # translation in half-widths, + right
+    shift_y: float = 0.0  # translation in half-widths, + down
+    contrast: float = 1.0  # 1: unchanged; 0: uniform grey
 
     @property
     def name(self) -> str:
-        return f"rot{self.angle:+04.0f}_thk{self.thickness:+.2f}"
+        return (f"rot{self.angle:+04.0f}_thk{self.thickness:+.2f}_zm{self.zoom:.2f}_sh{self.shift_x:+.2f}{self.shift_y:+.2f}"
+                f"_ct{self.contrast:.2f}")
 
 
 def _morph(x_NHW: torch.Tensor, thickness: float) -> torch.Tensor:
@@ -70,16 +89,38 @@ def _morph(x_NHW: torch.Tensor, thickness: float) -> torch.Tensor:
     return x.squeeze(1)
 
 
-def _rotate(x_NHW: torch.Tensor, angle: float) -> torch.Tensor:
+def _affine(x_NHW: torch.Tensor, angle: float, zoom: float, shift_x: float, shift_y: float) -> torch.Tensor:
+    """Rotate by `angle`, scale by `zoom` and translate by (shift_x, shift_y), in one resampling."""
     theta = math.radians(angle)
-    rot = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]])
-    grid = F.affine_grid(rot.expand(len(x_NHW), 2, 3), (len(x_NHW), 1, SIZE, SIZE), align_corners=False)
+    rot = torch.tensor([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) / zoom  # output -> input
+    shift = torch.tensor([shift_x, shift_y])
+    mat = torch.cat([rot, (-rot @ shift)[:, None]], 1)  # (2, 3)
+    grid = F.affine_grid(mat.expand(len(x_NHW), 2, 3), (len(x_NHW), 1, SIZE, SIZE), align_corners=False)
     return F.grid_sample(x_NHW.unsqueeze(1), grid, align_corners=False, padding_mode="zeros").squeeze(1)
 
 
 def transform(x_NHW: torch.Tensor, domain: Domain) -> torch.Tensor:
-    """Apply a domain to canonical 16×16 digits in [0, 1]: thickness first, then rotation."""
-    return _rotate(_morph(x_NHW, domain.thickness), domain.angle).clamp(0.0, 1.0)
+    """Apply a domain to canonical 16×16 digits in [0, 1]: thickness, then rotation / zoom / translation, then
+    contrast."""
+    x = _affine(_morph(x_NHW, domain.thickness), domain.angle, domain.zoom, domain.shift_x, domain.shift_y).clamp(0.0, 1.0)
+    return 0.5 + domain.contrast * (x - 0.5)
+
+
+def sample_domains(n: int, seed: int, outside: bool = False) -> list[Domain]:
+    """n domains with every factor uniform in RANGES; with `outside`, factor i mod 6 is drawn from OUTSIDE instead
+    (each extrapolation task leaves the range in one family, the families taking turns)."""
+    g = rng("digits-domains", "domains", "outside" if outside else "inside", seed)
+    out = []
+    for i in range(n):
+        u = torch.rand(len(RANGES), generator=g).tolist()
+        values = {k: lo + ui * (hi - lo) for (k, (lo, hi)), ui in zip(RANGES.items(), u)}
+        if outside:
+            factor = list(RANGES)[i % len(RANGES)]
+            intervals = OUTSIDE[factor]
+            lo, hi = intervals[int(torch.randint(len(intervals), (1,), generator=g))]
+            values[factor] = lo + float(torch.rand(1, generator=g)) * (hi - lo)
+        out.append(Domain(**values))
+    return out
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,32 +134,58 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class DigitsDomains(Suite):
-    """The built-in image suite; everything offline and small enough for a 2-core CPU."""
+    """The built-in image suite; everything offline and small enough for a 2-core CPU.
+
+    `n_tasks` domains inside RANGES and `n_extrapolation` outside them. The fixed split (the demo's) holds out every
+    fifth inside task and all outside tasks; k-fold studies use `folds(k)` instead."""
 
     name = "digits-domains"
     target_modules = ["fc1", "fc2", "fc3"]
     metric = "accuracy"
 
-    def __init__(self, n_train: int = 256, n_val: int = 128, k_exemplars: int = 32, cache_dir: str | Path | None = None):
+    def __init__(self, n_tasks: int = 120, n_extrapolation: int = 20, task_seed: int = 0, n_train: int = 256,
+                 n_val: int = 128, k_exemplars: int = 32, cache_dir: str | Path | None = None):
+        if n_tasks < 2 or n_extrapolation < 0:
+            raise ValueError(f"need n_tasks >= 2 and n_extrapolation >= 0; found {n_tasks} and {n_extrapolation}")
         self.n_train, self.n_val, self.k_exemplars = n_train, n_val, k_exemplars
         self.cache_dir = Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
         self._images, self._labels = load_digits()
         perm = torch.randperm(len(self._labels), generator=torch.Generator().manual_seed(0))
         n_test = int(0.3 * len(perm))
         self._test_idx, self._pool_idx = perm[:n_test], perm[n_test:]  # test pool never trains anything
-        domains = [Domain(a, t) for a in ANGLES for t in THICKNESS]
-        held = {Domain(a, t) for a, t in HELD_OUT_INTERIOR}
-        self._tasks = {d.name: Task(d.name, d in held, {"angle": d.angle, "thickness": d.thickness, "where": "grid"})
-                       for d in domains}
-        for a, t in HELD_OUT_OUTSIDE:
-            d = Domain(a, t)
-            self._tasks[d.name] = Task(d.name, True, {"angle": a, "thickness": t, "where": "outside"})
+        self._tasks: dict[str, Task] = {}
+        for i, d in enumerate(sample_domains(n_tasks, task_seed)):
+            self.add_domain(d, heldout=i % 5 == 4, where="inside")
+        for i, d in enumerate(sample_domains(n_extrapolation, task_seed, outside=True)):
+            self.add_domain(d, heldout=True, where="outside", family=list(RANGES)[i % len(RANGES)])
         self._data_cache: dict[tuple[str, str], TaskData] = {}
 
     # ---- tasks ---------------------------------------------------------------------------------------------------
+    def add_domain(self, domain: Domain, heldout: bool = True, where: str = "sweep", family: str | None = None) -> Task:
+        """Register a task for a domain (e.g. points of an interpolation sweep); its name is the domain's."""
+        if domain.name in self._tasks:
+            raise ValueError(f"suite already holds a task {domain.name!r}; expected a new domain")
+        params = {**asdict(domain), "where": where} | ({"family": family} if family else {})
+        self._tasks[domain.name] = task = Task(domain.name, heldout, params)
+        return task
+
+    def folds(self, k: int) -> list[Fold]:
+        """k folds over the inside tasks (each held out once); outside tasks are spread over the folds' test sets
+        and never trained on in any fold."""
+        inside = [t.name for t in self.tasks() if t.params["where"] == "inside"]
+        outside = [t.name for t in self.tasks() if t.params["where"] != "inside"]
+        if not 2 <= k <= len(inside):
+            raise ValueError(f"k must be between 2 and the number of inside tasks ({len(inside)}); found {k}")
+        order = [inside[i] for i in torch.randperm(len(inside), generator=rng(self.name, "folds")).tolist()]
+        folds = []
+        for i in range(k):
+            test = set(order[i::k])
+            folds.append(Fold(i, tuple(n for n in inside if n not in test), tuple(n for n in inside if n in test) + tuple(outside[i::k])))
+        return folds
+
     def _domain(self, name: str) -> Domain:
         p = self.task(name).params
-        return Domain(p["angle"], p["thickness"])
+        return Domain(**{k: p[k] for k in RANGES})
 
     def data(self, task: str, split: str) -> TaskData:
         """Split 'train' / 'val' (disjoint draws from the pool) or 'test' (the shared held-out pool), transformed."""

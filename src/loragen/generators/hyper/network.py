@@ -1,0 +1,82 @@
+"""The hypernetwork: a set of condition items -> LoRA (A, B) for every target module (and whole modules) at once.
+
+    items (B, K, D) --φ per item--> (B, K, W) --mean over K--> ρ --> z (B, Z)        set encoder (DeepSets)
+    [z, e_m] (B, Z + M) --trunk--> h_m (B, W) --head of m's shape--> A_m (B, r, i), B_m (B, o, r)   per module m
+
+e_m is a learned embedding of module m (its layer and kind). Modules of one shape (i, o, r) share their output
+heads, as Text-to-LoRA shares them across layers; whole modules (a classification head) get a head of their own
+that emits the full weight and bias. B heads start at zero, so a fresh network gives ΔW = 0 (the base model), and
+whole-module heads start at the base module's weights.
+Shapes: B conditions, K items per condition, D item features, W width, Z condition size, M module-embedding size,
+r / i / o LoRA rank / in / out features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from loragen.layout import LoraLayout
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(a, b), nn.GELU()]
+    return nn.Sequential(*layers[:-1])  # no activation after the last layer
+
+
+class HyperNetwork(nn.Module):
+    def __init__(self, layout: LoraLayout, item_dim: int, width: int = 256, cond_dim: int = 128, module_dim: int = 32,
+                 full_init: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.layout = layout
+        self.item_mlp = _mlp([item_dim, width, width])  # φ
+        self.set_mlp = _mlp([width, width, cond_dim])  # ρ
+        self.module_emb = nn.Parameter(0.1 * torch.randn(len(layout.modules) + len(layout.full), module_dim))
+        self.trunk = nn.Sequential(_mlp([cond_dim + module_dim, width, width]), nn.GELU())
+        self.shape_of = {m.name: f"lora_{m.in_features}_{m.out_features}_{m.rank}" for m in layout.modules}
+        self.shape_of |= {f.name: f"full_{f.name.replace('.', '_')}" for f in layout.full}
+        heads = {}
+        for m in layout.modules:
+            key = self.shape_of[m.name]
+            if key not in heads:
+                heads[key] = nn.ModuleDict({"a": nn.Linear(width, m.rank * m.in_features), "b": nn.Linear(width, m.out_features * m.rank)})
+                nn.init.zeros_(heads[key]["b"].weight)
+                nn.init.zeros_(heads[key]["b"].bias)
+        for f in layout.full:
+            head = nn.Linear(width, f.out_features * f.in_features + (f.out_features if f.bias else 0))
+            nn.init.normal_(head.weight, std=1e-3)
+            init = torch.zeros(head.out_features)
+            if full_init is not None:
+                init = torch.cat([full_init[f"{f.name}.weight"].reshape(-1)] + ([full_init[f"{f.name}.bias"]] if f.bias else []))
+            with torch.no_grad():
+                head.bias.copy_(init)
+            heads[self.shape_of[f.name]] = head
+        self.heads = nn.ModuleDict(heads)
+
+    def embed(self, items_BKD: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) standardised items -> (B, Z) condition embedding."""
+        return self.set_mlp(self.item_mlp(items_BKD).mean(1))
+
+    def forward(self, items_BKD: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Adapter tensors with a leading batch dim: "<m>.lora_A" (B, r, i), "<m>.lora_B" (B, o, r), whole modules'
+        "<f>.weight" (B, o, i) and "<f>.bias" (B, o)."""
+        z = self.embed(items_BKD)  # (B, Z)
+        n = len(z)
+        out = {}
+        for j, m in enumerate(self.layout.modules):
+            h = self.trunk(torch.cat([z, self.module_emb[j].expand(n, -1)], 1))  # (B, W)
+            head = self.heads[self.shape_of[m.name]]
+            # A scaled like PEFT's kaiming init (entries ~ 1/sqrt(i)), so B learns at the same pace on every module
+            out[f"{m.name}.lora_A"] = head["a"](h).view(n, m.rank, m.in_features) / math.sqrt(m.in_features)
+            out[f"{m.name}.lora_B"] = head["b"](h).view(n, m.out_features, m.rank)
+        for j, f in enumerate(self.layout.full, start=len(self.layout.modules)):
+            h = self.trunk(torch.cat([z, self.module_emb[j].expand(n, -1)], 1))
+            flat = self.heads[self.shape_of[f.name]](h)  # (B, o·i [+ o])
+            out[f"{f.name}.weight"] = flat[:, : f.out_features * f.in_features].view(n, f.out_features, f.in_features)
+            if f.bias:
+                out[f"{f.name}.bias"] = flat[:, f.out_features * f.in_features :]
+        return out
