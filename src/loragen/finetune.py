@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from torch import nn
 from loragen.adapter import Adapter
 from loragen.errors import ConfigError
 from loragen.layout import LoraLayout
-from loragen.suites.suite import Suite
+from loragen.suites.suite import Suite, TaskData
 
 
 @dataclass
@@ -69,18 +70,34 @@ def lora_tensors(model, layout: LoraLayout) -> dict[str, torch.Tensor]:
     return out
 
 
-def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig) -> tuple[list[Adapter], float]:
-    """Fine-tune LoRA on a task's training split; returns the last `keep_last` checkpoints and the wall time (s)."""
-    t0 = time.perf_counter()
-    train, val = suite.data(task, "train"), suite.data(task, "val")
+def _load_adapter(model, layout: LoraLayout, adapter: Adapter) -> None:
+    """Start a PEFT model from an adapter's tensors instead of the fresh init (warm start)."""
+    if adapter.layout != layout:
+        raise ConfigError(f"a warm start needs an adapter of the fine-tuning layout: {layout.describe_difference(adapter.layout)}")
+    named = dict(model.base_model.model.named_modules())
+    with torch.no_grad():
+        for m in layout.modules:
+            named[m.name].lora_A["default"].weight.copy_(adapter.tensors[f"{m.name}.lora_A"])
+            named[m.name].lora_B["default"].weight.copy_(adapter.tensors[f"{m.name}.lora_B"])
+        for f in layout.full:
+            trained = named[f.name].modules_to_save["default"]
+            trained.weight.copy_(adapter.tensors[f"{f.name}.weight"])
+            if f.bias:
+                trained.bias.copy_(adapter.tensors[f"{f.name}.bias"])
+
+
+def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskData, cfg: FinetuneConfig,
+               on_step: Callable[[int, nn.Module, float], None], init: Adapter | None = None) -> None:
+    """The LoRA fine-tuning loop on `train` (AdamW, constant lr, seeded batch order); `on_step(step, model, loss)` runs
+    after every step (step 0: before the first, for curves). `init` starts from an adapter instead of LoRA's init."""
     model = peft_model(base, layout, cfg.init_seed)
+    if init is not None:
+        _load_adapter(model, layout, init)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.data_seed)
-    first_kept = cfg.steps - (cfg.keep_last - 1) * cfg.save_every
-    kept: list[Adapter] = []
-    order = torch.randperm(len(train.y), generator=g)
-    cursor = 0
+    order, cursor = torch.randperm(len(train.y), generator=g), 0
+    on_step(0, model, float("nan"))
     for step in range(1, cfg.steps + 1):
         if cursor + cfg.batch_size > len(order):
             order, cursor = torch.randperm(len(train.y), generator=g), 0
@@ -91,8 +108,54 @@ def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: 
         opt.zero_grad()
         loss.backward()
         opt.step()
+        on_step(step, model, loss.item())
+
+
+def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig) -> tuple[list[Adapter], float]:
+    """Fine-tune LoRA on a task's training split; returns the last `keep_last` checkpoints and the wall time (s)."""
+    t0 = time.perf_counter()
+    val = suite.data(task, "val")
+    first_kept = cfg.steps - (cfg.keep_last - 1) * cfg.save_every
+    kept: list[Adapter] = []
+
+    def keep(step: int, model, loss: float) -> None:
         if step >= first_kept and (step - first_kept) % cfg.save_every == 0:
-            val_acc = suite.accuracy(model, val)
-            meta = {"task": task, "step": step, "val_acc": val_acc, "train_loss": loss.item()}
+            meta = {"task": task, "step": step, "val_acc": suite.accuracy(model, val), "train_loss": loss}
             kept.append(Adapter(layout, lora_tensors(model, layout), meta))
+
+    train_lora(suite, base, layout, suite.data(task, "train"), cfg, keep)
     return kept, time.perf_counter() - t0
+
+
+def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig,
+                     init: Adapter | None = None, every: int = 10) -> list[tuple[int, float, float]]:
+    """(step, validation accuracy, seconds since start) every `every` steps of fine-tuning, from LoRA's init or from
+    `init` (warm start). Evaluation time is not counted in the seconds."""
+    val, curve = suite.data(task, "val"), []
+    clock = {"t": time.perf_counter(), "eval": 0.0}
+
+    def record(step: int, model, loss: float) -> None:
+        if step % every == 0:
+            t = time.perf_counter()
+            curve.append((step, suite.accuracy(model, val), t - clock["t"] - clock["eval"]))
+            clock["eval"] += time.perf_counter() - t
+
+    train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init)
+    return curve
+
+
+def multitask(suite: Suite, base: nn.Module, layout: LoraLayout, tasks: list[str], cfg: FinetuneConfig) -> Adapter:
+    """One LoRA trained on the pooled training data of `tasks` (Text-to-LoRA's multi-task baseline); the checkpoint
+    with the best pooled validation accuracy is kept (checked every `save_every` steps)."""
+    train = TaskData(torch.cat([suite.data(t, "train").x for t in tasks]), torch.cat([suite.data(t, "train").y for t in tasks]))
+    val = TaskData(torch.cat([suite.data(t, "val").x for t in tasks]), torch.cat([suite.data(t, "val").y for t in tasks]))
+    best: dict = {"acc": -1.0}
+
+    def keep(step: int, model, loss: float) -> None:
+        if step > 0 and step % cfg.save_every == 0:
+            acc = suite.accuracy(model, val)
+            if acc > best["acc"]:
+                best.update(acc=acc, tensors=lora_tensors(model, layout), step=step)
+
+    train_lora(suite, base, layout, train, cfg, keep)
+    return Adapter(layout, best["tensors"], {"task": "multitask", "step": best["step"], "val_acc": best["acc"], "tasks": len(tasks)})

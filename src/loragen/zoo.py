@@ -45,6 +45,7 @@ class Zoo:
         self.path, self.info, self.entries = path, info, entries
         self.layout = LoraLayout.from_dict(info["layout"])
         self._shard_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.read_only = False  # True for views made by subset()
 
     # ---- open / create ------------------------------------------------------------------------------------------
     @classmethod
@@ -96,12 +97,26 @@ class Zoo:
             zoo._rewrite_manifest()  # drop the incomplete task; its collection is redone on resume
         return zoo
 
+    def subset(self, tasks: list[str]) -> "Zoo":
+        """A read-only view holding only `tasks` (a fold's training tasks): a generator or baseline given the view
+        cannot reach the other tasks' checkpoints or conditions."""
+        missing = sorted(set(tasks) - set(self.tasks()))
+        if missing:
+            raise UnknownTaskError(f"zoo {self.path} has no tasks {missing[:5]}; it holds {len(self.tasks())} tasks")
+        keep = set(tasks)
+        view = Zoo(self.path, self.info, [e for e in self.entries if e["task"] in keep])
+        view._shard_cache = self._shard_cache  # shared read cache; shards are never modified in place
+        view.read_only = True
+        return view
+
     def _rewrite_manifest(self) -> None:
         atomic.write_bytes(self.path / MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in self.entries).encode())
 
     # ---- append -------------------------------------------------------------------------------------------------
     def add_task(self, task: str, adapters: list[Adapter], condition: Condition, extra: dict | None = None) -> None:
         """Store a task's checkpoints and condition; a task already in the zoo is refused, never duplicated."""
+        if self.read_only:
+            raise ZooError(f"this view of zoo {self.path} holds a subset of its tasks and is read-only; open the zoo to add tasks")
         if task in self.tasks():
             raise ZooError(f"zoo {self.path} already holds task {task!r}; expected a new task")
         if not adapters:

@@ -45,10 +45,10 @@ class HyperConfig:
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
     k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
     cond_draws: int = 32  # text: R random K-example subsets per task, encoded once; one drawn per step
-    width: int = 256  # W: set encoder, trunk and head width
+    width: int = 512  # W: set encoder, trunk and head width (chosen on validation tasks: benchmarks/select_hyper.py)
     cond_dim: int = 128  # Z: condition embedding size
     module_dim: int = 32  # M: learned per-module embedding size
-    steps: int = 3000  # optimiser steps
+    steps: int = 4000  # optimiser steps
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 1e-4  # AdamW weight decay
     tasks_per_step: int = 16  # Tb: tasks (conditions) per step
@@ -134,6 +134,16 @@ class HyperGenerator:
         sets = [items] + [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
         tensors = self.net(torch.stack(sets))
         return torch.stack([self.layout.flatten({k: v[i] for k, v in tensors.items()}) for i in range(n)])
+
+    @torch.no_grad()
+    def generate_batch(self, conditions: list[Condition]) -> torch.Tensor:
+        """(B, P): one adapter per condition, all in one forward pass (conditions of one size: K exemplars each)."""
+        self.net.eval()
+        items = [self._standardise(self.items(c)) for c in conditions]
+        if len({len(i) for i in items}) != 1:
+            raise ConditionError(f"a batch of conditions needs the same number of exemplars each; found {sorted({len(i) for i in items})}")
+        tensors = self.net(torch.stack(items))
+        return torch.stack([self.layout.flatten({k: v[i] for k, v in tensors.items()}) for i in range(len(conditions))])
 
     def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
         """N adapters for a condition, seen or unseen."""

@@ -1,0 +1,288 @@
+"""The held-out study: k-fold over tasks, every task evaluated as unseen exactly once, every method in the same run.
+
+Per fold, generators and baselines see only the fold's training tasks (asserted); each test task is scored by
+  base        the base model
+  finetuned   its own fine-tuned LoRA (best-validation checkpoint): the reference the gap is measured to
+  generated   the default generator (hyper, task objective) from the task's condition
+  hyper_recon the same hypernetwork trained to reconstruct zoo adapters instead (the objective ablation)
+  pdiff       parameter autoencoder + latent diffusion (mean over its samples)
+  nearest     the best-validation adapter of the zoo task whose condition is nearest in the generator's embedding
+  merge       similarity-weighted merge of the k nearest zoo adapters (PEFT add_weighted_adapter); k and the
+              combination type are chosen on the fold's training tasks (leave-one-out, validation split)
+  multitask   one LoRA trained on the pooled data of all training tasks
+Gap recovered per task = (method − base) / (finetuned − base), on the test split.
+Shapes: T tasks, P adapter size, Z condition embedding size.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from loragen.adapter import Adapter
+from loragen.apply import merged
+from loragen.collection import collect
+from loragen.errors import LoragenError
+from loragen.evaluate.merge import COMBINATIONS, ZooMerger, similarity_weights
+from loragen.evaluate.stats import bootstrap_ci
+from loragen.finetune import FinetuneConfig, multitask, validation_curve
+from loragen.generators.hyper import HyperConfig, HyperGenerator
+from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
+from loragen.progress import progress_bar
+from loragen.suites.suite import Fold, Suite, TaskData
+from loragen.zoo import Zoo
+
+METHODS = ("generated", "hyper_recon", "pdiff", "nearest", "merge", "multitask")
+
+
+@dataclass
+class UnseenConfig:
+    folds: int = 5  # k
+    hyper: HyperConfig = field(default_factory=HyperConfig)  # the default generator (task objective)
+    pdiff: PDiffConfig | None = field(default_factory=PDiffConfig)  # None: skip the pdiff baseline
+    recon_steps: int = 2000  # hyper_recon optimiser steps (same network, recon objective); 0 skips it
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # the zoo and reference fine-tunes
+    multitask_steps: int = 3000  # multi-task LoRA steps over the pooled training tasks
+    pdiff_samples: int = 5  # adapters pdiff generates per condition (their mean accuracy is reported)
+    merge_k: tuple[int, ...] = (2, 4, 8)  # candidate neighbour counts for merges
+    merge_val_tasks: int = 16  # training tasks used (leave-one-out) to choose the merge's k and combination
+    warm_tasks_per_fold: int = 2  # test tasks per fold fine-tuned from scratch / generated / nearest
+    warm_every: int = 10  # steps between validation checks on the warm-start curves
+    min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
+    seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
+
+
+def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData) -> float:
+    if adapter is None:
+        return suite.accuracy(base, data)
+    with merged(base, adapter):
+        return suite.accuracy(base, data)
+
+
+def best_adapter(zoo: Zoo, task: str) -> Adapter:
+    """The task's checkpoint with the best validation accuracy (latest on ties)."""
+    return max(zoo.adapters(task), key=lambda a: (a.meta.get("val_acc") or 0.0, a.meta["step"]))
+
+
+def _load_or_fit(cls, folder: Path, fit, expected: dict):
+    """A generator from `folder` when it was trained with `expected` (config and tasks), else fit it there."""
+    if (folder / "generator.json").exists():
+        meta = json.loads((folder / "generator.json").read_text())
+        if {k: meta.get(k) for k in expected} == json.loads(json.dumps(expected)):
+            return cls.load(folder)
+    return fit()
+
+
+class FoldRun:
+    """Everything one fold trains, and the scoring of its test tasks."""
+
+    def __init__(self, suite: Suite, zoo: Zoo, fold: Fold, cfg: UnseenConfig, out: Path, show: bool):
+        self.suite, self.fold, self.cfg, self.out, self.show = suite, fold, cfg, out, show
+        self.base = suite.base_model()
+        self.zoo = zoo.subset(list(fold.train))
+        self._check_unseen(self.zoo.tasks(), "the fold's zoo")
+
+    def _check_unseen(self, trained: list[str], what: str) -> None:
+        leak = sorted(set(self.fold.test) & set(trained))
+        if leak:
+            raise LoragenError(f"fold {self.fold.index}: evaluated-as-unseen tasks reached {what}: {leak[:5]}")
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def hyper(self, seed: int) -> HyperGenerator:
+        cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
+        folder = self.out / f"hyper-seed{seed}"
+        gen = _load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
+                                                                               out=folder, show=self.show),
+                           {"config": asdict(cfg), "tasks": list(self.fold.train)})
+        self._check_unseen(gen.tasks, "the hyper generator's training tasks")
+        return gen
+
+    def hyper_recon(self) -> HyperGenerator:
+        cfg = HyperConfig(**{**asdict(self.cfg.hyper), "objective": "recon", "steps": self.cfg.recon_steps})
+        folder = self.out / "hyper-recon"
+        gen = _load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, zoo=self.zoo, out=folder,
+                                                                               show=self.show),
+                           {"config": asdict(cfg), "tasks": self.zoo.tasks()})
+        self._check_unseen(gen.tasks, "the recon generator's training tasks")
+        return gen
+
+    def pdiff(self) -> PDiffGenerator:
+        folder = self.out / "pdiff"
+        gen = _load_or_fit(PDiffGenerator, folder, lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=self.show),
+                           {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
+        self._check_unseen(gen.tasks, "the pdiff generator's zoo")
+        return gen
+
+    def multitask(self) -> Adapter:
+        folder = self.out / "multitask"
+        if (folder / "adapter_config.json").exists():
+            return Adapter.load(folder)
+        from dataclasses import replace
+
+        cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=min(100, self.cfg.multitask_steps), keep_last=1)
+        adapter = multitask(self.suite, self.base, self.zoo.layout, list(self.fold.train), cfg)
+        adapter.save(folder, overwrite=True)
+        return adapter
+
+    # ---- retrieval baselines ------------------------------------------------------------------------------------
+    def neighbours(self, gen: HyperGenerator) -> tuple[list[str], torch.Tensor]:
+        """Zoo tasks and their condition embeddings (T, Z) under the generator's own condition embedding."""
+        tasks = self.zoo.tasks()
+        return tasks, gen.embed([self.suite.condition(t) for t in tasks])
+
+    def choose_merge(self, merger: ZooMerger, tasks: list[str], emb_TZ: torch.Tensor) -> dict:
+        """k and combination type with the best mean validation accuracy over training tasks, each merged from its
+        neighbours among the other training tasks."""
+        g = torch.Generator().manual_seed(self.fold.index)
+        val_tasks = [tasks[i] for i in torch.randperm(len(tasks), generator=g)[: self.cfg.merge_val_tasks].tolist()]
+        scores = {}
+        for k in self.cfg.merge_k:
+            for comb in COMBINATIONS:
+                accs = []
+                for t in val_tasks:
+                    d = torch.cdist(emb_TZ[tasks.index(t)][None], emb_TZ)[0]
+                    d[tasks.index(t)] = float("inf")  # leave the task itself out
+                    near = d.argsort()[:k]
+                    adapter = merger.merge([tasks[i] for i in near.tolist()], similarity_weights(d[near]), comb)
+                    accs.append(adapter_accuracy(self.suite, self.base, adapter, self.suite.data(t, "val")))
+                scores[f"k={k},{comb}"] = statistics.mean(accs)
+        best = max(scores, key=scores.get)
+        k, comb = best.split(",")
+        return {"k": int(k[2:]), "combination": comb, "val_scores": scores}
+
+    # ---- scoring ----------------------------------------------------------------------------------------------
+    def prepare(self, log) -> None:
+        """Train (or load) everything the fold scores with, and choose the merge on its training tasks."""
+        cfg = self.cfg
+        self.gens = {"generated": self.hyper(cfg.seeds[0])}
+        if cfg.recon_steps:
+            self.gens["hyper_recon"] = self.hyper_recon()
+        self.pdiff_gen = self.pdiff() if cfg.pdiff is not None else None
+        self.multi = self.multitask()
+        self.tasks, self.emb = self.neighbours(self.gens["generated"])
+        self.best = {t: best_adapter(self.zoo, t) for t in self.tasks}
+        self.merger = ZooMerger(self.base, self.zoo.layout, self.best)
+        self.choice = self.choose_merge(self.merger, self.tasks, self.emb)
+        log(f"fold {self.fold.index}: merge chosen on training tasks: k={self.choice['k']}, {self.choice['combination']}")
+
+    def score(self, task: str, reference: Zoo, methods: tuple[str, ...] | None = None) -> dict:
+        """Test accuracy of every method on one unseen task; `reference` holds the task's own fine-tunes."""
+        if task in self.fold.train:
+            raise LoragenError(f"fold {self.fold.index}: task {task!r} is one of the fold's training tasks; expected an unseen task")
+        suite, cfg, tasks = self.suite, self.cfg, self.tasks
+        test, cond = suite.data(task, "test"), suite.condition(task)
+        d = torch.cdist(self.gens["generated"].embed([cond]), self.emb)[0]
+        near = d.argsort()[: self.choice["k"]]
+        want = lambda m: methods is None or m in methods  # noqa: E731
+        acc = lambda a: adapter_accuracy(suite, self.base, a, test)  # noqa: E731
+        row = {"task": task, "fold": self.fold.index, "params": suite.task(task).params, "nearest_task": tasks[int(near[0])],
+               "base": acc(None), "finetuned": acc(best_adapter(reference, task)), "nearest": acc(self.best[tasks[int(near[0])]]),
+               "merge": acc(self.merger.merge([tasks[i] for i in near.tolist()], similarity_weights(d[near]), self.choice["combination"]))}
+        if want("multitask"):
+            row["multitask"] = acc(self.multi)
+        for name, gen in self.gens.items():
+            if want(name):
+                row[name] = acc(gen.generate(cond, 1)[0])
+        if self.pdiff_gen is not None and want("pdiff"):
+            row["pdiff"] = statistics.mean(acc(a) for a in self.pdiff_gen.generate(cond, cfg.pdiff_samples))
+        if want("generated_seeds"):
+            for seed in cfg.seeds[1:]:
+                row[f"generated_seed{seed}"] = acc(self.hyper(seed).generate(cond, 1)[0])
+        return row
+
+    def run(self, reference: Zoo, log) -> dict:
+        self.prepare(log)
+        rows = [self.score(t, reference) for t in self.fold.test]
+        return {"rows": rows, "merge_choice": self.choice, "warm": self.warm_start(self.gens["generated"], self.best, self.tasks, self.emb)}
+
+    def warm_start(self, gen: HyperGenerator, best: dict[str, Adapter], tasks: list[str], emb: torch.Tensor) -> list[dict]:
+        """Fine-tuning curves from LoRA's init, from the generated adapter and from the nearest zoo adapter, on the
+        first inside test tasks of the fold: steps and seconds until validation accuracy reaches 95% of the best the
+        run from scratch reaches."""
+        inside = [t for t in self.fold.test if self.suite.task(t).params.get("where", "inside") == "inside"]
+        out = []
+        for t in inside[: self.cfg.warm_tasks_per_fold]:
+            cond = self.suite.condition(t)
+            near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
+            starts = {"scratch": None, "generated": gen.generate(cond, 1)[0], "nearest": best[near]}
+            curves = {k: validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, init=a,
+                                          every=self.cfg.warm_every) for k, a in starts.items()}
+            target = 0.95 * max(acc for _, acc, _ in curves["scratch"])
+            reach = {}
+            for k, curve in curves.items():
+                hit = next(((s, sec) for s, acc, sec in curve if acc >= target), (None, None))
+                reach[k] = {"steps": hit[0], "seconds": hit[1], "start_acc": curve[0][1]}
+            out.append({"task": t, "target_val_acc": target, "reach": reach, "curves": curves})
+        return out
+
+
+def recovered(rows: list[dict], method: str, min_gap: float) -> list[float]:
+    """Per-task gap recovered by `method`, over tasks whose fine-tuning gains at least `min_gap` points."""
+    return [(r[method] - r["base"]) / (r["finetuned"] - r["base"]) for r in rows if r["finetuned"] - r["base"] >= min_gap]
+
+
+def summarize(rows: list[dict], methods: list[str], min_gap: float, seed: int = 0) -> dict:
+    """Mean with 95% bootstrap CI, median, and inside / outside means of gap recovered per method; the paired
+    difference generated − nearest (and − merge) with its CI; tasks where generated is > 1 point below base."""
+    def where(r):
+        return r["params"].get("where", "inside")
+
+    out = {"methods": {}, "tasks": len(rows), "tasks_in_ratios": sum(r["finetuned"] - r["base"] >= min_gap for r in rows)}
+    for m in methods:
+        vals = recovered(rows, m, min_gap)
+        inside = recovered([r for r in rows if where(r) == "inside"], m, min_gap)
+        outside = recovered([r for r in rows if where(r) != "inside"], m, min_gap)
+        out["methods"][m] = {"recovered_mean": statistics.mean(vals), "recovered_ci": list(bootstrap_ci(vals, seed=seed)),
+                             "recovered_median": statistics.median(vals),
+                             "interpolation": statistics.mean(inside) if inside else None,
+                             "extrapolation": statistics.mean(outside) if outside else None,
+                             "accuracy_mean": statistics.mean(r[m] for r in rows)}
+    for ref in ("base", "finetuned"):
+        out["methods"][ref] = {"accuracy_mean": statistics.mean(r[ref] for r in rows)}
+    for other in ("nearest", "merge"):
+        diff = [g - n for g, n in zip(recovered(rows, "generated", min_gap), recovered(rows, other, min_gap))]
+        out[f"paired_vs_{other}"] = {"mean": statistics.mean(diff), "ci": list(bootstrap_ci(diff, seed=seed))}
+        for part, sel in (("interpolation", "inside"), ("extrapolation", "outside")):
+            sub = [r for r in rows if (where(r) == "inside") == (sel == "inside")]
+            d = [g - n for g, n in zip(recovered(sub, "generated", min_gap), recovered(sub, other, min_gap))]
+            if d:
+                out[f"paired_vs_{other}"][part] = {"mean": statistics.mean(d), "ci": list(bootstrap_ci(d, seed=seed))}
+    out["worse_than_base"] = sum(r["generated"] < r["base"] - 1.0 for r in rows)
+    return out
+
+
+def run_study(suite: Suite, out: Path, cfg: UnseenConfig, show: bool = True, log=print) -> dict:
+    """Collect (or resume) the zoo of every task, then run every fold; returns rows, fold details and timings."""
+    out = Path(out)
+    folds = suite.folds(cfg.folds)
+    every = sorted({t for f in folds for t in f.train + f.test})
+    t0 = time.perf_counter()
+    zoo, _ = collect(suite, out / "zoo", every, cfg.finetune, show)
+    zoo_s = sum(statistics.mean(e["finetune_s"] for e in zoo.task_entries(t)) for t in zoo.tasks())
+    rows, details, fit_s, runs = [], [], [], []
+    with progress_bar(show) as bar:
+        job = bar.add_task("folds", total=len(folds))
+        for fold in folds:
+            run = FoldRun(suite, zoo, fold, cfg, out / f"fold{fold.index}", show)
+            r = run.run(zoo, log)  # the reference fine-tunes of the test tasks come from the full zoo
+            runs.append(run)
+            rows += r["rows"]
+            details.append({"fold": fold.index, "train": len(fold.train), "test": len(fold.test),
+                            "merge_choice": r["merge_choice"], "warm": r["warm"]})
+            fit_s.append((run.hyper(cfg.seeds[0]).fit_summary or {}).get("fit_s"))
+            bar.update(job, advance=1)
+    return {"rows": rows, "folds": details, "zoo": zoo, "zoo_collect_s": zoo_s, "hyper_fit_s": fit_s,
+            "wall_s": time.perf_counter() - t0, "runs": runs}
+
+
+def sweep(run: FoldRun, domains: list, out: Path, show: bool = True) -> list[dict]:
+    """Score generated / nearest / merge / fine-tuned along a path of new domains (registered on the suite; their
+    fine-tunes go to `out`): the interpolation curve of Cond P-Diff / Wild-P-Diff RQ2."""
+    names = [run.suite.add_domain(d, heldout=True, where="sweep").name for d in domains]
+    reference, _ = collect(run.suite, out, names, run.cfg.finetune, show)
+    return [run.score(t, reference, methods=("generated",)) for t in names]
