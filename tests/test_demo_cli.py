@@ -54,7 +54,8 @@ def test_quick_demo_end_to_end(tmp_path):
 
     r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", "nope", "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "no task 'nope'" in r.output
-    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", "rot+000_thk+0.00",
+    first = get_suite("digits-domains").tasks()[0].name  # the generator records its suite: no --suite needed
+    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", first,
                             "--n", "2", "--out", str(tmp_path / "g")])
     assert r.exit_code == 0, r.output
     assert Adapter.load(tmp_path / "g" / "adapter_1").layout.numel == Adapter.load(folder).layout.numel

@@ -183,44 +183,79 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 
 @app.command()
 @_friendly
-def train(zoo: Path = typer.Option(..., help="Zoo folder."),
-          out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
-          normalization: Optional[str] = typer.Option(None, help="task | global | none (default: task)"),
-          encoder: Optional[str] = typer.Option(None, help="image-set | text | description | onehot (default: the suite's)"),
-          ae_steps: Optional[int] = typer.Option(None, help="Autoencoder steps (default: PDiffConfig's)."),
-          diffusion_steps: Optional[int] = typer.Option(None, help="Denoiser steps (default: PDiffConfig's)."),
+def train(out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
+          generator: Optional[str] = typer.Option(None, help="hyper (hypernetwork; default with a built-in suite) | pdiff (autoencoder + latent diffusion; default for an imported zoo)."),
+          objective: str = typer.Option("task", help="hyper: task (through the base model's loss; needs a built-in suite) | recon (match the zoo)."),
+          zoo: Optional[Path] = typer.Option(None, help="Zoo folder (pdiff and hyper recon need one; hyper task takes its tasks)."),
+          suite: Optional[str] = typer.Option(None, help="Built-in suite for hyper's task objective (default: the zoo's)."),
+          steps: Optional[int] = typer.Option(None, help="hyper: optimiser steps (default: HyperConfig's)."),
+          normalization: Optional[str] = typer.Option(None, help="pdiff: task | global | none (default: task)"),
+          encoder: Optional[str] = typer.Option(None, help="Condition encoder (default: the suite's)."),
+          ae_steps: Optional[int] = typer.Option(None, help="pdiff: autoencoder steps (default: PDiffConfig's)."),
+          diffusion_steps: Optional[int] = typer.Option(None, help="pdiff: denoiser steps (default: PDiffConfig's)."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
-    """Fit the pdiff generator on a zoo."""
+    """Fit a generator: hyper (on a suite's tasks, or a zoo) or pdiff (on a zoo)."""
     from loragen.demo import DemoConfig
-    from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
-    from loragen.generators.pdiff.generator import CONFIG_FILE
+    from loragen.generators.base import CONFIG_FILE, GENERATORS
     from loragen.zoo import Zoo
 
+    if objective not in ("task", "recon"):
+        raise LoragenError(f"--objective must be 'task' or 'recon'; found {objective!r}")
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
-    z = Zoo.open(zoo)
-    z.require_nonempty()
-    if z.info.get("suite"):
-        defaults = DemoConfig.for_suite(z.info["suite"]).generator
-    else:  # an imported zoo: text conditions if it has them
-        defaults = PDiffConfig(encoder="text" if z.condition(z.tasks()[0]).text else "image-set")
+    z = Zoo.open(zoo) if zoo is not None else None
+    if z is not None:
+        z.require_nonempty()
+    suite_name = suite or (z.info.get("suite") if z is not None else None)
+    generator = generator or ("hyper" if suite_name else "pdiff")
+    if generator not in GENERATORS:
+        raise LoragenError(f"--generator must be one of {list(GENERATORS)}; found {generator!r}")
+    if generator == "pdiff" or objective == "recon":
+        if z is None:
+            raise LoragenError(f"{generator} {'(recon) ' if generator == 'hyper' else ''}learns from zoo adapters; expected --zoo, found none")
+    elif suite_name is None:
+        raise LoragenError("hyper's task objective trains through a built-in suite's task loss; expected --suite or a zoo collected from a suite")
+    text = z is not None and not z.info.get("suite") and bool(z.condition(z.tasks()[0]).text)  # an imported text zoo
+    defaults = DemoConfig.for_suite(suite_name) if suite_name else DemoConfig()
+    if generator == "hyper":
+        from loragen.generators.hyper import HyperGenerator
+
+        cfg = replace(defaults.hyper, objective=objective, **({"encoder": "text", "k_exemplars": 4} if text else {}))
+        cfg = replace(cfg, **{k: v for k, v in {"steps": steps, "encoder": encoder}.items() if v is not None})
+        s = get_suite_or_none(suite_name, defaults)
+        gen = HyperGenerator.fit(cfg, suite=s, zoo=z, out=out)
+        f = gen.fit_summary
+        console.print(f"generator {out}: hyper ({objective}), {f['tasks']} tasks, loss {f['loss']:.4f}, {f['fit_s']:.0f} s")
+        return
+    from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
+
+    pdefaults = defaults.generator if z.info.get("suite") else PDiffConfig(encoder="text" if text else "image-set")
     given = {"normalization": normalization, "encoder": encoder, "ae_steps": ae_steps, "diffusion_steps": diffusion_steps}
-    cfg = replace(defaults, **{k: v for k, v in given.items() if v is not None})
+    cfg = replace(pdefaults, **{k: v for k, v in given.items() if v is not None})
     gen = PDiffGenerator.fit(z, cfg, out=out)
     s = gen.fit_summary
     console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "
                   f"diffusion loss {s['diffusion_loss']:.5f}, {s['fit_s']:.0f} s")
 
 
+def get_suite_or_none(name: Optional[str], defaults):
+    """The built-in suite `name` with its demo arguments, or None for an imported zoo."""
+    if name is None:
+        return None
+    from loragen.suites import get_suite
+
+    return get_suite(name, **defaults.suite_kwargs)
+
+
 @app.command()
 @_friendly
-def generate(generator: Path = typer.Option(..., help="Trained generator folder."),
+def generate(generator: Path = typer.Option(..., help="Trained generator folder (hyper or pdiff)."),
              out: Path = typer.Option(..., help="Folder for the adapters (one PEFT folder each)."),
              task: Optional[str] = typer.Option(None, help="A suite task whose exemplars are the condition."),
              images: Optional[Path] = typer.Option(None, help="Condition from a safetensors file with 'images' (K, H, W)."),
              description: Optional[str] = typer.Option(None, help="Text condition: the task's description."),
              example: list[str] = typer.Option([], help="Text condition: a few-shot example line (repeatable)."),
-             suite: str = typer.Option("digits-domains", help="Built-in suite (with --task)."),
+             suite: Optional[str] = typer.Option(None, help="Built-in suite of --task (default: the generator's own)."),
              n: int = typer.Option(5, help="Number of adapters."),
              seed: int = typer.Option(0, help="Sampling seed."),
              overwrite: bool = typer.Option(False, help="Replace existing adapter folders.")):
@@ -228,18 +263,20 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder.
     import time
 
     from loragen.conditions import Condition
-    from loragen.generators.pdiff import PDiffGenerator
+    from loragen.generators.base import load_generator
 
     given = [name for name, v in (("--task", task), ("--images", images), ("--description", description)) if v is not None]
     if len(given) != 1:
         raise LoragenError(f"give exactly one condition: --task NAME, --images FILE or --description TEXT; found {given or 'none'}")
-    gen = PDiffGenerator.load(generator)
+    gen = load_generator(generator)
     if description is not None:
         cond = Condition(task="custom", text=description, examples=list(example))
     elif task is not None:
+        from loragen.demo import DemoConfig
         from loragen.suites import get_suite
 
-        cond = get_suite(suite).condition(task)
+        name = suite or getattr(gen, "suite", None) or "digits-domains"
+        cond = get_suite(name, **DemoConfig.for_suite(name).suite_kwargs).condition(task)
     else:
         from safetensors.torch import load_file
 
@@ -252,7 +289,7 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder.
     dt = time.perf_counter() - t0
     for i, a in enumerate(adapters):
         a.save(out / f"adapter_{i}", overwrite=overwrite)
-    console.print(f"{n} adapters for {cond.task!r} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
+    console.print(f"{n} adapters for {cond.task!r} from {gen.name} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
 
 
 def _digits_gen(quick: bool, config: Optional[dict] = None):

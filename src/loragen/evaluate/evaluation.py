@@ -5,7 +5,7 @@ Methods per task (accuracy on the task's test split, in percent):
   finetuned       the fine-tuned checkpoint with the best validation accuracy (finetuned_last: the last one);
                   for held-out tasks these come from a reference zoo that the generator never sees
   soup            mean of the task's checkpoints; for held-out tasks the mean of all zoo adapters
-  nearest         the last checkpoint of the zoo task whose condition embedding is closest to this condition
+  nearest         the last checkpoint of the zoo task whose condition is closest in the generator's embedding
   noise           a zoo checkpoint (the task's own, or the nearest task's) plus noise, at the generated adapters'
                   mean distance to their nearest zoo checkpoint
   generated_mean  mean over N generated adapters
@@ -39,10 +39,9 @@ def evaluate(suite: Suite, generator, zoo: Zoo, reference: Zoo | None, n_samples
     base = suite.base_model()
     layout = zoo.layout
     zoo_MP, zoo_tasks = zoo.all_vectors()
-    encoder = generator.encoder
     g, k = torch.Generator().manual_seed(seed), generator.config.k_exemplars
-    zoo_emb = torch.stack([encoder.encode([zoo.condition(t).subset(k, g) for _ in range(8)]).mean(0)
-                           for t in zoo.tasks()])  # (T, E): mean over 8 conditions drawn like the query
+    # (T, E) in the generator's own condition embedding: mean over 8 conditions drawn like the query
+    zoo_emb = torch.stack([generator.embed([zoo.condition(t).subset(k, g) for _ in range(8)]).mean(0) for t in zoo.tasks()])
     all_soup = zoo_MP.mean(0)
     plan = [(t, "seen", zoo) for t in zoo.tasks()] + [(t, "unseen", reference) for t in (reference.tasks() if reference else [])]
     rows, generated, gen_times = [], {}, []
@@ -54,7 +53,7 @@ def evaluate(suite: Suite, generator, zoo: Zoo, reference: Zoo | None, n_samples
             acc = lambda v: accuracy(suite, base, layout, v, test)  # noqa: E731
             own = source.vectors(task)  # (N, P) fine-tuned checkpoints, step order
             cond = suite.condition(task)
-            near_task = zoo.tasks()[int(torch.cdist(encoder.encode([cond]), zoo_emb).argmin())]
+            near_task = zoo.tasks()[int(torch.cdist(generator.embed([cond]), zoo_emb).argmin())]
             t0 = time.perf_counter()
             gen = generator.generate_vectors(cond, n_samples, seed)  # (N, P)
             gen_times.append((time.perf_counter() - t0) / n_samples)

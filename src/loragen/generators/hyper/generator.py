@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from loragen import atomic
 from loragen.adapter import Adapter
 from loragen.batched import batched_lora
+from loragen.collection import peft_info
 from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.hyper.network import HyperNetwork
@@ -188,7 +189,7 @@ class HyperGenerator:
             raise LoragenError(f"a training task has no condition the {config.encoder!r} encoder can use: {e}") from e
         flat = torch.cat(pools)
         suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
-        peft = zoo.peft_info() if zoo is not None and hasattr(zoo, "peft_info") else {}
+        peft = zoo.peft_info() if zoo is not None else peft_info(suite)
         gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init)
         gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
         pools = [gen._standardise(p) for p in pools]

@@ -103,6 +103,7 @@ class PDiffGenerator:
         self.diffusion = Diffusion(config.num_train_timesteps, config.prediction_type)
         # the zoo's PEFT task type and base model (Zoo.peft_info), written into every generated adapter's config
         self.peft = {"task_type": None, "base_model_name_or_path": None}
+        self.suite: str | None = None  # the built-in suite of its zoo (generate --task needs no --suite then)
         # filled by fit, saved with the weights
         self.buffers = {"cond_mean_E": torch.zeros(cond_dim), "cond_proj_EC": torch.eye(cond_dim)[:, : self.cond_dim(cond_dim)],
                         "sample_mean": torch.zeros(self.sample_dim), "sample_std": torch.ones(self.sample_dim)}
@@ -134,6 +135,7 @@ class PDiffGenerator:
         task_M = torch.tensor([tasks.index(n) for n in names])
         conds_TRE = _draw_conditions(zoo, get_encoder(config.encoder, tasks), config)
         gen = cls(config, zoo.layout, tasks, conds_TRE.shape[-1])
+        gen.suite = zoo.info.get("suite")
         gen.peft = zoo.peft_info()
         mean = conds_TRE.flatten(0, 1).mean(0)
         std = conds_TRE.flatten(0, 1).std(0).clamp_min(1e-4)
@@ -244,7 +246,8 @@ class PDiffGenerator:
         atomic.save_safetensors(path / WEIGHTS_FILE, tensors)
         atomic.write_json(path / CONFIG_FILE, {"generator": self.name, "config": asdict(self.config), "tasks": self.tasks,
                                                "layout": self.layout.to_dict(), "cond_dim": int(self.buffers["cond_mean_E"].numel()),
-                                               "fit_summary": getattr(self, "fit_summary", None), "peft": self.peft})
+                                               "fit_summary": getattr(self, "fit_summary", None), "peft": self.peft,
+                                               "suite": self.suite})
 
     @classmethod
     def load(cls, path: str | Path) -> "PDiffGenerator":
@@ -262,4 +265,5 @@ class PDiffGenerator:
         gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
         gen.fit_summary = meta.get("fit_summary")
         gen.peft.update(meta.get("peft") or {})  # generators saved before loragen kept it: both unknown (None)
+        gen.suite = meta.get("suite")
         return gen

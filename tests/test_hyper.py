@@ -1,0 +1,116 @@
+"""The hyper generator: a condition -> LoRA in one pass, trained through the task loss or by reconstruction."""
+
+import json
+
+import pytest
+import torch
+
+from loragen.conditions import Condition
+from loragen.errors import ConditionError, ConfigError, LoragenError
+from loragen.generators import load_generator
+from loragen.generators.hyper import HyperConfig, HyperGenerator
+from loragen.generators.hyper.network import HyperNetwork
+from loragen.layout import LoraLayout
+from loragen.suites import get_suite
+from tests.test_pdiff import _toy_zoo
+
+TINY = dict(width=32, cond_dim=16, module_dim=8, tasks_per_step=3, examples_per_task=16, checkpoint_every=20)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return get_suite("digits-domains", n_tasks=5, n_extrapolation=1)
+
+
+def test_fresh_network_is_the_base_model_and_keeps_whole_modules(tiny):
+    layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
+    net = HyperNetwork(layout, item_dim=5, width=16, cond_dim=8, module_dim=4,
+                       full_init={"lin1.weight": tiny.lin1.weight.detach(), "lin1.bias": tiny.lin1.bias.detach()})
+    out = net(torch.randn(3, 7, 5))
+    assert out["lin0.lora_A"].shape == (3, 2, 10) and out["lin0.lora_A"].abs().sum() > 0
+    assert out["lin0.lora_B"].shape == (3, 20, 2) and out["lin0.lora_B"].abs().max() == 0  # ΔW = 0 at init
+    assert out["lin1.weight"].shape == (3, 3, 20) and out["lin1.bias"].shape == (3, 3)
+    assert torch.allclose(out["lin1.weight"][0], tiny.lin1.weight, atol=0.05)  # the head starts at the base head
+    assert layout.flatten({k: v[0] for k, v in out.items()}).numel() == layout.numel
+
+
+def test_task_objective_learns_the_training_tasks(suite, tmp_path):
+    """Through the base model's loss alone (no zoo), generated adapters beat the base model on the training tasks."""
+    tasks = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
+    gen = HyperGenerator.fit(HyperConfig(steps=150, lr=3e-3, **TINY), suite=suite, tasks=tasks, out=tmp_path / "g", show=False)
+    base = suite.base_model()
+    gains = []
+    for t in tasks:
+        data = suite.data(t, "train")
+        (adapter,) = gen.generate(suite.condition(t), 1)
+        from loragen.apply import merged
+
+        with merged(base, adapter):
+            acc = suite.accuracy(base, data)
+        gains.append(acc - suite.accuracy(base, data))
+    assert min(gains) > 10.0, gains
+    meta = json.loads((tmp_path / "g" / "generator.json").read_text())
+    assert meta["generator"] == "hyper" and meta["suite"] == "digits-domains" and meta["tasks"] == tasks
+    assert meta["peft"]["base_model_name_or_path"] == "loragen:digits-domains"
+    back = load_generator(tmp_path / "g")  # any generator from its folder
+    cond = suite.condition(tasks[0], draw=3)
+    assert isinstance(back, HyperGenerator) and torch.equal(back.generate_vectors(cond, 3, seed=1), gen.generate_vectors(cond, 3, seed=1))
+    assert torch.allclose(gen.generate_batch([cond, suite.condition(tasks[1])])[0], gen.generate_vectors(cond, 1)[0], atol=1e-5)
+    many = gen.generate_vectors(cond, 3, seed=1)
+    assert not torch.equal(many[0], many[1])  # samples after the first come from bootstrap resamples of the exemplars
+    assert gen.generate(cond, 1)[0].meta["peft"]["base_model_name_or_path"] == "loragen:digits-domains"
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(suite, tmp_path, monkeypatch):
+    import loragen.training as T
+
+    tasks = [t.name for t in suite.tasks()][:3]
+    cfg = HyperConfig(steps=50, **TINY)
+    straight = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "a", show=False)
+    real_save = T.save_state
+
+    def save_then_crash(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "save_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "b", show=False)
+    assert (tmp_path / "b" / "train_state.safetensors").exists()
+    monkeypatch.setattr(T, "save_state", real_save)
+    with pytest.raises(LoragenError, match="belongs to another training run"):  # other tasks: the state is not reused
+        HyperGenerator.fit(cfg, suite=suite, tasks=tasks[:2], out=tmp_path / "b", show=False)
+    resumed = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "b", show=False)
+    assert resumed.fit_summary["resumed_at"] == 20 and not (tmp_path / "b" / "train_state.safetensors").exists()
+    for k, v in straight.net.state_dict().items():
+        assert torch.equal(v, resumed.net.state_dict()[k]), k
+
+
+def test_recon_objective_moves_toward_the_zoo(tmp_path, tiny_layout):
+    zoo = _toy_zoo(tmp_path / "z", tiny_layout, n_tasks=3)
+    cfg = HyperConfig(objective="recon", steps=300, lr=3e-3, k_exemplars=4, **TINY)
+    gen = HyperGenerator.fit(cfg, zoo=zoo, show=False)
+    for t in zoo.tasks():
+        want = zoo.adapters(t)[-1]
+        got = gen.generate(zoo.condition(t).subset(4, torch.Generator().manual_seed(0)), 1)[0]
+        for m in tiny_layout.modules:
+            err = (got.delta(m) - want.delta(m)).norm() / want.delta(m).norm()
+            assert err < 0.5, (t, m.name, float(err))
+
+
+def test_bad_configs_and_conditions(suite, tmp_path, tiny_layout):
+    with pytest.raises(ConfigError, match="objective must be"):
+        HyperConfig(objective="distill")
+    with pytest.raises(ConfigError, match="encoder must be one of"):
+        HyperConfig(encoder="onehot")
+    with pytest.raises(ConfigError, match="expected a zoo"):
+        HyperGenerator.fit(HyperConfig(objective="recon"), suite=suite, show=False)
+    with pytest.raises(ConfigError, match="expected a suite"):
+        HyperGenerator.fit(HyperConfig(), zoo=_toy_zoo(tmp_path / "z", tiny_layout), show=False)
+    gen = HyperGenerator.fit(HyperConfig(steps=2, **TINY), suite=suite, tasks=[suite.tasks()[0].name], show=False)
+    with pytest.raises(ConditionError, match=r"needs images of shape \(K, H, W\)"):
+        gen.generate(Condition(task="x", text="a description"))
+    with pytest.raises(ConditionError, match="trained on 264"):
+        gen.generate(Condition(task="x", images=torch.rand(4, 8, 8)))
+    with pytest.raises(LoragenError, match="expected a trained generator"):
+        load_generator(tmp_path / "nowhere")

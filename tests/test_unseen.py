@@ -1,0 +1,125 @@
+"""The held-out study's invariants: disjoint folds, the gap formula, CIs, merges, warm starts, and the benchmark."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from loragen.adapter import Adapter
+from loragen.errors import LoragenError
+from loragen.evaluate.merge import ZooMerger, similarity_weights
+from loragen.evaluate.stats import bootstrap_ci
+from loragen.evaluate.unseen import recovered, summarize
+from loragen.suites.suite import Fold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_tasks():
+    g = torch.Generator().manual_seed(0)
+    few = (torch.randn(10, generator=g) + 1).tolist()
+    many = (torch.randn(200, generator=g) + 1).tolist()
+    lo, hi = bootstrap_ci(few)
+    assert lo < sum(few) / len(few) < hi
+    lo2, hi2 = bootstrap_ci(many)
+    assert hi2 - lo2 < hi - lo and lo2 < 1 < hi2
+    assert bootstrap_ci(few) == (lo, hi)  # seeded
+    with pytest.raises(ValueError, match="at least one value"):
+        bootstrap_ci([])
+
+
+def _row(task, base, ft, gen, near, where="inside", **rest):
+    return {"task": task, "params": {"where": where}, "base": base, "finetuned": ft, "generated": gen, "nearest": near,
+            "merge": near, **rest}
+
+
+def test_gap_formula_exclusion_and_paired_difference():
+    rows = [_row("a", 20, 80, 74, 50), _row("b", 10, 90, 90, 10, "outside"), _row("c", 50, 51, 20, 51),  # c: gap < 2
+            _row("d", 30, 70, 28.5, 40)]
+    assert recovered(rows, "generated", 2.0) == pytest.approx([0.9, 1.0, -0.0375])
+    s = summarize(rows, ["generated", "nearest", "merge"], 2.0)
+    assert s["tasks"] == 4 and s["tasks_in_ratios"] == 3
+    g = s["methods"]["generated"]
+    assert g["recovered_mean"] == pytest.approx((0.9 + 1.0 - 0.0375) / 3)
+    assert g["interpolation"] == pytest.approx((0.9 - 0.0375) / 2) and g["extrapolation"] == pytest.approx(1.0)
+    assert g["recovered_median"] == pytest.approx(0.9)
+    assert s["paired_vs_nearest"]["mean"] == pytest.approx(((0.9 - 0.5) + 1.0 + (-0.0375 - 0.25)) / 3)
+    assert s["worse_than_base"] == 2  # c (20 < 49) and d (28.5 < 29); the gap filter does not hide a task here
+
+
+def test_fold_refuses_overlap():
+    with pytest.raises(ValueError, match="must not be trained on"):
+        Fold(0, ("a", "b"), ("b",))
+
+
+def test_merge_cat_is_the_weighted_sum_of_updates(tiny, tiny_layout):
+    g = torch.Generator().manual_seed(0)
+    adapters = {f"t{i}": Adapter.from_vector(tiny_layout, torch.randn(tiny_layout.numel, generator=g)) for i in range(3)}
+    merger = ZooMerger(tiny, tiny_layout, adapters)
+    w = similarity_weights(torch.tensor([1.0, 2.0]))
+    assert w == pytest.approx([2 / 3, 1 / 3])
+    merged = merger.merge(["t0", "t2"], w, "cat")
+    for m, mm in zip(tiny_layout.modules, merged.layout.modules):
+        want = w[0] * adapters["t0"].delta(m) + w[1] * adapters["t2"].delta(m)
+        assert mm.rank == 2 * m.rank and torch.allclose(merged.delta(mm), want, atol=1e-5)
+    assert merger.merge(["t0", "t1"], [0.5, 0.5], "linear").layout.modules[0].rank == tiny_layout.modules[0].rank
+    with pytest.raises(ValueError, match="combination must be one of"):
+        merger.merge(["t0"], [1.0], "magic")
+
+
+def test_warm_start_begins_where_its_adapter_is():
+    from loragen.finetune import FinetuneConfig, finetune, validation_curve
+    from loragen.layout import LoraLayout
+    from loragen.suites import get_suite
+
+    suite = get_suite("digits-domains", n_tasks=2, n_extrapolation=0)
+    base, task = suite.base_model(), suite.tasks()[0].name
+    cfg = FinetuneConfig(steps=40, keep_last=2, save_every=5)
+    layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha)
+    kept, _ = finetune(suite, base, layout, task, cfg)
+    curve = validation_curve(suite, base, layout, task, cfg, init=kept[-1], every=10)
+    assert [s for s, _, _ in curve] == [0, 10, 20, 30, 40]
+    assert curve[0][1] == pytest.approx(kept[-1].meta["val_acc"])  # step 0 is the adapter itself
+    scratch = validation_curve(suite, base, layout, task, cfg, every=20)
+    assert scratch[0][1] == pytest.approx(suite.accuracy(base, suite.data(task, "val")))  # LoRA's init: B = 0
+
+
+def test_unseen_benchmark_quick_end_to_end(tmp_path):
+    """The k-fold benchmark's tiny configuration writes the documented results layout; rerunning reuses its work."""
+    out = tmp_path / "u"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "unseen.py"), "--quick", "--out", str(out), "--seeds", "0,1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["suite"] == "digits-domains" and res["folds"] == 3 and res["tasks"] == 12
+    for m in ("generated", "nearest", "merge", "multitask", "pdiff", "hyper_recon"):
+        s = res["methods"][m]
+        assert {"recovered_mean", "recovered_ci", "recovered_median", "interpolation", "extrapolation"} <= set(s)
+        assert s["recovered_ci"][0] <= s["recovered_mean"] <= s["recovered_ci"][1]
+    assert set(res["paired_vs_nearest"]) >= {"mean", "ci"} and isinstance(res["worse_than_base"], int)
+    assert res["warm_start"]["steps_ratio"] >= 0 and res["time"]["generate_cold_s"] > 0 and res["time"]["finetune_s"] > 0
+    assert len(res["seed_spread"]["recovered_mean"]) == 2 and len(res["sweep"]) == 3
+    tested = [row["task"] for row in res["rows"]]
+    assert len(tested) == len(set(tested)) == 12  # each task evaluated as unseen exactly once
+    for f in range(3):  # no generator of a fold trained on a task that fold evaluates
+        gen_tasks = set(json.loads((out / f"fold{f}" / "hyper-seed0" / "generator.json").read_text())["tasks"])
+        assert not gen_tasks & {row["task"] for row in res["rows"] if row["fold"] == f}
+    for png in ("recovered", "sweep", "warm_start"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+    assert "| generated |" in (out / "results.md").read_text()
+
+
+def test_fold_run_refuses_a_generator_that_saw_a_test_task():
+    from loragen.evaluate.unseen import FoldRun
+
+    class Stub:
+        tasks = ["b"]
+
+    run = FoldRun.__new__(FoldRun)
+    run.fold = Fold(0, ("a",), ("b",))
+    with pytest.raises(LoragenError, match="evaluated-as-unseen tasks reached"):
+        run._check_unseen(Stub.tasks, "the generator's training tasks")
+    run._check_unseen(["a"], "the generator's training tasks")  # a training task is fine
