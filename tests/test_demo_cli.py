@@ -152,3 +152,22 @@ def test_base_quick_applies_only_to_suites_that_take_it():
     assert quick_dir != full_dir and any(quick_dir.iterdir())  # the tiny configuration's base was built
     r = runner.invoke(app, ["base", "--suite", "nope", "--quick"])
     assert r.exit_code == 2 and "unknown suite 'nope'" in r.output
+
+
+def test_train_hyper_from_a_suite_without_a_zoo_then_generate(tmp_path):
+    """`loragen train --suite S` fits hyper through the task loss (no zoo); `generate` then needs only its folder."""
+    from loragen.suites import get_suite
+
+    r = runner.invoke(app, ["train", "--suite", "digits-domains", "--out", str(tmp_path / "gen"), "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert "hyper (task)" in r.output
+    task = get_suite("digits-domains").heldout_tasks()[0].name
+    r = runner.invoke(app, ["generate", "--generator", str(tmp_path / "gen"), "--task", task, "--n", "2", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a" / "adapter_1" / "adapter_config.json").read_text())["r"] == 4
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g2"), "--objective", "recon", "--suite", "digits-domains"])
+    assert r.exit_code == 2 and "expected --zoo" in r.output
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3"), "--generator", "hyper"])
+    assert r.exit_code == 2 and "expected --suite" in r.output
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3")])  # no suite, no zoo: pdiff, which needs a zoo
+    assert r.exit_code == 2 and "expected --zoo" in r.output

@@ -123,3 +123,29 @@ def test_fold_run_refuses_a_generator_that_saw_a_test_task():
     with pytest.raises(LoragenError, match="evaluated-as-unseen tasks reached"):
         run._check_unseen(Stub.tasks, "the generator's training tasks")
     run._check_unseen(["a"], "the generator's training tasks")  # a training task is fine
+
+
+def test_merge_carries_a_whole_head_as_the_weighted_average(tiny):
+    """PEFT refuses several adapters with the same modules_to_save, so heads are averaged with the merge weights."""
+    from loragen.layout import LoraLayout
+
+    layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
+    g = torch.Generator().manual_seed(1)
+    adapters = {f"t{i}": Adapter.from_vector(layout, torch.randn(layout.numel, generator=g)) for i in range(2)}
+    merged = ZooMerger(tiny, layout, adapters).merge(["t0", "t1"], [0.25, 0.75], "svd")
+    for key in ("lin1.weight", "lin1.bias"):
+        want = 0.25 * adapters["t0"].tensors[key] + 0.75 * adapters["t1"].tensors[key]
+        assert torch.allclose(merged.tensors[key], want)
+    assert merged.layout.full == layout.full
+
+
+def test_noise_control_sits_exactly_at_the_requested_distance_from_the_zoo():
+    """The memorisation control (a zoo checkpoint plus noise) is placed at the generated adapters' novelty."""
+    from loragen.evaluate.metrics import noise_at_novelty, novelty
+
+    g = torch.Generator().manual_seed(0)
+    zoo = torch.randn(20, 50, generator=g)
+    noisy = noise_at_novelty(zoo[3], zoo, target=0.7, n=4, seed=1)
+    assert noisy.shape == (4, 50)
+    assert torch.allclose(novelty(noisy, zoo), torch.full((4,), 0.7), atol=1e-4)
+    assert not torch.allclose(noisy[0], noisy[1])

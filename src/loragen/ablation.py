@@ -39,7 +39,7 @@ def run(out: str | Path, cfg: DemoConfig, n_samples: int = 5, show: bool = True,
     """Fit and evaluate every variant (those whose name starts with `only`, and the demo's own) on the demo's zoo and
     reference; write ablations.json and ablations.md."""
     out = Path(out)
-    suite = get_suite(cfg.suite)
+    suite = get_suite(cfg.suite, **cfg.suite_kwargs)
     reference = Zoo.open(out / "reference")
     rows = {}
     for i, (name, (zoo, gcfg)) in enumerate(variants(out, cfg).items()):

@@ -222,7 +222,11 @@ def train(out: Path = typer.Option(..., help="Generator folder (an interrupted f
 
         cfg = replace(defaults.hyper, objective=objective, **({"encoder": "text", "k_exemplars": 4} if text else {}))
         cfg = replace(cfg, **{k: v for k, v in {"steps": steps, "encoder": encoder}.items() if v is not None})
-        s = get_suite_or_none(suite_name, defaults)
+        s = None
+        if suite_name is not None:  # the suite's full task set: it holds the demo's tasks and a collected zoo's
+            from loragen.suites import get_suite
+
+            s = get_suite(suite_name)
         gen = HyperGenerator.fit(cfg, suite=s, zoo=z, out=out)
         f = gen.fit_summary
         console.print(f"generator {out}: hyper ({objective}), {f['tasks']} tasks, loss {f['loss']:.4f}, {f['fit_s']:.0f} s")
@@ -236,15 +240,6 @@ def train(out: Path = typer.Option(..., help="Generator folder (an interrupted f
     s = gen.fit_summary
     console.print(f"generator {out}: {s['tasks']} tasks, {s['checkpoints']} checkpoints, autoencoder loss {s['ae_loss']:.4f}, "
                   f"diffusion loss {s['diffusion_loss']:.5f}, {s['fit_s']:.0f} s")
-
-
-def get_suite_or_none(name: Optional[str], defaults):
-    """The built-in suite `name` with its demo arguments, or None for an imported zoo."""
-    if name is None:
-        return None
-    from loragen.suites import get_suite
-
-    return get_suite(name, **defaults.suite_kwargs)
 
 
 @app.command()
@@ -272,11 +267,9 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder 
     if description is not None:
         cond = Condition(task="custom", text=description, examples=list(example))
     elif task is not None:
-        from loragen.demo import DemoConfig
         from loragen.suites import get_suite
 
-        name = suite or getattr(gen, "suite", None) or "digits-domains"
-        cond = get_suite(name, **DemoConfig.for_suite(name).suite_kwargs).condition(task)
+        cond = get_suite(suite or getattr(gen, "suite", None) or "digits-domains").condition(task)
     else:
         from safetensors.torch import load_file
 

@@ -40,8 +40,8 @@ class DemoConfig:
             hyper = HyperConfig(encoder="text", rank=ft.rank, lora_alpha=ft.alpha, k_exemplars=4, width=256, steps=600,
                                 tasks_per_step=8, examples_per_task=8)
             cfg = cls(suite=suite, finetune=ft, hyper=hyper, generator=gen, n_samples=10)
-        else:
-            cfg = cls(suite=suite)
+        else:  # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 120 + 20
+            cfg = cls(suite=suite, suite_kwargs={"n_tasks": 80, "n_extrapolation": 10})
         if quick:
             cfg.finetune = replace(cfg.finetune, steps=10 if suite == "text-topics" else 40, keep_last=2, save_every=5)
             cfg.generator = replace(cfg.generator, ae_steps=40, diffusion_steps=40, ae_channels=(8, 8), latent_dim=16,
@@ -53,7 +53,8 @@ class DemoConfig:
         return cfg
 
 
-def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True, suite_kwargs: dict | None = None) -> dict:
+def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True, suite_kwargs: dict | None = None,
+        seed: int = 0) -> dict:
     """Collect (or resume) the zoo and the held-out reference fine-tunes, train (or resume) the generator, evaluate,
     write results.json, report.md, plots and a few generated adapters as PEFT folders under `out`."""
     out = Path(out)
@@ -78,7 +79,7 @@ def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = 
     leak = sorted(set(heldout) & set(generator.tasks))
     if leak:
         raise LoragenError(f"held-out tasks reached the generator's training tasks: {leak[:5]}")
-    ev = evaluate(suite, generator, zoo, reference, cfg.n_samples, show=show)
+    ev = evaluate(suite, generator, zoo, reference, cfg.n_samples, seed=seed, show=show)
     for task in (seen[0], heldout[0]):
         for i, adapter in enumerate(generator.generate(suite.condition(task), n=2)):
             adapter.save(out / "adapters" / task / f"sample_{i}", overwrite=True)

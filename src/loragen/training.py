@@ -27,7 +27,8 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
           fingerprint: dict | None = None, checkpoint_every: int = 500, seed: int = 0, clip: float | None = 1.0,
           show: bool = True) -> dict:
     """Run `total` optimiser steps (resuming from `state_path` when it holds a state of the same fingerprint);
-    returns {"loss": EMA of the loss, "steps", "fit_s", "resumed_at"}. The state file is removed when done."""
+    returns {"loss": EMA of the loss, "steps", "fit_s" (this call's seconds), "resumed_at"}. The caller removes the state
+    file once it has saved the result, so a crash in between loses nothing."""
     fingerprint = json.loads(json.dumps(fingerprint or {}))
     step = 0
     if state_path is not None and state_path.exists():
@@ -61,6 +62,4 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
                            {"step": step, "fingerprint": fingerprint})
     for m in modules.values():
         m.eval()
-    if state_path is not None:
-        state_path.unlink(missing_ok=True)
     return {"loss": ema, "steps": total, "fit_s": time.perf_counter() - t0, "resumed_at": resumed_at}

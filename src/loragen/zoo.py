@@ -194,6 +194,10 @@ class Zoo:
         return [Adapter.from_vector(self.layout, v, {"task": task, "step": e["step"], "val_acc": e["val_acc"], "peft": dict(peft)})
                 for v, e in zip(self.vectors(task), rows)]
 
+    def best_adapter(self, task: str) -> Adapter:
+        """The task's checkpoint with the best validation accuracy (the latest on ties, and when none is recorded)."""
+        return max(self.adapters(task), key=lambda a: (a.meta.get("val_acc") or 0.0, a.meta["step"]))
+
     def all_vectors(self) -> tuple[torch.Tensor, list[str]]:
         """(M, P) every checkpoint, and the task of each row."""
         self.require_nonempty()

@@ -29,6 +29,8 @@ class ZooMerger:
         self.layout, self.adapters = layout, adapters
         self.names = {t: f"src{i}" for i, t in enumerate(adapters)}  # PEFT adapter names must be identifiers
         ranks, alphas = {m.rank for m in layout.modules}, {m.alpha for m in layout.modules}
+        if len(ranks) != 1 or len(alphas) != 1:
+            raise ValueError(f"merging needs one rank and alpha for all modules; found ranks {ranks}, alphas {alphas}")
         config = LoraConfig(r=ranks.pop(), lora_alpha=alphas.pop(), lora_dropout=0.0, target_modules=layout.target_names)
         first, *rest = adapters
         self.model = get_peft_model(copy.deepcopy(base), config, adapter_name=self.names[first])
@@ -46,8 +48,8 @@ class ZooMerger:
         """The merged adapter of `tasks` with `weights` (PEFT's combination_type `combination`)."""
         if combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {COMBINATIONS}; found {combination!r}")
-        self.model.add_weighted_adapter([self.names[t] for t in tasks], list(weights), "merged", combination_type=combination)
-        try:
+        try:  # PEFT skips a merge whose name exists, so "merged" is deleted even when the merge itself fails
+            self.model.add_weighted_adapter([self.names[t] for t in tasks], list(weights), "merged", combination_type=combination)
             tensors, modules = {}, []
             for m in self.layout.modules:
                 a = self._named[m.name].lora_A["merged"].weight.detach().clone()  # (r', i)
@@ -55,7 +57,8 @@ class ZooMerger:
                 modules.append(LoraModule(m.name, m.in_features, m.out_features, a.shape[0], float(a.shape[0])))
                 tensors[f"{m.name}.lora_A"], tensors[f"{m.name}.lora_B"] = a, b
         finally:
-            self.model.delete_adapter("merged")
+            if "merged" in self.model.peft_config:
+                self.model.delete_adapter("merged")
         total = sum(weights)
         for s in self.layout.full_segments:
             tensors[s.key] = sum(w * self.adapters[t].tensors[s.key] for t, w in zip(tasks, weights)) / total

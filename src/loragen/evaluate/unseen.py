@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,11 +64,6 @@ def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData
         return suite.accuracy(base, data)
 
 
-def best_adapter(zoo: Zoo, task: str) -> Adapter:
-    """The task's checkpoint with the best validation accuracy (latest on ties)."""
-    return max(zoo.adapters(task), key=lambda a: (a.meta.get("val_acc") or 0.0, a.meta["step"]))
-
-
 def _load_or_fit(cls, folder: Path, fit, expected: dict):
     """A generator from `folder` when it was trained with `expected` (config and tasks), else fit it there."""
     if (folder / "generator.json").exists():
@@ -96,8 +91,9 @@ class FoldRun:
     def hyper(self, seed: int) -> HyperGenerator:
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
         folder = self.out / f"hyper-seed{seed}"
+        # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
         gen = _load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
-                                                                               out=folder, show=self.show),
+                                                                               zoo=self.zoo, out=folder, show=self.show),
                            {"config": asdict(cfg), "tasks": list(self.fold.train)})
         self._check_unseen(gen.tasks, "the hyper generator's training tasks")
         return gen
@@ -120,12 +116,13 @@ class FoldRun:
 
     def multitask(self) -> Adapter:
         folder = self.out / "multitask"
-        if (folder / "adapter_config.json").exists():
-            return Adapter.load(folder)
-        from dataclasses import replace
-
         cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=min(100, self.cfg.multitask_steps), keep_last=1)
+        if (folder / "adapter_config.json").exists():
+            adapter = Adapter.load(folder)
+            if adapter.meta.get("trained_on") == list(self.fold.train) and adapter.meta.get("config") == asdict(cfg):
+                return adapter
         adapter = multitask(self.suite, self.base, self.zoo.layout, list(self.fold.train), cfg)
+        adapter.meta |= {"trained_on": list(self.fold.train), "config": asdict(cfg)}
         adapter.save(folder, overwrite=True)
         return adapter
 
@@ -165,7 +162,7 @@ class FoldRun:
         self.pdiff_gen = self.pdiff() if cfg.pdiff is not None else None
         self.multi = self.multitask()
         self.tasks, self.emb = self.neighbours(self.gens["generated"])
-        self.best = {t: best_adapter(self.zoo, t) for t in self.tasks}
+        self.best = {t: self.zoo.best_adapter(t) for t in self.tasks}
         self.merger = ZooMerger(self.base, self.zoo.layout, self.best)
         self.choice = self.choose_merge(self.merger, self.tasks, self.emb)
         log(f"fold {self.fold.index}: merge chosen on training tasks: k={self.choice['k']}, {self.choice['combination']}")
@@ -181,7 +178,7 @@ class FoldRun:
         want = lambda m: methods is None or m in methods  # noqa: E731
         acc = lambda a: adapter_accuracy(suite, self.base, a, test)  # noqa: E731
         row = {"task": task, "fold": self.fold.index, "params": suite.task(task).params, "nearest_task": tasks[int(near[0])],
-               "base": acc(None), "finetuned": acc(best_adapter(reference, task)), "nearest": acc(self.best[tasks[int(near[0])]]),
+               "base": acc(None), "finetuned": acc(reference.best_adapter(task)), "nearest": acc(self.best[tasks[int(near[0])]]),
                "merge": acc(self.merger.merge([tasks[i] for i in near.tolist()], similarity_weights(d[near]), self.choice["combination"]))}
         if want("multitask"):
             row["multitask"] = acc(self.multi)
@@ -232,6 +229,9 @@ def summarize(rows: list[dict], methods: list[str], min_gap: float, seed: int = 
     def where(r):
         return r["params"].get("where", "inside")
 
+    if not recovered(rows, "base", min_gap):
+        raise LoragenError(f"no task gains {min_gap} points or more from fine-tuning; gap recovered is undefined for all {len(rows)}")
+
     out = {"methods": {}, "tasks": len(rows), "tasks_in_ratios": sum(r["finetuned"] - r["base"] >= min_gap for r in rows)}
     for m in methods:
         vals = recovered(rows, m, min_gap)
@@ -247,8 +247,8 @@ def summarize(rows: list[dict], methods: list[str], min_gap: float, seed: int = 
     for other in ("nearest", "merge"):
         diff = [g - n for g, n in zip(recovered(rows, "generated", min_gap), recovered(rows, other, min_gap))]
         out[f"paired_vs_{other}"] = {"mean": statistics.mean(diff), "ci": list(bootstrap_ci(diff, seed=seed))}
-        for part, sel in (("interpolation", "inside"), ("extrapolation", "outside")):
-            sub = [r for r in rows if (where(r) == "inside") == (sel == "inside")]
+        for part, inside in (("interpolation", True), ("extrapolation", False)):
+            sub = [r for r in rows if (where(r) == "inside") == inside]
             d = [g - n for g, n in zip(recovered(sub, "generated", min_gap), recovered(sub, other, min_gap))]
             if d:
                 out[f"paired_vs_{other}"][part] = {"mean": statistics.mean(d), "ci": list(bootstrap_ci(d, seed=seed))}

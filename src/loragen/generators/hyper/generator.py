@@ -62,7 +62,8 @@ class HyperConfig:
             raise ConfigError(f"objective must be 'task' or 'recon'; found {self.objective!r}")
         if self.encoder not in ITEM_ENCODERS:
             raise ConfigError(f"the hyper generator's encoder must be one of {ITEM_ENCODERS}; found {self.encoder!r}")
-        for name in ("rank", "k_exemplars", "cond_draws", "width", "cond_dim", "steps", "tasks_per_step", "examples_per_task"):
+        for name in ("rank", "k_exemplars", "cond_draws", "width", "cond_dim", "steps", "tasks_per_step", "examples_per_task",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
 
@@ -188,6 +189,7 @@ class HyperGenerator:
         except ConditionError as e:
             raise LoragenError(f"a training task has no condition the {config.encoder!r} encoder can use: {e}") from e
         flat = torch.cat(pools)
+        torch.manual_seed(config.seed)  # the network's init must not depend on what loading the encoders drew
         suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
         peft = zoo.peft_info() if zoo is not None else peft_info(suite)
         gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init)
@@ -214,7 +216,7 @@ class HyperGenerator:
                 with batched_lora(base, layout, tensors, per_adapter=n):
                     return F.cross_entropy(suite.forward(base, x), y)
         else:
-            targets = torch.stack([_best_checkpoint(zoo, t) for t in tasks])  # (T, P)
+            targets = torch.stack([zoo.best_adapter(t).vector() for t in tasks])  # (T, P)
             scale = {m.name: _delta(layout.unflatten(targets[0]), m).new_tensor(0.0) for m in layout.modules}
             for v in targets:
                 ts = layout.unflatten(v)
@@ -245,6 +247,7 @@ class HyperGenerator:
         gen.fit_summary = summary | {"tasks": len(tasks)}
         if out is not None:
             gen.save(out, overwrite=True)
+            state.unlink(missing_ok=True)  # only once the result is safely written
         return gen
 
     # ---- persistence --------------------------------------------------------------------------------------------
@@ -281,9 +284,3 @@ class HyperGenerator:
 def _delta(tensors: dict[str, torch.Tensor], m) -> torch.Tensor:
     return m.scaling * tensors[f"{m.name}.lora_B"] @ tensors[f"{m.name}.lora_A"]  # (o, i)
 
-
-def _best_checkpoint(zoo, task: str) -> torch.Tensor:
-    """(P,) the task's checkpoint with the best validation accuracy (the last one when none is recorded)."""
-    rows = sorted(zoo.task_entries(task), key=lambda e: e["step"])
-    best = max(range(len(rows)), key=lambda i: (rows[i].get("val_acc") or 0.0, rows[i]["step"]))
-    return zoo.vectors(task)[best]
