@@ -65,17 +65,18 @@ class HyperNetwork(nn.Module):
         """Adapter tensors with a leading batch dim: "<m>.lora_A" (B, r, i), "<m>.lora_B" (B, o, r), whole modules'
         "<f>.weight" (B, o, i) and "<f>.bias" (B, o)."""
         z = self.embed(items_BKD)  # (B, Z)
-        n = len(z)
+        n, slots = len(z), len(self.module_emb)
+        # every module's trunk input at once: (modules, B, Z + M) -> (modules, B, W)
+        h_all = self.trunk(torch.cat([z.expand(slots, -1, -1), self.module_emb[:, None].expand(-1, n, -1)], -1))
         out = {}
         for j, m in enumerate(self.layout.modules):
-            h = self.trunk(torch.cat([z, self.module_emb[j].expand(n, -1)], 1))  # (B, W)
+            h = h_all[j]  # (B, W)
             head = self.heads[self.shape_of[m.name]]
             # A scaled like PEFT's kaiming init (entries ~ 1/sqrt(i)), so B learns at the same pace on every module
             out[f"{m.name}.lora_A"] = head["a"](h).view(n, m.rank, m.in_features) / math.sqrt(m.in_features)
             out[f"{m.name}.lora_B"] = head["b"](h).view(n, m.out_features, m.rank)
         for j, f in enumerate(self.layout.full, start=len(self.layout.modules)):
-            h = self.trunk(torch.cat([z, self.module_emb[j].expand(n, -1)], 1))
-            flat = self.heads[self.shape_of[f.name]](h)  # (B, o·i [+ o])
+            flat = self.heads[self.shape_of[f.name]](h_all[j])  # (B, o·i [+ o])
             out[f"{f.name}.weight"] = flat[:, : f.out_features * f.in_features].view(n, f.out_features, f.in_features)
             if f.bias:
                 out[f"{f.name}.bias"] = flat[:, f.out_features * f.in_features :]
