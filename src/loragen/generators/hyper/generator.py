@@ -49,9 +49,9 @@ class HyperConfig:
     width: int = 512  # W: set encoder, trunk and head width (chosen on validation tasks: benchmarks/select_hyper.py)
     cond_dim: int = 128  # Z: condition embedding size
     module_dim: int = 32  # M: learned per-module embedding size
-    steps: int = 4000  # optimiser steps
+    steps: int = 3000  # optimiser steps (chosen on validation tasks with width and weight decay)
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
-    weight_decay: float = 1e-4  # AdamW weight decay
+    weight_decay: float = 0.05  # AdamW weight decay
     tasks_per_step: int = 16  # Tb: tasks (conditions) per step
     examples_per_task: int = 32  # n: training examples per task per step (task objective)
     checkpoint_every: int = 500  # optimiser steps between resumable training states
