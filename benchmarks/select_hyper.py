@@ -22,8 +22,13 @@ from loragen.evaluate.unseen import adapter_accuracy
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.suites import get_suite
 
-CANDIDATES = [dict(width=256, steps=1500), dict(width=256, steps=4000), dict(width=512, steps=4000),
-              dict(width=512, steps=3000, weight_decay=0.05), dict(width=256, steps=4000, tasks_per_step=32, examples_per_task=16)]
+CANDIDATES = [  # every field that differs between candidates is named, so the grid does not move with HyperConfig's defaults
+    dict(width=256, steps=1500, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
+    dict(width=256, steps=4000, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
+    dict(width=512, steps=4000, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
+    dict(width=512, steps=3000, weight_decay=0.05, tasks_per_step=16, examples_per_task=32),
+    dict(width=256, steps=4000, weight_decay=1e-4, tasks_per_step=32, examples_per_task=16),
+]
 
 
 def main() -> None:
