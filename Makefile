@@ -18,6 +18,8 @@ demo: install  ## the whole pipeline on digits-domains; report in $(OUT)
 test: install  ## the test suite (tiny configs, a few minutes on 2 CPU cores)
 	$(BIN)/python -m pytest
 
-bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench
-	$(BIN)/python benchmarks/digits_domains.py --out runs/bench/digits-domains
+bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench (docs/ holds copies of the last runs)
+	$(BIN)/python benchmarks/select_hyper.py --out runs/bench/select-hyper
+	$(BIN)/python benchmarks/unseen.py --suite digits-domains --out runs/bench/unseen-digits --seeds 0,1,2
+	$(BIN)/python benchmarks/digits_domains.py --out runs/bench/digits-domains --seeds 0,1,2
 	$(BIN)/python benchmarks/digits_gen.py --out runs/bench/digits-gen
