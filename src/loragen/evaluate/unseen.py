@@ -81,6 +81,7 @@ class FoldRun:
         self.base = suite.base_model()
         self.zoo = zoo.subset(list(fold.train))
         self._check_unseen(self.zoo.tasks(), "the fold's zoo")
+        self._hypers: dict[int, HyperGenerator] = {}  # by training seed: loaded or fitted once per fold
 
     def _check_unseen(self, trained: list[str], what: str) -> None:
         leak = sorted(set(self.fold.test) & set(trained))
@@ -89,6 +90,8 @@ class FoldRun:
 
     # ---- training ---------------------------------------------------------------------------------------------
     def hyper(self, seed: int) -> HyperGenerator:
+        if seed in self._hypers:
+            return self._hypers[seed]
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
         folder = self.out / f"hyper-seed{seed}"
         # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
@@ -96,6 +99,7 @@ class FoldRun:
                                                                                zoo=self.zoo, out=folder, show=self.show),
                            {"config": asdict(cfg), "tasks": list(self.fold.train)})
         self._check_unseen(gen.tasks, "the hyper generator's training tasks")
+        self._hypers[seed] = gen
         return gen
 
     def hyper_recon(self) -> HyperGenerator:
