@@ -15,8 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from loragen.demo import DemoConfig, run
 from loragen.evaluate import benchmark
+from loragen.experiments.demo import DemoConfig, run
 
 KEYS = {"held-out gap recovered: generated": ("unseen", "generated_mean"), "held-out gap recovered: nearest": ("unseen", "nearest"),
         "held-out gap recovered: soup": ("unseen", "soup"), "held-out gap recovered: noise control": ("unseen", "noise")}

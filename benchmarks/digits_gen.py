@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from loragen.evaluate import benchmark
-from loragen.composer_bench import BenchConfig, run
+from loragen.experiments.composer_bench import BenchConfig, run
 
 
 def targets(r: dict) -> dict:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loragen import ablation
 from loragen.evaluate import benchmark
-from loragen.demo import DemoConfig, run
+from loragen.experiments import ablation
+from loragen.experiments.demo import DemoConfig, run
 
 
 def main() -> None:

@@ -32,14 +32,14 @@ def tiny():
 
 @pytest.fixture
 def tiny_layout(tiny):
-    from loragen.layout import LoraLayout
+    from loragen.adapters.layout import LoraLayout
 
     return LoraLayout.from_model(tiny, ["lin0", "lin1"], rank=2, alpha=4.0)
 
 
 @pytest.fixture
 def random_adapter(tiny_layout):
-    from loragen.adapter import Adapter
+    from loragen.adapters.adapter import Adapter
 
     torch.manual_seed(1)
     return Adapter.from_vector(tiny_layout, torch.randn(tiny_layout.numel) * 0.3, {"task": "t0", "step": 3})

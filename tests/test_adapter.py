@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from loragen.adapter import CONFIG_FILE, WEIGHTS_FILE, Adapter
-from loragen.apply import attach_peft, merge, merged
+from loragen.adapters.adapter import CONFIG_FILE, WEIGHTS_FILE, Adapter
+from loragen.adapters.apply import attach_peft, merge, merged
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import AdapterFileError, LayoutMismatchError, LoragenError, NonFiniteError
-from loragen.layout import LoraLayout
 
 
 def test_zero_b_adapter_leaves_outputs_unchanged(tiny, tiny_layout):

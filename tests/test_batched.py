@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from loragen.adapter import Adapter
-from loragen.apply import merged
-from loragen.batched import batched_lora, stack_adapters
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.apply import merged
+from loragen.adapters.batched import batched_lora, stack_adapters
 from loragen.errors import LayoutMismatchError
 
 
@@ -58,7 +58,7 @@ def test_batch_size_and_shape_mismatches(tiny, tiny_layout):
 
 def test_grouped_matches_per_sample_batched(tiny, tiny_layout):
     """Samples sorted by adapter, one low-rank product per group == each sample under its own copy."""
-    from loragen.batched import grouped_lora
+    from loragen.adapters.batched import grouped_lora
 
     adapters = _adapters(tiny_layout, 3)
     counts = [2, 0, 3]  # adapter 1 has no samples
@@ -79,8 +79,8 @@ def test_grouped_matches_per_sample_batched(tiny, tiny_layout):
 def test_whole_modules_per_sample_match_merged_and_grouped_refuses_them(tiny):
     """A head carried whole (modules_to_save) is applied per sample by batched_lora, equal to merging each adapter
     (which replaces the head); gradients reach each sample's head. grouped_lora refuses it rather than skip it."""
-    from loragen.batched import grouped_lora
-    from loragen.layout import LoraLayout
+    from loragen.adapters.batched import grouped_lora
+    from loragen.adapters.layout import LoraLayout
 
     layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
     adapters = _adapters(layout, 3)

@@ -2,13 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from loragen.batched import batched_lora
+from loragen.adapters.batched import batched_lora
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import ConfigError, LoragenError
 from loragen.generators.composer import ComposerConfig, ComposerGenerator
 from loragen.generators.composer.context_batches import context_batch
 from loragen.generators.composer.generator import STATE_FILE, target_weights
 from loragen.generators.composer.meta_generator import MetaGenerator, attention_mask
-from loragen.layout import LoraLayout
 from loragen.suites.dit import DiT
 
 
@@ -213,7 +213,7 @@ def test_cli_quick_trains_the_quick_config_and_only_given_options_override_it(qu
     from typer.testing import CliRunner
 
     from loragen.cli import app
-    from loragen.composer_bench import BenchConfig
+    from loragen.experiments.composer_bench import BenchConfig
 
     quick = BenchConfig.quick().composer
     r = CliRunner().invoke(app, ["composer", "train", "--out", str(tmp_path / "q"), "--quick"])

@@ -27,8 +27,8 @@ def test_quick_demo_end_to_end(tmp_path):
     # generated adapters were written as PEFT folders that PEFT loads onto the base model
     from peft import PeftModel
 
-    from loragen.adapter import Adapter
-    from loragen.apply import merged
+    from loragen.adapters.adapter import Adapter
+    from loragen.adapters.apply import merged
     from loragen.suites import get_suite
 
     suite = get_suite("digits-domains")
@@ -77,7 +77,7 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
     assert r.exit_code == 0, r.output
     results = json.loads((out / "results.json").read_text())
     assert results["suite"] == "text-topics" and results["seen"]["tasks"] >= 1 and results["unseen"]["tasks"] == 1
-    from loragen.adapter import Adapter
+    from loragen.adapters.adapter import Adapter
 
     folder = next((out / "adapters").glob("*/sample_0"))
     adapter = Adapter.load(folder)
@@ -88,7 +88,7 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
 
     from peft import PeftModel
 
-    from loragen.apply import merged
+    from loragen.adapters.apply import merged
     from loragen.suites import get_suite
 
     suite = get_suite("text-topics", model_path=tiny_bert_folder)
@@ -131,7 +131,7 @@ def test_quick_demo_with_ablation_table(tmp_path):
     assert {"normalization=global", "normalization=none", "keep=1"} <= set(rows)
     assert all(0.0 <= v["seen"] <= 100.0 and 0.0 <= v["unseen"] <= 100.0 for v in rows.values())
     assert "| variant | seen | held out |" in (out / "ablations.md").read_text()
-    from loragen.zoo import Zoo
+    from loragen.zoo.store import Zoo
 
     small, full = Zoo.open(out / "zoo-last1"), Zoo.open(out / "zoo")
     task = small.tasks()[0]

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from loragen.adapter import Adapter
-from loragen.apply import merge, merged
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.apply import merge, merged
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import LayoutMismatchError
-from loragen.layout import LoraLayout
 
 
 @pytest.fixture

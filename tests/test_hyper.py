@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.hyper.network import HyperNetwork
-from loragen.layout import LoraLayout
 from loragen.suites import get_suite
 from tests.test_pdiff import _toy_zoo
 
@@ -43,7 +43,7 @@ def test_task_objective_learns_the_training_tasks(suite, tmp_path):
     for t in tasks:
         data = suite.data(t, "train")
         (adapter,) = gen.generate(suite.condition(t), 1)
-        from loragen.apply import merged
+        from loragen.adapters.apply import merged
 
         with merged(base, adapter):
             acc = suite.accuracy(base, data)

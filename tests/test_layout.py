@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import LayoutMismatchError
-from loragen.layout import LoraLayout
 
 
 def test_layout_order_and_size(tiny, tiny_layout):

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
 from loragen.conditions import Condition
+from loragen.diffusion import Diffusion
 from loragen.errors import ConfigError, ZooError
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
-from loragen.diffusion import Diffusion
 from loragen.generators.pdiff.normalizer import Normalizer
-from loragen.zoo import Zoo
+from loragen.zoo.store import Zoo
 
 TINY = dict(ae_steps=30, diffusion_steps=30, ae_channels=(8, 8), ae_patch=4, latent_dim=8, width=32, depth=1,
             cond_draws=3, k_exemplars=4, sample_steps=4, checkpoint_every=20, batch_size=8)

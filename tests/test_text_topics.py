@@ -107,7 +107,7 @@ def test_text_encoder_variants_and_cache(suite, monkeypatch):
 
 
 def test_own_model_folder_and_targets(tiny_bert_folder, tmp_path):
-    from loragen.layout import LoraLayout
+    from loragen.adapters.layout import LoraLayout
 
     s = get_suite("text-topics", model_path=tiny_bert_folder, target_modules=["query", "value"])
     base = s.base_model()
@@ -127,9 +127,9 @@ def test_peft_parity_with_head_on_a_transformer(tiny_bert_folder, tmp_path):
 
     from peft import PeftModel
 
-    from loragen.adapter import Adapter
-    from loragen.apply import merged
-    from loragen.layout import LoraLayout
+    from loragen.adapters.adapter import Adapter
+    from loragen.adapters.apply import merged
+    from loragen.adapters.layout import LoraLayout
 
     s = get_suite("text-topics", model_path=tiny_bert_folder)
     base = s.base_model()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
 from loragen.errors import LoragenError
 from loragen.evaluate.merge import ZooMerger, similarity_weights
 from loragen.evaluate.stats import bootstrap_ci
@@ -71,8 +71,8 @@ def test_merge_cat_is_the_weighted_sum_of_updates(tiny, tiny_layout):
 
 
 def test_warm_start_begins_where_its_adapter_is():
+    from loragen.adapters.layout import LoraLayout
     from loragen.finetune import FinetuneConfig, finetune, validation_curve
-    from loragen.layout import LoraLayout
     from loragen.suites import get_suite
 
     suite = get_suite("digits-domains", n_tasks=2, n_extrapolation=0)
@@ -127,7 +127,7 @@ def test_fold_run_refuses_a_generator_that_saw_a_test_task():
 
 def test_merge_carries_a_whole_head_as_the_weighted_average(tiny):
     """PEFT refuses several adapters with the same modules_to_save, so heads are averaged with the merge weights."""
-    from loragen.layout import LoraLayout
+    from loragen.adapters.layout import LoraLayout
 
     layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
     g = torch.Generator().manual_seed(1)

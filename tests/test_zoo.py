@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition
 from loragen.errors import LayoutMismatchError, UnknownTaskError, ZooError
-from loragen.layout import LoraLayout
-from loragen.zoo import MANIFEST_FILE, Zoo
+from loragen.zoo.store import MANIFEST_FILE, Zoo
 
 
 def _adapters(layout, task, n, seed):
@@ -87,9 +87,9 @@ def test_create_refuses_foreign_folder(tmp_path, tiny_layout):
 
 def test_collect_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     """An interrupted collection resumes without redoing finished tasks; other settings are refused before any work."""
-    import loragen.collection as C
     from loragen.finetune import FinetuneConfig
     from loragen.suites import get_suite
+    import loragen.zoo.collect as C
 
     suite = get_suite("digits-domains")
     names = [t.name for t in suite.seen_tasks()[:3]]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from loragen.errors import AdapterFileError, LayoutMismatchError, ZooError
-from loragen.zoo import SIDECAR, Zoo, import_peft
+from loragen.zoo.peft_import import SIDECAR, import_peft
+from loragen.zoo.store import Zoo
 
 
 def _train_with_plain_peft(model, folder, targets, r, seed, task_type=None, base_model=None):
@@ -29,8 +30,8 @@ def _train_with_plain_peft(model, folder, targets, r, seed, task_type=None, base
 
 
 def test_import_adapters_trained_with_plain_peft(tmp_path, tiny):
-    from loragen.adapter import Adapter
-    from loragen.apply import merged
+    from loragen.adapters.adapter import Adapter
+    from loragen.adapters.apply import merged
 
     trained = [_train_with_plain_peft(tiny, tmp_path / f"a{i}", ["lin0", "lin1"], 2, i) for i in range(3)]
     (tmp_path / "a2" / SIDECAR).write_text(json.dumps({"task": "other", "condition": "the other task",
@@ -92,7 +93,7 @@ def test_generated_adapters_keep_the_imported_task_type_and_base_model(tmp_path,
     which is what AutoPeftModelForSequenceClassification.from_pretrained(folder) reads."""
     from peft import PeftConfig
 
-    from loragen.adapter import CONFIG_FILE, Adapter
+    from loragen.adapters.adapter import CONFIG_FILE, Adapter
     from loragen.conditions import Condition
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 

@@ -11,14 +11,14 @@ The public API:
     batched_lora     a different adapter for every sample of one batch (training or inference)
 """
 
-from loragen.adapter import Adapter
-from loragen.apply import merged
-from loragen.batched import batched_lora
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.apply import merged
+from loragen.adapters.batched import batched_lora
+from loragen.adapters.layout import LoraLayout, LoraModule
 from loragen.conditions import Condition
 from loragen.generators.base import load_generator
-from loragen.layout import LoraLayout, LoraModule
 from loragen.suites import get_suite
-from loragen.zoo import Zoo
+from loragen.zoo.store import Zoo
 
 __all__ = ["Adapter", "Condition", "LoraLayout", "LoraModule", "Zoo", "batched_lora", "get_suite", "load_generator", "merged"]
 __version__ = "0.1.0"

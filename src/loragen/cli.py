@@ -72,7 +72,7 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
          targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model."),
          ablations: bool = typer.Option(False, help="Also run the normalisation / condition / zoo-size ablations.")):
     """Run the whole pipeline on a built-in suite and write a report."""
-    from loragen.demo import DemoConfig, run
+    from loragen.experiments.demo import DemoConfig, run
 
     if ablations and (model is not None or targets):
         raise LoragenError("--ablations runs on the built-in base model; drop --model / --targets")
@@ -85,7 +85,7 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
                   f"wall {results['wall_s']:.0f} s")
     console.print(f"report: {out / 'report.md'}  results: {out / 'results.json'}  plots: {out / 'plots'}")
     if ablations:
-        from loragen import ablation
+        from loragen.experiments import ablation
 
         console.print(ablation.run(out, cfg, n_samples=min(5, cfg.n_samples))["markdown"])
         console.print(f"ablation table: {out / 'ablations.md'}")
@@ -126,9 +126,9 @@ def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resu
                 model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
                 targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
-    from loragen.collection import collect
-    from loragen.demo import DemoConfig
+    from loragen.experiments.demo import DemoConfig
     from loragen.suites import get_suite
+    from loragen.zoo.collect import collect
 
     s = get_suite(suite, **_suite_kwargs(model, targets))
     groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
@@ -150,7 +150,8 @@ def zoo_import(folders: list[Path] = typer.Argument(..., help="PEFT LoRA adapter
                condition: Optional[str] = typer.Option(None, help="Condition text of the task (its description)."),
                example: list[str] = typer.Option([], help="A few-shot example line of the task (repeatable).")):
     """Build or extend a zoo from PEFT adapters trained by anyone."""
-    from loragen.zoo import INFO_FILE, Zoo, import_peft
+    from loragen.zoo.peft_import import import_peft
+    from loragen.zoo.store import INFO_FILE, Zoo
 
     before = len(Zoo.open(out).entries) if (out / INFO_FILE).exists() else 0
     zoo = import_peft(out, folders, task, condition, list(example) or None)
@@ -162,7 +163,7 @@ def zoo_import(folders: list[Path] = typer.Argument(..., help="PEFT LoRA adapter
 @_friendly
 def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
     """Summarise a zoo: tasks, checkpoints, layout, validation accuracy, size."""
-    from loragen.zoo import Zoo
+    from loragen.zoo.store import Zoo
 
     zoo = Zoo.open(path)
     layout = zoo.layout
@@ -195,9 +196,9 @@ def train(out: Path = typer.Option(..., help="Generator folder (an interrupted f
           diffusion_steps: Optional[int] = typer.Option(None, help="pdiff: denoiser steps (default: PDiffConfig's)."),
           overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
     """Fit a generator: hyper (on a suite's tasks, or a zoo) or pdiff (on a zoo)."""
-    from loragen.demo import DemoConfig
+    from loragen.experiments.demo import DemoConfig
     from loragen.generators.base import CONFIG_FILE, GENERATORS
-    from loragen.zoo import Zoo
+    from loragen.zoo.store import Zoo
 
     if objective not in ("task", "recon"):
         raise LoragenError(f"--objective must be 'task' or 'recon'; found {objective!r}")
@@ -304,7 +305,7 @@ def composer_train(out: Path = typer.Option(..., help="Generator folder (an inte
                    overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
     """Train a meta-generator on the digits-gen backbone (built and cached first if needed). Options left out take
     ComposerConfig's defaults, or with --quick the tiny test configuration's."""
-    from loragen.composer_bench import BenchConfig
+    from loragen.experiments.composer_bench import BenchConfig
     from loragen.generators.composer import ComposerConfig, ComposerGenerator
     from loragen.generators.composer.generator import CONFIG_FILE
 
@@ -369,7 +370,7 @@ def composer_bench(out: Path = typer.Option(..., help="Output folder: results.js
                    ablations: bool = typer.Option(True, help="Also train and score the ablation rows."),
                    overwrite: bool = typer.Option(False, help="Replace an existing report (trained generators are reused).")):
     """Composer vs frozen backbone, static LoRA and test-time training; ablations; inference overhead."""
-    from loragen.composer_bench import BenchConfig, run
+    from loragen.experiments.composer_bench import BenchConfig, run
 
     cfg = BenchConfig.quick() if quick else BenchConfig()
     cfg.ablations = ablations

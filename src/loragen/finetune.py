@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import ConfigError
-from loragen.layout import LoraLayout
 from loragen.suites.suite import Suite, TaskData
 
 

@@ -22,7 +22,7 @@ import torch
 from loragen.evaluate.metrics import accuracy, noise_at_novelty, novelty
 from loragen.progress import progress_bar
 from loragen.suites.suite import Suite
-from loragen.zoo import Zoo
+from loragen.zoo.store import Zoo
 
 METHODS = ("base", "finetuned", "finetuned_last", "soup", "nearest", "noise", "generated_mean", "generated_best")
 

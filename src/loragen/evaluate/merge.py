@@ -14,8 +14,8 @@ import copy
 import torch
 from torch import nn
 
-from loragen.adapter import Adapter
-from loragen.layout import LoraLayout, LoraModule
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.layout import LoraLayout, LoraModule
 
 COMBINATIONS = ("linear", "cat", "svd")
 

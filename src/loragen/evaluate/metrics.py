@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from loragen.adapter import Adapter
-from loragen.apply import merged
-from loragen.layout import LoraLayout
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.apply import merged
+from loragen.adapters.layout import LoraLayout
 from loragen.suites.suite import Suite, TaskData
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from loragen.adapter import Adapter
-from loragen.apply import merged
-from loragen.collection import collect
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.apply import merged
 from loragen.errors import LoragenError
 from loragen.evaluate.merge import COMBINATIONS, ZooMerger, similarity_weights
 from loragen.evaluate.stats import bootstrap_ci
@@ -35,7 +34,8 @@ from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.progress import progress_bar
 from loragen.suites.suite import Fold, Suite, TaskData
-from loragen.zoo import Zoo
+from loragen.zoo.collect import collect
+from loragen.zoo.store import Zoo
 
 METHODS = ("generated", "hyper_recon", "pdiff", "nearest", "merge", "multitask")
 

@@ -14,10 +14,10 @@ from typing import Protocol
 
 import torch
 
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition
 from loragen.errors import LoragenError
-from loragen.layout import LoraLayout
 
 CONFIG_FILE = "generator.json"
 GENERATORS = ("hyper", "pdiff")

@@ -210,7 +210,7 @@ class DigitsGen(Suite):
 
     def image_metrics(self, images_N1SS: torch.Tensor, labels_N: torch.Tensor) -> dict[str, float]:
         """digits-FD against the real test split, and class consistency (%)."""
-        from loragen.evaluate.generative import image_metrics
+        from loragen.suites.image_metrics import image_metrics
 
         return image_metrics(self.classifier(), images_N1SS, labels_N, self.real_features())
 

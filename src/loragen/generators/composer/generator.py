@@ -3,7 +3,7 @@
 1. The backbone is frozen. Its W_Q and W_V of every attention layer form the LoRA layout (rank r, alpha = r, so
    ΔW = B·A unscaled).
 2. Each step draws a context-aware batch. The distinct conditions in it are encoded and turned into (A, B) once each,
-   and every sample gets its condition's pair through per-sample batched LoRA (loragen.batched). The loss is the
+   and every sample gets its condition's pair through per-sample batched LoRA (loragen.adapters.batched). The loss is the
    backbone's DDPM ε-loss; the optimiser is AdamW with lr 1e-4 and weight decay 0.05 (Composer §4).
 3. Inference: finalize() (stored tokens); (A, B) are computed once per distinct condition and reused at every
    sampling step.
@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from loragen import atomic
-from loragen.adapter import Adapter
-from loragen.batched import batched_lora, grouped_lora
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.batched import batched_lora, grouped_lora
+from loragen.adapters.layout import LoraLayout
 from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConfigError, LoragenError
@@ -34,7 +35,6 @@ from loragen.generators.composer.context_batches import context_batch
 from loragen.generators.composer.meta_generator import ATTENTIONS, MetaGenerator
 from loragen.generators.composer.mlp_generator import MLPGenerator
 from loragen.generators.composer.static_lora import StaticLoRA
-from loragen.layout import LoraLayout
 from loragen.progress import progress_bar
 
 GENERATORS = ("transformer", "mlp", "static")

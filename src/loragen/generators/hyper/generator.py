@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from loragen import atomic
-from loragen.adapter import Adapter
-from loragen.batched import batched_lora
-from loragen.collection import peft_info
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.batched import batched_lora
+from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.hyper.network import HyperNetwork
-from loragen.layout import LoraLayout
 from loragen.training import train
+from loragen.zoo.collect import peft_info
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
 ITEM_ENCODERS = ("image-set", "text", "description")

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from loragen.layout import LoraLayout
+from loragen.adapters.layout import LoraLayout
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

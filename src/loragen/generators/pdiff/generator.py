@@ -22,18 +22,18 @@ from typing import Literal
 import torch
 
 from loragen import atomic
-from loragen.adapter import Adapter
+from loragen.adapters.adapter import Adapter
+from loragen.adapters.layout import LoraLayout
 from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
+from loragen.diffusion import Diffusion
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.denoiser import LatentDenoiser
-from loragen.diffusion import Diffusion
 from loragen.generators.pdiff.normalizer import MODES, Normalizer
-from loragen.layout import LoraLayout
 from loragen.lr import cosine
 from loragen.progress import progress_bar
-from loragen.zoo import Zoo
+from loragen.zoo.store import Zoo
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from loragen import atomic
-from loragen.demo import DemoConfig
 from loragen.evaluate.evaluation import evaluate
+from loragen.experiments.demo import DemoConfig
 from loragen.generators.pdiff import PDiffGenerator
 from loragen.suites import get_suite
-from loragen.zoo import Zoo
+from loragen.zoo.store import Zoo
 
 
 def last_n(zoo: Zoo, path: Path, n: int) -> Zoo:

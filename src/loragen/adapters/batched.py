@@ -22,8 +22,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import LayoutMismatchError
-from loragen.layout import LoraLayout
 
 
 def _check_batch(x: torch.Tensor, adapters: int, per_adapter: int) -> None:

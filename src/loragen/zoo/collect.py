@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from loragen import atomic
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import ZooError
 from loragen.finetune import FinetuneConfig, finetune
-from loragen.layout import LoraLayout
 from loragen.progress import progress_bar
 from loragen.suites.suite import Suite
-from loragen.zoo import INFO_FILE, Zoo
+from loragen.zoo.store import INFO_FILE, Zoo
 
 
 def peft_info(suite: Suite) -> dict:

@@ -23,12 +23,13 @@ import torch
 from torch import nn
 
 from loragen import atomic
-from loragen.batched import batched_lora
+from loragen.adapters.batched import batched_lora
+from loragen.adapters.layout import LoraLayout
 from loragen.errors import LoragenError
+from loragen.experiments.measure import interleaved_times, peak_memory
 from loragen.generators.composer import ComposerConfig, ComposerGenerator
-from loragen.generators.composer.generator import CONFIG_FILE, sample_grouped
-from loragen.layout import LoraLayout
-from loragen.measure import interleaved_times, peak_memory
+from loragen.generators.composer.generator import CONFIG_FILE
+from loragen.generators.composer.ttt import TestTimeTraining
 from loragen.suites.digits_gen import QUICK, DigitsGen, DigitsGenConfig
 
 METHODS = ("backbone", "static_lora", "composer", "ttt")
@@ -71,35 +72,6 @@ def _train(suite: DigitsGen, backbone: nn.Module, cfg: ComposerConfig, folder: P
             return gen
         raise LoragenError(f"{folder} holds a generator trained with another config; use a new --out")
     return ComposerGenerator.fit(suite, cfg, backbone=backbone, out=folder, show=show, desc=desc)
-
-
-class TestTimeTraining:
-    """Per-instance TTT: a fresh LoRA of the same rank per condition, fitted for a few steps on that class's images."""
-
-    def __init__(self, suite: DigitsGen, backbone: nn.Module, cfg: ComposerConfig, steps: int, lr: float):
-        self.suite, self.backbone = suite, backbone
-        self.cfg = replace(cfg, generator="static", steps=steps, lr=lr, alpha=1.0, checkpoint_every=steps)
-        self.fits: dict[int, ComposerGenerator] = {}
-        self.fit_s: dict[int, float] = {}
-
-    def fit(self, label: int) -> ComposerGenerator:
-        t0 = time.perf_counter()
-        self.fits[label] = ComposerGenerator.fit(self.suite, self.cfg, backbone=self.backbone, show=False, labels=[label])
-        self.fit_s[label] = time.perf_counter() - t0
-        return self.fits[label]
-
-    @torch.no_grad()
-    def sample(self, labels_B: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
-        """Each sample under its class's TTT adapter (fitted on first use), grouped by class in one batch."""
-        conds = self.suite.label_conditions()
-        classes, group_B = labels_B.unique(return_inverse=True)
-        for y in classes.tolist():
-            if y not in self.fits:
-                self.fit(y)
-        per_class = [self.fits[y].updates(self.fits[y].encode([conds[y]]))[0] for y in classes.tolist()]
-        tensors_C = {k: torch.cat([t[k] for t in per_class]) for k in per_class[0]}
-        return sample_grouped(self.suite, self.backbone, self.fits[classes[0].item()].layout, tensors_C, group_B,
-                              labels_B, steps, seed)
 
 
 def _score(suite: DigitsGen, sample_fn, cfg: BenchConfig) -> dict:

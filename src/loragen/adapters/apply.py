@@ -9,7 +9,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from loragen.adapter import Adapter, check_finite
+from loragen.adapters.adapter import Adapter, check_finite
 from loragen.errors import LayoutMismatchError
 
 

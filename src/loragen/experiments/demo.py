@@ -7,7 +7,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from loragen.collection import collect
 from loragen.errors import LoragenError
 from loragen.evaluate import report
 from loragen.evaluate.evaluation import evaluate
@@ -16,6 +15,7 @@ from loragen.generators.base import CONFIG_FILE, load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.suites import get_suite
+from loragen.zoo.collect import collect
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from loragen import atomic
+from loragen.adapters.layout import FullModule, LoraLayout, LoraModule
 from loragen.errors import AdapterFileError, LayoutMismatchError, NonFiniteError
-from loragen.layout import FullModule, LoraLayout, LoraModule
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -1,0 +1,1 @@
+"""End-to-end runs on the built-in suites: the demo, its ablations, and the Composer benchmark."""
