@@ -114,7 +114,7 @@ def test_context_batches():
     assert len(idx) == 16 and counts.max() == 12 and counts.sum() - counts.max() == 4  # 4 from the other classes
     assert len(labels[context_batch(labels, 16, 1.0, g)].unique()) == 1
     assert len(context_batch(labels, 16, 0.0, g)) == 16
-    with pytest.raises(ConfigError, match=r"alpha must lie in \[0, 1\]; found 1.5"):
+    with pytest.raises(ConfigError, match=r"context_share must lie in \[0, 1\]; found 1.5"):
         context_batch(labels, 16, 1.5, g)
     with pytest.raises(ConfigError, match="the pool holds one class only"):
         context_batch(torch.zeros(10, dtype=torch.long), 8, 0.5, g)
@@ -125,6 +125,8 @@ def test_config_validation():
         ComposerConfig(generator="cnn")
     with pytest.raises(ConfigError, match="rank must be >= 1; found 0"):
         ComposerConfig(rank=0)
+    with pytest.raises(ConfigError, match=r"context_share must lie in \[0, 1\]; found -0.1"):
+        ComposerConfig(context_share=-0.1)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +188,20 @@ def test_fit_resumes_after_an_interruption(quick_suite, tmp_path, monkeypatch):
         ComposerGenerator.fit(quick_suite, _tiny_config(rank=4), out=tmp_path / "other", show=False)
 
 
+
+def test_load_accepts_the_old_alpha_key(quick_suite, live_dit, tmp_path):
+    """composer.json written before the context share was renamed (issue 9) names it `alpha`; it still loads."""
+    import json
+
+    from loragen.generators.composer.generator import CONFIG_FILE
+
+    gen = ComposerGenerator.fit(quick_suite, _tiny_config(context_share=0.5), backbone=live_dit, out=tmp_path, show=False)
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    meta["config"]["alpha"] = meta["config"].pop("context_share")
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    loaded = ComposerGenerator.load(tmp_path)
+    assert loaded.config == gen.config and loaded.config.context_share == 0.5
+
 def test_static_control_ignores_the_condition(quick_suite, live_dit):
     gen = ComposerGenerator.fit(quick_suite, _tiny_config(generator="static"), backbone=live_dit, show=False)
     t = gen.tensors(gen.encode(quick_suite.label_conditions()[:3]))
@@ -220,6 +236,8 @@ def test_cli_quick_trains_the_quick_config_and_only_given_options_override_it(qu
     assert r.exit_code == 0, r.output
     trained = ComposerGenerator.load(tmp_path / "q").config
     assert trained.rank == quick.rank and asdict(trained) == asdict(quick)
-    r = CliRunner().invoke(app, ["composer", "train", "--out", str(tmp_path / "r2"), "--quick", "--rank", "2", "--lr", "0.01"])
+    r = CliRunner().invoke(app, ["composer", "train", "--out", str(tmp_path / "r2"), "--quick", "--rank", "2", "--lr", "0.01",
+                                 "--arch", "mlp", "--context-share", "0.5"])
     assert r.exit_code == 0, r.output
-    assert asdict(ComposerGenerator.load(tmp_path / "r2").config) == asdict(replace(quick, rank=2, lr=0.01))
+    assert asdict(ComposerGenerator.load(tmp_path / "r2").config) == asdict(replace(quick, rank=2, lr=0.01, generator="mlp",
+                                                                                    context_share=0.5))

@@ -52,10 +52,10 @@ def test_quick_demo_end_to_end(tmp_path):
     r = runner.invoke(app, ["zoo", "info", str(out / "zoo")])
     assert r.exit_code == 0 and "checkpoints" in r.output
 
-    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", "nope", "--out", str(tmp_path / "g")])
+    r = runner.invoke(app, ["generate", "--generator-dir", str(out / "generator"), "--task", "nope", "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "no task 'nope'" in r.output
     first = get_suite("digits-domains").tasks()[0].name  # the generator records its suite: no --suite needed
-    r = runner.invoke(app, ["generate", "--generator", str(out / "generator"), "--task", first,
+    r = runner.invoke(app, ["generate", "--generator-dir", str(out / "generator"), "--task", first,
                             "--n", "2", "--out", str(tmp_path / "g")])
     assert r.exit_code == 0, r.output
     assert Adapter.load(tmp_path / "g" / "adapter_1").layout.numel == Adapter.load(folder).layout.numel
@@ -66,7 +66,7 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "expected a zoo folder" in r.output
     r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "missing"), "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "expected a zoo folder" in r.output
-    r = runner.invoke(app, ["generate", "--generator", str(tmp_path), "--out", str(tmp_path / "g")])
+    r = runner.invoke(app, ["generate", "--generator-dir", str(tmp_path), "--out", str(tmp_path / "g")])
     assert r.exit_code == 2 and "exactly one condition" in r.output
 
 
@@ -115,12 +115,12 @@ def test_train_on_an_imported_text_zoo(tmp_path, tiny):
     r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "zoo"), "--out", str(tmp_path / "gen"), "--ae-steps", "5",
                             "--diffusion-steps", "5"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["generate", "--generator", str(tmp_path / "gen"), "--description", "task number 1",
+    r = runner.invoke(app, ["generate", "--generator-dir", str(tmp_path / "gen"), "--description", "task number 1",
                             "--example", "'a' -> yes", "--n", "2", "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out" / "adapter_1" / "adapter_model.safetensors").exists()
     r = runner.invoke(app, ["train", "--zoo", str(tmp_path / "zoo"), "--out", str(tmp_path / "gen2"), "--encoder", "clip"])
-    assert r.exit_code == 2 and "encoder must be one of" in r.output
+    assert r.exit_code == 2 and "'clip' is not one of" in r.output and "'image-set'" in r.output
 
 
 def test_quick_demo_with_ablation_table(tmp_path):
@@ -151,7 +151,7 @@ def test_base_quick_applies_only_to_suites_that_take_it():
     quick_dir, full_dir = DigitsGen(quick=True).cache_dir, DigitsGen().cache_dir
     assert quick_dir != full_dir and any(quick_dir.iterdir())  # the tiny configuration's base was built
     r = runner.invoke(app, ["base", "--suite", "nope", "--quick"])
-    assert r.exit_code == 2 and "unknown suite 'nope'" in r.output
+    assert r.exit_code == 2 and "'nope' is not one of" in r.output and "'digits-gen'" in r.output
 
 
 def test_train_hyper_from_a_suite_without_a_zoo_then_generate(tmp_path):
@@ -162,12 +162,32 @@ def test_train_hyper_from_a_suite_without_a_zoo_then_generate(tmp_path):
     assert r.exit_code == 0, r.output
     assert "hyper (task)" in r.output
     task = get_suite("digits-domains").heldout_tasks()[0].name
-    r = runner.invoke(app, ["generate", "--generator", str(tmp_path / "gen"), "--task", task, "--n", "2", "--out", str(tmp_path / "a")])
+    r = runner.invoke(app, ["generate", "--generator-dir", str(tmp_path / "gen"), "--task", task, "--n", "2", "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "a" / "adapter_1" / "adapter_config.json").read_text())["r"] == 4
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "g2"), "--objective", "recon", "--suite", "digits-domains"])
     assert r.exit_code == 2 and "expected --zoo" in r.output
-    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3"), "--generator", "hyper"])
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3"), "--arch", "hyper"])  # hyper's task objective
     assert r.exit_code == 2 and "expected --suite" in r.output
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3")])  # no suite, no zoo: pdiff, which needs a zoo
     assert r.exit_code == 2 and "expected --zoo" in r.output
+
+
+def test_option_names_have_one_meaning_across_commands(tmp_path):
+    """--generator meant a folder in `generate` and an architecture in `train`; --out a PNG in `composer sample` and a
+    folder elsewhere; --alpha Composer's batch share (issue 9). Each is now one name for one meaning, and the closed
+    sets of choices are listed by --help."""
+    for args in (["train", "--out", str(tmp_path / "g"), "--generator", "hyper"],
+                 ["generate", "--generator", str(tmp_path), "--out", str(tmp_path / "a")],
+                 ["composer", "train", "--out", str(tmp_path / "c"), "--generator", "mlp"],
+                 ["composer", "train", "--out", str(tmp_path / "c"), "--alpha", "0.5"],
+                 ["composer", "sample", "--generator-dir", str(tmp_path), "--out", str(tmp_path / "grid.png")],
+                 ["composer", "sample", "--generator-dir", str(tmp_path), "--plot", str(tmp_path / "grid.png"),
+                  "--steps", "3"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "No such option" in r.output, (args, r.output)
+    helps = {cmd: runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "300"}).output  # wide: one line per option
+             for cmd in (("train",), ("composer", "train"), ("demo",))}
+    assert "<hyper|pdiff>" in helps[("train",)] and "<task|recon>" in helps[("train",)]
+    assert "<transformer|mlp|static>" in helps[("composer", "train")] and "--context-share" in helps[("composer", "train")]
+    assert "<digits-domains|text-topics|digits-gen>" in helps[("demo",)]

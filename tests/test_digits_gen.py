@@ -102,11 +102,11 @@ def test_composer_cli_bench_train_sample(tmp_path):
     r = runner.invoke(app, ["composer", "train", "--out", str(gen), "--quick"])
     assert r.exit_code == 2 and "already holds a trained generator" in said(r)
     grid, adapters = tmp_path / "grid.png", tmp_path / "adapters"
-    r = runner.invoke(app, ["composer", "sample", "--generator", str(gen), "--out", str(grid), "--classes", "2,7",
-                            "--n", "3", "--steps", "3", "--adapters", str(adapters)])
+    r = runner.invoke(app, ["composer", "sample", "--generator-dir", str(gen), "--plot", str(grid), "--classes", "2,7",
+                            "--n", "3", "--sample-steps", "3", "--adapters", str(adapters)])
     assert r.exit_code == 0, r.output
     assert grid.stat().st_size > 1000 and (adapters / "class_7" / "adapter_config.json").exists()
-    r = runner.invoke(app, ["composer", "sample", "--generator", str(gen), "--out", str(tmp_path / "g2.png"),
+    r = runner.invoke(app, ["composer", "sample", "--generator-dir", str(gen), "--plot", str(tmp_path / "g2.png"),
                             "--classes", "2,11"])
     assert r.exit_code == 2 and "class labels in 0 … 9" in said(r)
 

@@ -1,18 +1,44 @@
-"""Command line: `loragen demo | base | zoo collect/import/info | train | generate`."""
+"""Command line: `loragen demo | base | zoo collect/import/info | train | generate | composer train/sample/bench`.
+
+One meaning per option name across commands: --out is always a folder, --arch a generator architecture,
+--generator-dir a trained generator's folder, --steps optimiser steps. Closed sets of choices are Enums of the
+registries they come from, so `--help` lists them and typer refuses anything else.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from loragen.conditions import ENCODERS
 from loragen.errors import LoragenError
+from loragen.generators.base import GENERATORS
+from loragen.generators.composer.generator import GENERATORS as COMPOSER_ARCHS
+from loragen.generators.composer.meta_generator import ATTENTIONS
+from loragen.generators.pdiff.normalizer import MODES
+from loragen.suites import SUITES
+
+
+def _choices(name: str, values) -> type[Enum]:
+    """A str-valued Enum of a registry's names: typer lists its values in --help and refuses others."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+SuiteName = _choices("SuiteName", SUITES)
+Arch = _choices("Arch", GENERATORS)  # hyper | pdiff
+ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static
+Attention = _choices("Attention", ATTENTIONS)
+Objective = _choices("Objective", ("task", "recon"))  # HyperConfig.objective
+Encoder = _choices("Encoder", ENCODERS)
+Normalization = _choices("Normalization", MODES)  # PDiffConfig.normalization
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generate LoRA adapters from a condition.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Collect, import and inspect zoos of LoRA checkpoints.")
@@ -23,7 +49,8 @@ console = Console()
 
 
 def _friendly(fn):
-    """Print loragen's own errors as one red line and exit 2, instead of a traceback."""
+    """The one error handler of every command: loragen's own errors print as one red line and exit 2, instead of a
+    traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -36,6 +63,10 @@ def _friendly(fn):
     return wrapper
 
 
+def _value(choice: Optional[Enum]) -> Optional[str]:
+    return None if choice is None else choice.value
+
+
 def _suite_kwargs(model: Optional[Path], targets: Optional[str]) -> dict:
     """Suite arguments for a user's own model folder and target modules (text-topics)."""
     kw = {}
@@ -44,6 +75,10 @@ def _suite_kwargs(model: Optional[Path], targets: Optional[str]) -> dict:
     if targets:
         kw["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
     return kw
+
+
+Model = Annotated[Optional[Path], typer.Option(help="Your own local Hugging Face model folder (text-topics).")]
+Targets = Annotated[Optional[str], typer.Option(help="Comma-separated LoRA target modules of --model.")]
 
 
 def _summary_table(results: dict) -> Table:
@@ -64,19 +99,19 @@ def _summary_table(results: dict) -> Table:
 
 @app.command()
 @_friendly
-def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, report.md, results.json, plots."),
-         suite: str = typer.Option("digits-domains", help="Built-in suite."),
-         quick: bool = typer.Option(False, help="Tiny configuration (seconds; for tests)."),
-         overwrite: bool = typer.Option(False, help="Replace an existing report in OUT (zoo and generator are reused)."),
-         model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
-         targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model."),
-         ablations: bool = typer.Option(False, help="Also run the normalisation / condition / zoo-size ablations.")):
+def demo(out: Annotated[Path, typer.Option(help="Output folder: zoo, generator, report.md, results.json, plots.")],
+         suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = SuiteName("digits-domains"),
+         quick: Annotated[bool, typer.Option(help="Tiny configuration (seconds; for tests).")] = False,
+         overwrite: Annotated[bool, typer.Option(help="Replace an existing report in OUT (zoo and generator are reused).")] = False,
+         model: Model = None,
+         targets: Targets = None,
+         ablations: Annotated[bool, typer.Option(help="Also run the normalisation / condition / zoo-size ablations.")] = False):
     """Run the whole pipeline on a built-in suite and write a report."""
     from loragen.experiments.demo import DemoConfig, run
 
     if ablations and (model is not None or targets):
         raise LoragenError("--ablations runs on the built-in base model; drop --model / --targets")
-    cfg = DemoConfig.for_suite(suite, quick)
+    cfg = DemoConfig.for_suite(suite.value, quick)
     results = run(out, cfg, overwrite=overwrite, suite_kwargs=_suite_kwargs(model, targets))
     console.print(_summary_table(results))
     t = results["time"]
@@ -93,14 +128,15 @@ def demo(out: Path = typer.Option(..., help="Output folder: zoo, generator, repo
 
 @app.command()
 @_friendly
-def base(suite: str = typer.Option("digits-domains", help="Built-in suite."),
-         rebuild: bool = typer.Option(False, help="Retrain even if cached."),
-         quick: bool = typer.Option(False, help="digits-gen: the tiny test configuration (other suites have one base).")):
+def base(suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = SuiteName("digits-domains"),
+         rebuild: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
+         quick: Annotated[bool, typer.Option(help="digits-gen: the tiny test configuration (other suites have one base).")] = False):
     """Produce and cache a suite's pretrained base model (and, for digits-gen, its metric classifier)."""
     import inspect
 
     from loragen.suites import get_suite
 
+    suite = suite.value
     s = get_suite(suite)  # an unknown name fails here, naming the known ones
     if quick:
         if "quick" in inspect.signature(type(s)).parameters:  # only suites that have a tiny configuration take it
@@ -116,25 +152,27 @@ def base(suite: str = typer.Option("digits-domains", help="Built-in suite."),
 
 @zoo_app.command("collect")
 @_friendly
-def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resumed if it exists)."),
-                suite: str = typer.Option("digits-domains", help="Built-in suite."),
-                tasks: str = typer.Option("seen", help="'seen', 'heldout', 'all' or comma-separated task names."),
-                keep_last: Optional[int] = typer.Option(None, help="N: checkpoints kept per task (default: the suite's)."),
-                save_every: Optional[int] = typer.Option(None, help="Steps between kept checkpoints."),
-                steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per task."),
-                rank: Optional[int] = typer.Option(None, help="LoRA rank."),
-                model: Optional[Path] = typer.Option(None, help="Your own local Hugging Face model folder (text-topics)."),
-                targets: Optional[str] = typer.Option(None, help="Comma-separated LoRA target modules of --model.")):
+def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or resumed if it exists).")],
+                suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = SuiteName("digits-domains"),
+                tasks: Annotated[str, typer.Option(help="'seen', 'heldout', 'all' or comma-separated task names.")] = "seen",
+                keep_last: Annotated[Optional[int], typer.Option(help="N: checkpoints kept per task (default: the suite's).")] = None,
+                save_every: Annotated[Optional[int], typer.Option(help="Steps between kept checkpoints.")] = None,
+                steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps per task.")] = None,
+                rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+                model: Model = None,
+                targets: Targets = None):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
-    from loragen.experiments.demo import DemoConfig
+    from loragen.finetune import FinetuneConfig
     from loragen.suites import get_suite
+    from loragen.suites.defaults import suite_defaults
     from loragen.zoo.collect import collect
 
+    suite = suite.value
     s = get_suite(suite, **_suite_kwargs(model, targets))
     groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
     names = [t.name for t in groups[tasks]] if tasks in groups else [n.strip() for n in tasks.split(",") if n.strip()]
     given = {"rank": rank, "steps": steps, "keep_last": keep_last, "save_every": save_every}
-    cfg = replace(DemoConfig.for_suite(suite).finetune, **{k: v for k, v in given.items() if v is not None})
+    cfg = FinetuneConfig(**suite_defaults(suite).finetune | {k: v for k, v in given.items() if v is not None})
     if rank is not None:
         cfg = replace(cfg, alpha=2.0 * rank)
     zoo, summary = collect(s, out, names, cfg)
@@ -144,24 +182,24 @@ def zoo_collect(out: Path = typer.Option(..., help="Zoo folder (created, or resu
 
 @zoo_app.command("import")
 @_friendly
-def zoo_import(folders: list[Path] = typer.Argument(..., help="PEFT LoRA adapter folders."),
-               out: Path = typer.Option(..., help="Zoo folder (created, or extended if it exists)."),
-               task: Optional[str] = typer.Option(None, help="Task of all FOLDERS (else each folder's loragen_task.json)."),
-               condition: Optional[str] = typer.Option(None, help="Condition text of the task (its description)."),
-               example: list[str] = typer.Option([], help="A few-shot example line of the task (repeatable).")):
+def zoo_import(folders: Annotated[list[Path], typer.Argument(help="PEFT LoRA adapter folders.")],
+               out: Annotated[Path, typer.Option(help="Zoo folder (created, or extended if it exists).")],
+               task: Annotated[Optional[str], typer.Option(help="Task of all FOLDERS (else each folder's loragen_task.json).")] = None,
+               condition: Annotated[Optional[str], typer.Option(help="Condition text of the task (its description).")] = None,
+               example: Annotated[Optional[list[str]], typer.Option(help="A few-shot example line of the task (repeatable).")] = None):
     """Build or extend a zoo from PEFT adapters trained by anyone."""
     from loragen.zoo.peft_import import import_peft
     from loragen.zoo.store import INFO_FILE, Zoo
 
     before = len(Zoo.open(out).entries) if (out / INFO_FILE).exists() else 0
-    zoo = import_peft(out, folders, task, condition, list(example) or None)
+    zoo = import_peft(out, folders, task, condition, list(example or []) or None)
     console.print(f"zoo {out}: imported {len(zoo.entries) - before} adapters; {len(zoo.tasks())} tasks, "
                   f"{len(zoo.entries)} checkpoints")
 
 
 @zoo_app.command("info")
 @_friendly
-def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
+def zoo_info(path: Annotated[Path, typer.Argument(help="Zoo folder.")]):
     """Summarise a zoo: tasks, checkpoints, layout, validation accuracy, size."""
     from loragen.zoo.store import Zoo
 
@@ -184,45 +222,43 @@ def zoo_info(path: Path = typer.Argument(..., help="Zoo folder.")):
 
 @app.command()
 @_friendly
-def train(out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
-          generator: Optional[str] = typer.Option(None, help="hyper (hypernetwork; default with a built-in suite) | pdiff (autoencoder + latent diffusion; default for an imported zoo)."),
-          objective: str = typer.Option("task", help="hyper: task (through the base model's loss; needs a built-in suite) | recon (match the zoo)."),
-          zoo: Optional[Path] = typer.Option(None, help="Zoo folder (pdiff and hyper recon need one; hyper task takes its tasks)."),
-          suite: Optional[str] = typer.Option(None, help="Built-in suite for hyper's task objective (default: the zoo's)."),
-          steps: Optional[int] = typer.Option(None, help="hyper: optimiser steps (default: HyperConfig's)."),
-          normalization: Optional[str] = typer.Option(None, help="pdiff: task | global | none (default: task)"),
-          encoder: Optional[str] = typer.Option(None, help="Condition encoder (default: the suite's)."),
-          ae_steps: Optional[int] = typer.Option(None, help="pdiff: autoencoder steps (default: PDiffConfig's)."),
-          diffusion_steps: Optional[int] = typer.Option(None, help="pdiff: denoiser steps (default: PDiffConfig's)."),
-          overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
+def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupted fit resumes from it).")],
+          arch: Annotated[Optional[Arch], typer.Option(help="hyper (hypernetwork; default with a built-in suite) | pdiff (autoencoder + latent diffusion; default for an imported zoo).")] = None,
+          objective: Annotated[Objective, typer.Option(help="hyper: task (through the base model's loss; needs a built-in suite) | recon (match the zoo).")] = Objective("task"),
+          zoo: Annotated[Optional[Path], typer.Option(help="Zoo folder (pdiff and hyper recon need one; hyper task takes its tasks).")] = None,
+          suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite for hyper's task objective (default: the zoo's).")] = None,
+          steps: Annotated[Optional[int], typer.Option(help="hyper: optimiser steps (default: HyperConfig's).")] = None,
+          normalization: Annotated[Optional[Normalization], typer.Option(help="pdiff: zoo normalisation (default: task).")] = None,
+          encoder: Annotated[Optional[Encoder], typer.Option(help="Condition encoder (default: the suite's).")] = None,
+          ae_steps: Annotated[Optional[int], typer.Option(help="pdiff: autoencoder steps (default: PDiffConfig's).")] = None,
+          diffusion_steps: Annotated[Optional[int], typer.Option(help="pdiff: denoiser steps (default: PDiffConfig's).")] = None,
+          overwrite: Annotated[bool, typer.Option(help="Replace a finished generator in OUT.")] = False):
     """Fit a generator: hyper (on a suite's tasks, or a zoo) or pdiff (on a zoo)."""
-    from loragen.experiments.demo import DemoConfig
-    from loragen.generators.base import CONFIG_FILE, GENERATORS
+    from loragen.generators.base import CONFIG_FILE
+    from loragen.suites.defaults import SuiteDefaults, suite_defaults
     from loragen.zoo.store import Zoo
 
-    if objective not in ("task", "recon"):
-        raise LoragenError(f"--objective must be 'task' or 'recon'; found {objective!r}")
+    arch, objective, suite, normalization, encoder = map(_value, (arch, objective, suite, normalization, encoder))
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
     z = Zoo.open(zoo) if zoo is not None else None
     if z is not None:
         z.require_nonempty()
     suite_name = suite or (z.info.get("suite") if z is not None else None)
-    generator = generator or ("hyper" if suite_name else "pdiff")
-    if generator not in GENERATORS:
-        raise LoragenError(f"--generator must be one of {list(GENERATORS)}; found {generator!r}")
-    if generator == "pdiff" or objective == "recon":
+    arch = arch or ("hyper" if suite_name else "pdiff")
+    if arch == "pdiff" or objective == "recon":
         if z is None:
-            raise LoragenError(f"{generator} {'(recon) ' if generator == 'hyper' else ''}learns from zoo adapters; expected --zoo, found none")
+            raise LoragenError(f"{arch} {'(recon) ' if arch == 'hyper' else ''}learns from zoo adapters; expected --zoo, found none")
     elif suite_name is None:
         raise LoragenError("hyper's task objective trains through a built-in suite's task loss; expected --suite or a zoo collected from a suite")
     text = z is not None and not z.info.get("suite") and bool(z.condition(z.tasks()[0]).text)  # an imported text zoo
-    defaults = DemoConfig.for_suite(suite_name) if suite_name else DemoConfig()
-    if generator == "hyper":
-        from loragen.generators.hyper import HyperGenerator
+    defaults = suite_defaults(suite_name) if suite_name else SuiteDefaults()
+    if arch == "hyper":
+        from loragen.generators.hyper import HyperConfig, HyperGenerator
 
-        cfg = replace(defaults.hyper, objective=objective, **({"encoder": "text", "k_exemplars": 4} if text else {}))
-        cfg = replace(cfg, **{k: v for k, v in {"steps": steps, "encoder": encoder}.items() if v is not None})
+        given = {"objective": objective, "steps": steps, "encoder": encoder}
+        cfg = HyperConfig(**defaults.hyper | ({"encoder": "text", "k_exemplars": 4} if text else {})
+                          | {k: v for k, v in given.items() if v is not None})
         s = None
         if suite_name is not None:  # the suite's full task set: it holds the demo's tasks and a collected zoo's
             from loragen.suites import get_suite
@@ -234,7 +270,7 @@ def train(out: Path = typer.Option(..., help="Generator folder (an interrupted f
         return
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 
-    pdefaults = defaults.generator if z.info.get("suite") else PDiffConfig(encoder="text" if text else "image-set")
+    pdefaults = PDiffConfig(**defaults.pdiff) if z.info.get("suite") else PDiffConfig(encoder="text" if text else "image-set")
     given = {"normalization": normalization, "encoder": encoder, "ae_steps": ae_steps, "diffusion_steps": diffusion_steps}
     cfg = replace(pdefaults, **{k: v for k, v in given.items() if v is not None})
     gen = PDiffGenerator.fit(z, cfg, out=out)
@@ -245,16 +281,16 @@ def train(out: Path = typer.Option(..., help="Generator folder (an interrupted f
 
 @app.command()
 @_friendly
-def generate(generator: Path = typer.Option(..., help="Trained generator folder (hyper or pdiff)."),
-             out: Path = typer.Option(..., help="Folder for the adapters (one PEFT folder each)."),
-             task: Optional[str] = typer.Option(None, help="A suite task whose exemplars are the condition."),
-             images: Optional[Path] = typer.Option(None, help="Condition from a safetensors file with 'images' (K, H, W)."),
-             description: Optional[str] = typer.Option(None, help="Text condition: the task's description."),
-             example: list[str] = typer.Option([], help="Text condition: a few-shot example line (repeatable)."),
-             suite: Optional[str] = typer.Option(None, help="Built-in suite of --task (default: the generator's own)."),
-             n: int = typer.Option(5, help="Number of adapters."),
-             seed: int = typer.Option(0, help="Sampling seed."),
-             overwrite: bool = typer.Option(False, help="Replace existing adapter folders.")):
+def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator folder (hyper or pdiff).")],
+             out: Annotated[Path, typer.Option(help="Folder for the adapters (one PEFT folder each).")],
+             task: Annotated[Optional[str], typer.Option(help="A suite task whose exemplars are the condition.")] = None,
+             images: Annotated[Optional[Path], typer.Option(help="Condition from a safetensors file with 'images' (K, H, W).")] = None,
+             description: Annotated[Optional[str], typer.Option(help="Text condition: the task's description.")] = None,
+             example: Annotated[Optional[list[str]], typer.Option(help="Text condition: a few-shot example line (repeatable).")] = None,
+             suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite of --task (default: the generator's own).")] = None,
+             n: Annotated[int, typer.Option(help="Number of adapters.")] = 5,
+             seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+             overwrite: Annotated[bool, typer.Option(help="Replace existing adapter folders.")] = False):
     """Write N adapters for a condition as PEFT folders."""
     import time
 
@@ -264,13 +300,13 @@ def generate(generator: Path = typer.Option(..., help="Trained generator folder 
     given = [name for name, v in (("--task", task), ("--images", images), ("--description", description)) if v is not None]
     if len(given) != 1:
         raise LoragenError(f"give exactly one condition: --task NAME, --images FILE or --description TEXT; found {given or 'none'}")
-    gen = load_generator(generator)
+    gen = load_generator(generator_dir)
     if description is not None:
-        cond = Condition(task="custom", text=description, examples=list(example))
+        cond = Condition(task="custom", text=description, examples=list(example or []))
     elif task is not None:
         from loragen.suites import get_suite
 
-        cond = get_suite(suite or getattr(gen, "suite", None) or "digits-domains").condition(task)
+        cond = get_suite(_value(suite) or getattr(gen, "suite", None) or "digits-domains").condition(task)
     else:
         from safetensors.torch import load_file
 
@@ -294,26 +330,28 @@ def _digits_gen(quick: bool, config: Optional[dict] = None):
 
 @composer_app.command("train")
 @_friendly
-def composer_train(out: Path = typer.Option(..., help="Generator folder (an interrupted fit resumes from it)."),
-                   generator: Optional[str] = typer.Option(None, help="transformer | mlp | static (one shared LoRA)."),
-                   attention: Optional[str] = typer.Option(None, help="global-local | standard."),
-                   rank: Optional[int] = typer.Option(None, help="r of every W_Q / W_V update."),
-                   alpha: Optional[float] = typer.Option(None, help="Context-aware batches: share of a batch from one class."),
-                   steps: Optional[int] = typer.Option(None, help="Optimiser steps."),
-                   lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
-                   quick: bool = typer.Option(False, help="Tiny backbone and generator (seconds; for tests)."),
-                   overwrite: bool = typer.Option(False, help="Replace a finished generator in OUT.")):
+def composer_train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupted fit resumes from it).")],
+                   arch: Annotated[Optional[ComposerArch], typer.Option(help="transformer (Composer) | mlp | static (one shared LoRA).")] = None,
+                   attention: Annotated[Optional[Attention], typer.Option(help="Meta-generator attention.")] = None,
+                   rank: Annotated[Optional[int], typer.Option(help="r of every W_Q / W_V update.")] = None,
+                   context_share: Annotated[Optional[float], typer.Option(help="Context-aware batches: share of a batch from one class (Composer's α).")] = None,
+                   steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
+                   lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
+                   quick: Annotated[bool, typer.Option(help="Tiny backbone and generator (seconds; for tests).")] = False,
+                   overwrite: Annotated[bool, typer.Option(help="Replace a finished generator in OUT.")] = False):
     """Train a meta-generator on the digits-gen backbone (built and cached first if needed). Options left out take
     ComposerConfig's defaults, or with --quick the tiny test configuration's."""
     from loragen.experiments.composer_bench import BenchConfig
     from loragen.generators.composer import ComposerConfig, ComposerGenerator
     from loragen.generators.composer.generator import CONFIG_FILE
 
+    arch, attention = _value(arch), _value(attention)
+
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
     defaults = BenchConfig.quick().composer if quick else ComposerConfig()
     # only what the user gave overrides the config (--quick's tiny config included)
-    given = {"generator": generator, "attention": attention, "rank": rank, "alpha": alpha, "lr": lr, "steps": steps}
+    given = {"generator": arch, "attention": attention, "rank": rank, "context_share": context_share, "lr": lr, "steps": steps}
     cfg = replace(defaults, **{k: v for k, v in given.items() if v is not None})
     gen = ComposerGenerator.fit(_digits_gen(quick), cfg, out=out)
     s = gen.fit_summary
@@ -322,15 +360,15 @@ def composer_train(out: Path = typer.Option(..., help="Generator folder (an inte
 
 @composer_app.command("sample")
 @_friendly
-def composer_sample(generator: Path = typer.Option(..., help="Trained Composer folder."),
-                    out: Path = typer.Option(..., help="PNG grid of the samples (rows: classes)."),
-                    classes: str = typer.Option("0,1,2,3,4,5,6,7,8,9", help="Comma-separated class labels."),
-                    n: int = typer.Option(8, help="Samples per class."),
-                    steps: int = typer.Option(50, help="DDIM steps."),
-                    seed: int = typer.Option(0, help="Sampling seed."),
-                    images: Optional[Path] = typer.Option(None, help="Also save the images and labels (safetensors)."),
-                    adapters: Optional[Path] = typer.Option(None, help="Also write each class's W_Q/W_V update as a PEFT folder."),
-                    overwrite: bool = typer.Option(False, help="Replace existing outputs.")):
+def composer_sample(generator_dir: Annotated[Path, typer.Option(help="Trained Composer folder.")],
+                    plot: Annotated[Path, typer.Option(help="PNG grid of the samples (rows: classes).")],
+                    classes: Annotated[str, typer.Option(help="Comma-separated class labels.")] = "0,1,2,3,4,5,6,7,8,9",
+                    n: Annotated[int, typer.Option(help="Samples per class.")] = 8,
+                    sample_steps: Annotated[int, typer.Option(help="DDIM steps.")] = 50,
+                    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+                    save_images: Annotated[Optional[Path], typer.Option(help="Also save the images and labels (a safetensors file).")] = None,
+                    adapters: Annotated[Optional[Path], typer.Option(help="Also write each class's W_Q/W_V update as a PEFT folder under this folder.")] = None,
+                    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False):
     """Sample class-conditional digits with the backbone under per-class composed weights."""
     import torch
 
@@ -338,7 +376,7 @@ def composer_sample(generator: Path = typer.Option(..., help="Trained Composer f
     from loragen.evaluate.composer_report import save_grid
     from loragen.generators.composer import ComposerGenerator
 
-    gen = ComposerGenerator.load(generator)
+    gen = ComposerGenerator.load(generator_dir)
     suite = _digits_gen(False, gen.suite_info["config"])
     try:
         wanted = [int(c) for c in classes.split(",") if c.strip()]
@@ -347,28 +385,28 @@ def composer_sample(generator: Path = typer.Option(..., help="Trained Composer f
     bad = [c for c in wanted if not 0 <= c < suite.num_classes]
     if bad or not wanted or n < 1:
         raise LoragenError(f"expected class labels in 0 … {suite.num_classes - 1} and n >= 1; found {wanted} and n = {n}")
-    for path in (out, images, adapters):
+    for path in (plot, save_images, adapters):
         if path is not None and path.exists() and not overwrite:
             raise LoragenError(f"{path} already exists; pass --overwrite to replace it")
     labels = torch.tensor(wanted).repeat_interleave(n)
-    x = gen.sample(suite, suite.base_model(), labels, steps, seed)
+    x = gen.sample(suite, suite.base_model(), labels, sample_steps, seed)
     metrics = suite.image_metrics(x, labels)
-    save_grid(x, labels, out, f"Composer ({gen.config.generator}), {steps} DDIM steps", per_class=n)
-    if images is not None:
-        atomic.save_safetensors(images, {"images": x, "labels": labels})
+    save_grid(x, labels, plot, f"Composer ({gen.config.generator}), {sample_steps} DDIM steps", per_class=n)
+    if save_images is not None:
+        atomic.save_safetensors(save_images, {"images": x, "labels": labels})
     if adapters is not None:
         for c, adapter in zip(wanted, gen.adapters([suite.label_conditions()[c] for c in wanted])):
             adapter.save(adapters / f"class_{c}", overwrite=overwrite)
-    console.print(f"{len(labels)} samples → {out}; class consistency {metrics['class_acc']:.1f}%"
+    console.print(f"{len(labels)} samples → {plot}; class consistency {metrics['class_acc']:.1f}%"
                   + (f"; adapters → {adapters}/class_*/ (PEFT folders)" if adapters is not None else ""))
 
 
 @composer_app.command("bench")
 @_friendly
-def composer_bench(out: Path = typer.Option(..., help="Output folder: results.json, report.md, sample grids."),
-                   quick: bool = typer.Option(False, help="Tiny configuration (seconds; numbers mean nothing)."),
-                   ablations: bool = typer.Option(True, help="Also train and score the ablation rows."),
-                   overwrite: bool = typer.Option(False, help="Replace an existing report (trained generators are reused).")):
+def composer_bench(out: Annotated[Path, typer.Option(help="Output folder: results.json, report.md, sample grids.")],
+                   quick: Annotated[bool, typer.Option(help="Tiny configuration (seconds; numbers mean nothing).")] = False,
+                   ablations: Annotated[bool, typer.Option(help="Also train and score the ablation rows.")] = True,
+                   overwrite: Annotated[bool, typer.Option(help="Replace an existing report (trained generators are reused).")] = False):
     """Composer vs frozen backbone, static LoRA and test-time training; ablations; inference overhead."""
     from loragen.experiments.composer_bench import BenchConfig, run
 

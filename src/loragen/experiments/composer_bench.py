@@ -33,9 +33,10 @@ from loragen.generators.composer.ttt import TestTimeTraining
 from loragen.suites.digits_gen import QUICK, DigitsGen, DigitsGenConfig
 
 METHODS = ("backbone", "static_lora", "composer", "ttt")
-ABLATIONS = {  # name -> ComposerConfig changes; the default row is the main Composer run
+ABLATIONS = {  # name -> ComposerConfig changes; the default row is the main Composer run. "alpha" rows: Composer's α,
+    # the context share (the names stay those of earlier results and trained folders)
     "rank=4": {"rank": 4}, "rank=16": {"rank": 16},
-    "alpha=0": {"alpha": 0.0}, "alpha=0.5": {"alpha": 0.5}, "alpha=1": {"alpha": 1.0},
+    "alpha=0": {"context_share": 0.0}, "alpha=0.5": {"context_share": 0.5}, "alpha=1": {"context_share": 1.0},
     "attention=standard": {"attention": "standard"}, "generator=mlp": {"generator": "mlp"},
 }
 

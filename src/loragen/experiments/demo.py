@@ -4,7 +4,7 @@ zoo baselines, on a built-in suite."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loragen.errors import LoragenError
@@ -15,6 +15,7 @@ from loragen.generators.base import CONFIG_FILE, load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.suites import get_suite
+from loragen.suites.defaults import suite_defaults
 from loragen.zoo.collect import collect
 
 
@@ -32,26 +33,12 @@ class DemoConfig:
 
     @classmethod
     def for_suite(cls, suite: str = "digits-domains", quick: bool = False) -> "DemoConfig":
-        """The measured default configuration of a built-in suite; `quick` is a tiny one for tests (seconds, numbers
-        meaningless)."""
-        if suite == "text-topics":
-            ft = FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=10, save_every=5)
-            gen = PDiffConfig(encoder="text", k_exemplars=4, ae_patch=64, ae_steps=2000)
-            hyper = HyperConfig(encoder="text", rank=ft.rank, lora_alpha=ft.alpha, k_exemplars=4, width=256, steps=600,
-                                tasks_per_step=8, examples_per_task=8)
-            cfg = cls(suite=suite, finetune=ft, hyper=hyper, generator=gen, n_samples=10)
-        else:  # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 120 + 20
-            cfg = cls(suite=suite, suite_kwargs={"n_tasks": 80, "n_extrapolation": 10})
-        if quick:
-            cfg.finetune = replace(cfg.finetune, steps=10 if suite == "text-topics" else 40, keep_last=2, save_every=5)
-            cfg.generator = replace(cfg.generator, ae_steps=40, diffusion_steps=40, ae_channels=(8, 8), latent_dim=16,
-                                    width=32, depth=1, cond_draws=4, sample_steps=5, checkpoint_every=20)
-            cfg.hyper = replace(cfg.hyper, steps=40, width=32, cond_dim=16, tasks_per_step=4, examples_per_task=8, checkpoint_every=20)
-            cfg.n_samples, cfg.task_stride, cfg.max_heldout = 3, 6, 1 if suite == "text-topics" else 2
-            if suite == "digits-domains":
-                cfg.suite_kwargs, cfg.task_stride = {"n_tasks": 12, "n_extrapolation": 2}, 1
-        return cfg
-
+        """The measured default configuration of a built-in suite (its SuiteDefaults); `quick` is a tiny one for tests
+        (seconds, numbers meaningless)."""
+        d = suite_defaults(suite, quick)
+        return cls(suite=suite, finetune=FinetuneConfig(**d.finetune), hyper=HyperConfig(**d.hyper),
+                   generator=PDiffConfig(**d.pdiff), suite_kwargs=dict(d.suite_kwargs), n_samples=d.n_samples,
+                   task_stride=d.task_stride, max_heldout=d.max_heldout)
 
 def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True, suite_kwargs: dict | None = None,
         seed: int = 0) -> dict:

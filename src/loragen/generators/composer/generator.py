@@ -50,7 +50,7 @@ class ComposerConfig:
     layers: int = 2  # meta-generator Transformer layers
     heads: int = 4  # meta-generator attention heads
     prompt_tokens: int = 4  # P: tokens the condition becomes
-    alpha: float = 0.75  # context-aware batches: the share of a batch drawn from one class (Composer's α)
+    context_share: float = 0.75  # context-aware batches: the share of a batch drawn from one class (Composer's α)
     steps: int = 1500  # optimiser steps
     batch_size: int = 64  # images per step
     lr: float = 1e-4  # AdamW learning rate, constant (Composer §4)
@@ -66,8 +66,8 @@ class ComposerConfig:
             raise ConfigError(f"attention must be one of {ATTENTIONS}; found {self.attention!r}")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder must be one of {ENCODERS}; found {self.encoder!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must lie in [0, 1]; found {self.alpha}")
+        if not 0.0 <= self.context_share <= 1.0:
+            raise ConfigError(f"context_share must lie in [0, 1]; found {self.context_share}")
         for name in ("rank", "width", "layers", "heads", "prompt_tokens", "steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
@@ -144,7 +144,7 @@ class ComposerGenerator:
             job = bar.add_task(desc, total=config.steps, completed=step)
             while step < config.steps:
                 g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # batch and noise: same on resume
-                idx = context_batch(data.y, config.batch_size, config.alpha, g)
+                idx = context_batch(data.y, config.batch_size, config.context_share, g)
                 gen.net.train()
                 with gen.applied(backbone, cond_KE[data.y[idx]]):
                     loss = suite.diffusion.training_loss(backbone, data.x[idx], data.y[idx], generator=g)
@@ -232,7 +232,10 @@ class ComposerGenerator:
         meta = json.loads((path / CONFIG_FILE).read_text())
         if meta.get("generator") != cls.name:
             raise LoragenError(f"{path} holds a {meta.get('generator')!r} generator, not a Composer one")
-        config, layout = ComposerConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"])
+        saved = dict(meta["config"])
+        if "alpha" in saved:  # written before context_share was named so
+            saved["context_share"] = saved.pop("alpha")
+        config, layout = ComposerConfig(**saved), LoraLayout.from_dict(meta["layout"])
         m = layout.modules[0]
         net = _network(config, torch.zeros(len(layout.modules), m.out_features, m.in_features), meta["cond_dim"])
         gen = cls(config, layout, net, meta["suite"], meta["cond_dim"])

@@ -19,7 +19,7 @@ class TestTimeTraining:
 
     def __init__(self, suite, backbone: nn.Module, cfg: ComposerConfig, steps: int, lr: float):
         self.suite, self.backbone = suite, backbone
-        self.cfg = replace(cfg, generator="static", steps=steps, lr=lr, alpha=1.0, checkpoint_every=steps)
+        self.cfg = replace(cfg, generator="static", steps=steps, lr=lr, context_share=1.0, checkpoint_every=steps)
         self.fits: dict[int, ComposerGenerator] = {}
         self.fit_s: dict[int, float] = {}
 

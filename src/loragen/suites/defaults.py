@@ -1,0 +1,61 @@
+"""SuiteDefaults: each built-in suite's measured defaults for the demo and the CLI, and a tiny `quick` variant for tests.
+
+The configs' settings are keyword arguments (of FinetuneConfig, HyperConfig, PDiffConfig) rather than the configs
+themselves, so that suites import neither the zoo nor the generators; the demo and the CLI build the configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from loragen.errors import UnknownTaskError
+
+
+@dataclass(frozen=True)
+class SuiteDefaults:
+    finetune: dict = field(default_factory=dict)  # FinetuneConfig arguments (zoo collection)
+    hyper: dict = field(default_factory=dict)  # HyperConfig arguments
+    pdiff: dict = field(default_factory=dict)  # PDiffConfig arguments
+    suite_kwargs: dict = field(default_factory=dict)  # arguments of the suite (the demo may use fewer tasks)
+    n_samples: int = 20  # N: adapters generated per condition (Cond P-Diff generates 20)
+    task_stride: int = 1  # the demo uses every k-th seen task (quick runs use fewer)
+    max_heldout: int | None = None  # cap on the demo's held-out tasks (quick runs)
+
+
+DEFAULTS = {
+    # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 120 + 20
+    "digits-domains": SuiteDefaults(suite_kwargs={"n_tasks": 80, "n_extrapolation": 10}),
+    "text-topics": SuiteDefaults(
+        finetune={"rank": 2, "alpha": 4.0, "steps": 120, "lr": 2e-3, "batch_size": 16, "keep_last": 10, "save_every": 5},
+        hyper={"encoder": "text", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 4, "width": 256, "steps": 600,
+               "tasks_per_step": 8, "examples_per_task": 8},
+        pdiff={"encoder": "text", "k_exemplars": 4, "ae_patch": 64, "ae_steps": 2000},
+        n_samples=10),
+    "digits-gen": SuiteDefaults(),
+}
+
+# quick: seconds, for tests; the numbers mean nothing
+_QUICK_PDIFF = {"ae_steps": 40, "diffusion_steps": 40, "ae_channels": (8, 8), "latent_dim": 16, "width": 32, "depth": 1,
+                "cond_draws": 4, "sample_steps": 5, "checkpoint_every": 20}
+_QUICK_HYPER = {"steps": 40, "width": 32, "cond_dim": 16, "tasks_per_step": 4, "examples_per_task": 8, "checkpoint_every": 20}
+
+
+def _quick(d: SuiteDefaults, finetune_steps: int, **changes) -> SuiteDefaults:
+    return replace(d, finetune={**d.finetune, "steps": finetune_steps, "keep_last": 2, "save_every": 5},
+                   hyper={**d.hyper, **_QUICK_HYPER}, pdiff={**d.pdiff, **_QUICK_PDIFF}, n_samples=3, **changes)
+
+
+QUICK = {
+    "digits-domains": _quick(DEFAULTS["digits-domains"], 40, suite_kwargs={"n_tasks": 12, "n_extrapolation": 2},
+                             max_heldout=2),
+    "text-topics": _quick(DEFAULTS["text-topics"], 10, task_stride=6, max_heldout=1),
+    "digits-gen": _quick(DEFAULTS["digits-gen"], 40, task_stride=6, max_heldout=2),
+}
+
+
+def suite_defaults(suite: str, quick: bool = False) -> SuiteDefaults:
+    """The measured defaults of a built-in suite; `quick`: the tiny test configuration."""
+    table = QUICK if quick else DEFAULTS
+    if suite not in table:
+        raise UnknownTaskError(f"unknown suite {suite!r}; expected one of {list(table)}")
+    return table[suite]
