@@ -64,6 +64,7 @@ def _friendly(fn):
 
 
 def _value(choice: Optional[Enum]) -> Optional[str]:
+    """The string an Enum option stands for (None when the option was left out)."""
     return None if choice is None else choice.value
 
 
@@ -137,7 +138,7 @@ def base(suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = Sui
     from loragen.suites import get_suite
 
     suite = suite.value
-    s = get_suite(suite)  # an unknown name fails here, naming the known ones
+    s = get_suite(suite)
     if quick:
         if "quick" in inspect.signature(type(s)).parameters:  # only suites that have a tiny configuration take it
             s = get_suite(suite, quick=True)
@@ -346,7 +347,6 @@ def composer_train(out: Annotated[Path, typer.Option(help="Generator folder (an 
     from loragen.generators.composer.generator import CONFIG_FILE
 
     arch, attention = _value(arch), _value(attention)
-
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
     defaults = BenchConfig.quick().composer if quick else ComposerConfig()

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from loragen import atomic
 from loragen.adapters.batched import batched_lora
 from loragen.adapters.layout import LoraLayout
 from loragen.errors import LoragenError
