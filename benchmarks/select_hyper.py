@@ -1,11 +1,16 @@
 """How the hyper generator's size and training length were chosen: on validation tasks, never on test.
 
-Selection runs on a separate draw of domains (task_seed 1, same ranges): none of them is a task of the k-fold study
-(task_seed 0), so no fold's test task plays any part. Of its 120 inside tasks, every fifth is a validation task and
-the other 96 train the generator (the size of a fold's training set); candidates are scored by the generated
-adapters' accuracy on the validation tasks' validation split.
+digits-domains: selection runs on a separate draw of domains (task_seed 1, same ranges): none of them is a task of
+the k-fold study (task_seed 0), so no fold's test task plays any part. Of its 120 inside tasks, every fifth is a
+validation task and the other 96 train the generator (the size of a fold's training set).
+text-topics: there is no second draw of tasks, so the choice is made inside fold 0's training tasks (nested): those
+that use none of fold 1's sources train, those whose first source is in fold 1's group validate; fold 0's test tasks
+play no part (asserted). The validation tasks are test tasks of another fold of the study, as in any global choice
+made inside a k-fold study; they stay unseen by every generator trained here for their own fold.
+Both: candidates are scored by the generated adapters' accuracy on the validation tasks' validation split.
 
     .venv/bin/python benchmarks/select_hyper.py --out runs/bench/select-hyper
+    .venv/bin/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from loragen import atomic
 from loragen.evaluate.unseen import adapter_accuracy
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.suites import get_suite
+from loragen.suites.defaults import suite_defaults
 
 CANDIDATES = [  # every field that differs between candidates is named, so the grid does not move with HyperConfig's defaults
     dict(width=256, steps=1500, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
@@ -31,20 +37,38 @@ CANDIDATES = [  # every field that differs between candidates is named, so the g
 ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
+# text-topics: the study's configuration (suite defaults) with these changes
+TEXT_CANDIDATES = [dict(steps=10), dict(steps=30), dict(steps=100), dict(steps=100, prototype_head=False)]
+
+
+def split(suite_name: str):
+    """(suite, training tasks, validation tasks, the study's default HyperConfig) for the selection."""
+    if suite_name == "text-topics":
+        d = suite_defaults("text-topics")
+        suite = get_suite("text-topics", **d.suite_kwargs)
+        f0, f1 = suite.folds(5)[:2]
+        inner = [t for t in f0.train if t in f1.train]
+        val = [t for t in f0.train if t in f1.test]
+        assert not set(inner + val) & set(f0.test), "selection tasks must not be fold 0's test tasks"
+        return suite, inner, val, HyperConfig(**d.hyper), TEXT_CANDIDATES
     suite = get_suite("digits-domains", n_tasks=120, n_extrapolation=0, task_seed=1)
     study = {t.name for t in get_suite("digits-domains", n_tasks=120, n_extrapolation=20).tasks()}
-    base = suite.base_model()
     names = [t.name for t in suite.tasks()]
     assert not set(names) & study, "selection tasks must not be tasks of the k-fold study"
     val = names[::5]
-    inner = [t for t in names if t not in val]
+    return suite, [t for t in names if t not in val], val, HyperConfig(), CANDIDATES
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    suite, inner, val, default, candidates = split(args.suite)
+    base = suite.base_model()
     rows = []
-    for kw in CANDIDATES:
-        cfg = replace(HyperConfig(), **kw)
+    for kw in candidates:
+        cfg = replace(default, **kw)
         t0 = time.perf_counter()
         gen = HyperGenerator.fit(cfg, suite=suite, tasks=inner, show=False)
         accs = [adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val")) for t in val]
@@ -54,12 +78,13 @@ def main() -> None:
     best = max(rows, key=lambda r: r["val_accuracy"])
     lines = ["# hyper: choice of size and training length on validation tasks", "",
              f"Command: `python {' '.join(sys.argv)}`", "",
-             f"{len(inner)} training and {len(val)} validation tasks (task_seed 1: disjoint from the study's tasks); "
-             "mean validation-split accuracy (%) of the generated adapters on the validation tasks.", "",
+             f"{args.suite}: {len(inner)} training and {len(val)} validation tasks (see the script's docstring for how they are "
+             "kept apart from the study's test tasks); mean validation-split accuracy (%) of the generated adapters on the "
+             "validation tasks.", "",
              "| candidate | validation acc | train loss | fit (s) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['candidate']} | {r['val_accuracy']:.2f} | {r['train_loss']:.4f} | {r['fit_s']:.0f} |")
-    lines += ["", f"Chosen: {best['candidate']} (HyperConfig's defaults: {asdict(HyperConfig())})", ""]
+    lines += ["", f"Best: {best['candidate']} (the configuration it changes: {asdict(default)})", ""]
     atomic.write_json(args.out / "results.json", {"rows": rows, "best": best, "inner_tasks": len(inner), "val_tasks": len(val)})
     atomic.write_bytes(args.out / "results.md", "\n".join(lines).encode())
     print("\n".join(lines))

@@ -22,22 +22,24 @@ import torch
 
 from loragen import atomic
 from loragen.evaluate.unseen import METHODS, UnseenConfig, recovered, run_study, summarize, sweep
-from loragen.finetune import FinetuneConfig
+from loragen.finetune import FinetuneConfig, finetune
 from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
+from loragen.evaluate.cost import interleaved_times
 from loragen.suites import get_suite
+from loragen.suites.defaults import suite_defaults
 
 
 def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfig, dict]:
     """The study's configuration and the suite's arguments (real sizes, or a tiny run for tests)."""
     if suite == "text-topics":
-        # sized for 2 CPU cores (MiniLM forward + backward is the cost); not tuned on validation tasks
-        cfg = UnseenConfig(hyper=HyperConfig(encoder="text", rank=2, lora_alpha=4.0, k_exemplars=4, steps=400, tasks_per_step=8,
-                                             examples_per_task=4, width=256),
-                           pdiff=PDiffConfig(encoder="text", k_exemplars=4, ae_patch=64, ae_steps=2000),
+        # the suite's defaults (a condition: description + 16 labelled examples; the generator reads each example
+        # through the base model and starts the head from class prototypes); sized for 2 CPU cores
+        d = suite_defaults("text-topics")
+        cfg = UnseenConfig(hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff),
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),
                            recon_steps=400, multitask_steps=400, warm_tasks_per_fold=1, warm_every=10, merge_val_tasks=8)
-        suite_kwargs: dict = {}
+        suite_kwargs = dict(d.suite_kwargs)
     else:
         cfg = UnseenConfig()
         suite_kwargs = {"n_tasks": 120, "n_extrapolation": 20}
@@ -60,23 +62,27 @@ def sweep_domains(n: int) -> list:
     return [Domain(angle=float(a), thickness=0.25, contrast=0.7) for a in torch.linspace(-75, 75, n).tolist()]
 
 
-def timing(run, n_conditions: int = 10) -> dict:
-    """Cold time to an adapter from a raw condition (condition encoding included), alone and in a batch."""
+def timing(run, n_conditions: int = 10, repeats: int = 5) -> dict:
+    """Cold time to an adapter from a raw condition (condition encoding included), alone and in a batch, against
+    fine-tuning one adapter (the zoo's recipe) in the same minutes: the two alternate (measure.interleaved_times), so
+    load from other work on the machine falls on both alike."""
     gen, suite = run.gens["generated"], run.suite
     conds = [suite.condition(t, draw=7) for t in run.fold.test[:n_conditions]]
-    single = []
-    for c in conds:
-        if getattr(gen.items, "_text", None) is not None:
-            gen.items._text._cache.clear()  # cold: no cached text embedding
-        t0 = time.perf_counter()
-        gen.generate(c, 1)
-        single.append(time.perf_counter() - t0)
-    if getattr(gen.items, "_text", None) is not None:
-        gen.items._text._cache.clear()
+    turn = iter(range(10**9))
+
+    def cold() -> None:
+        gen.items.clear_cache()  # cold: no cached text embedding or example features
+        gen.generate(conds[next(turn) % len(conds)], 1)
+
+    def finetune_one() -> None:
+        finetune(suite, run.base, run.zoo.layout, run.fold.test[0], run.cfg.finetune)
+
+    med = interleaved_times({"finetune": finetune_one, "generate": cold}, repeats=repeats)
+    gen.items.clear_cache()
     t0 = time.perf_counter()
     gen.generate_batch(conds)
-    return {"generate_cold_s": statistics.median(single), "generate_batch_s_per_adapter": (time.perf_counter() - t0) / len(conds),
-            "batch": len(conds)}
+    return {"finetune_s": med["finetune"], "generate_cold_s": med["generate"], "timing_repeats": repeats,
+            "generate_batch_s_per_adapter": (time.perf_counter() - t0) / len(conds), "batch": len(conds)}
 
 
 def plots(out: Path, rows: list[dict], methods: list[str], sweep_rows: list[dict], warm: list[dict], min_gap: float) -> None:
@@ -150,8 +156,8 @@ def markdown(r: dict) -> str:
               f"mean from the generated adapter ÷ mean from scratch = {w['steps_ratio']:.3f} (from the nearest adapter: "
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
               f"{r['config']['finetune']['steps']} steps): {w['never_reached']}.",
-              f"- Cost: fine-tuning {t['finetune_s']:.2f} s per adapter; generated cold (condition encoding included) "
-              f"{1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster), {1000 * t['generate_batch_s_per_adapter']:.2f} ms "
+              f"- Cost (medians of {t['timing_repeats']} alternating runs): fine-tuning {t['finetune_s']:.2f} s per adapter; generated "
+              f"cold (condition encoding included) {1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster), {1000 * t['generate_batch_s_per_adapter']:.2f} ms "
               f"per adapter in a batch of {t['batch']}; hyper training {t['hyper_fit_s']:.0f} s per fold (median), zoo collection {t['zoo_collect_s']:.0f} s. "
               f"Break-even: {t['break_even_adapters']:.0f} adapters (hyper training alone; {t['break_even_with_zoo']:.0f} counting the zoo).",
               f"- Merge chosen per fold on training tasks: " + ", ".join(f"k={c['k']} {c['combination']}" for c in r["merge_choices"]) + "."]
@@ -192,11 +198,12 @@ def main() -> None:
     r["warm_start"] = {"tasks": len(warm), "steps_ratio": statistics.mean(finite("generated")) / max(1e-9, statistics.mean(finite("scratch"))),
                        "nearest_steps_ratio": statistics.mean(finite("nearest")) / max(1e-9, statistics.mean(finite("scratch"))),
                        "never_reached": never, "per_task": [{"task": w["task"], **w["reach"]} for w in warm]}
-    t = timing(first)
-    ft_s = statistics.mean(e["finetune_s"] for e in study["zoo"].entries)
+    t = timing(first, repeats=2 if args.quick else 5)
+    ft_s = t["finetune_s"]
     # median over folds: one fit slowed by other work on the machine should not move the cost
     fit_s = statistics.median(s for s in study["hyper_fit_s"] if s is not None) if any(study["hyper_fit_s"]) else float("nan")
-    r["time"] = {"finetune_s": ft_s, **t, "speedup_cold": ft_s / t["generate_cold_s"], "hyper_fit_s": fit_s,
+    r["time"] = {**t, "zoo_finetune_s_mean": statistics.mean(e["finetune_s"] for e in study["zoo"].entries),
+                 "speedup_cold": ft_s / t["generate_cold_s"], "hyper_fit_s": fit_s,
                  "zoo_collect_s": study["zoo_collect_s"], "break_even_adapters": fit_s / (ft_s - t["generate_cold_s"]),
                  "break_even_with_zoo": (fit_s + study["zoo_collect_s"]) / (ft_s - t["generate_cold_s"])}
     r["merge_choices"] = [f["merge_choice"] for f in study["folds"]]

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from loragen.cli import app
 from loragen.conditions import Condition, get_encoder
 from loragen.errors import ConditionError, ConfigError
-from loragen.experiments.measure import interleaved_times, peak_memory
+from loragen.evaluate.cost import interleaved_times, peak_memory
 from loragen.suites import get_suite
 from loragen.suites.dit import DIT_SIZES, DiT, DiTConfig
 from loragen.suites.image_metrics import frechet_distance

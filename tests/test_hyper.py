@@ -1,6 +1,7 @@
 """The hyper generator: a condition -> LoRA in one pass, trained through the task loss or by reconstruction."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from loragen.conditions import Condition
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
+from loragen.generators.hyper.items import ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.suites import get_suite
 from tests.test_pdiff import _toy_zoo
@@ -114,3 +116,48 @@ def test_bad_configs_and_conditions(suite, tmp_path, tiny_layout):
         gen.generate(Condition(task="x", images=torch.rand(4, 8, 8)))
     with pytest.raises(LoragenError, match="expected a trained generator"):
         load_generator(tmp_path / "nowhere")
+
+
+def test_labelled_examples_parse_quoted_and_bare_lines():
+    c = Condition(task="t", examples=["'i love it -> really' -> yes", "so so -> no", '"a \\"b\\"" -> yes'])
+    assert c.labelled_examples() == [("i love it -> really", "yes"), ("so so", "no"), ('a "b"', "yes")]
+    with pytest.raises(ConditionError, match="must read '<text> -> <label>'; found 'no arrow'"):
+        Condition(task="t", examples=["no arrow"]).labelled_examples()
+
+
+def test_prototypes_are_class_means_of_normalised_features():
+    f = torch.tensor([[[3.0, 4.0, 1, 0], [0.0, 2.0, 0, 1], [6.0, 8.0, 1, 0]], [[1.0, 0.0, 1, 0], [0.0, 1.0, 1, 0], [1.0, 1.0, 1, 0]]])
+    p = ConditionItems.prototypes(f, n_classes=2)  # (B=2, C=2, F=2)
+    assert torch.allclose(p[0, 0], torch.tensor([0.6, 0.8])) and torch.allclose(p[0, 1], torch.tensor([0.0, 1.0]))
+    # the second condition has no example of class 1: its prototype is the mean of all examples
+    assert torch.allclose(p[1, 1], p[1, 0]) and torch.allclose(p[1, 0], torch.tensor([1 + 2**-0.5, 1 + 2**-0.5]) / 3)
+
+
+def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touches(tmp_path):
+    """The examples encoder reads labelled examples through the base model and puts class prototypes in the head: an
+    unseen pair of topics is classified well above the base model after a few steps on other topics."""
+    from loragen.adapters.apply import merged
+
+    s = get_suite("text-topics", k_exemplars=16)
+    train = ["pair-coding-vs-literature", "topic-sports", "topic-money"]
+    unseen = next(t.name for t in s.tasks() if t.params["kind"] == "pair" and not set(t.params["sources"]) & {"coding", "literature", "sports", "money"})
+    cfg = HyperConfig(encoder="examples", rank=2, lora_alpha=4.0, k_exemplars=16, steps=3, **TINY)
+    gen = HyperGenerator.fit(cfg, suite=s, tasks=train, out=tmp_path / "g", show=False)
+    base, test = s.base_model(), s.data(unseen, "test")
+    (adapter,) = gen.generate(s.condition(unseen), 1)
+    with merged(base, adapter):
+        acc = s.accuracy(base, test)
+    assert acc > s.accuracy(base, test) + 10.0, (unseen, acc)
+    back = HyperGenerator.load(tmp_path / "g")  # the suite is rebuilt from its recorded name on first use
+    assert torch.equal(back.generate_vectors(s.condition(unseen), 1), gen.generate_vectors(s.condition(unseen), 1))
+    off = HyperGenerator(replace(cfg, prototype_head=False), gen.layout, train, gen.buffers["item_mean"].numel(), s.name, suite_obj=s)
+    assert off.proto_module is None and not hasattr(off.net, "proto_log_scale")
+    with pytest.raises(ConditionError, match="needs labelled few-shot examples"):
+        gen.generate(Condition(task="x", text="about nothing"))
+    with pytest.raises(ConditionError, match="need labels \\['no', 'yes'\\]; found \\['maybe'\\]"):
+        gen.generate(Condition(task="x", examples=["'hi' -> maybe"]))
+
+
+def test_examples_encoder_needs_a_classification_head(suite):
+    with pytest.raises(ConfigError, match="the one module adapters carry whole; found 0"):
+        HyperGenerator.fit(HyperConfig(encoder="examples", steps=2, **TINY), suite=suite, show=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from dataclasses import dataclass
 
@@ -28,6 +29,21 @@ class Condition:
         if self.examples:
             out.examples = [self.examples[i] for i in torch.randperm(len(self.examples), generator=generator)[:k].tolist()]
         return out
+
+    def labelled_examples(self) -> list[tuple[str, str]]:
+        """The few-shot examples as (text, label) pairs: each line is `<text> -> <label>`, the text a Python string
+        literal ('i love it') or bare words (i love it)."""
+        pairs = []
+        for line in self.examples or []:
+            text, sep, label = line.rpartition(" -> ")
+            if not sep or not text.strip() or not label.strip():
+                raise ConditionError(f"a few-shot example must read '<text> -> <label>'; found {line!r} for task {self.task!r}")
+            try:
+                value = ast.literal_eval(text.strip())  # a string literal only: literal_eval runs no code
+            except (ValueError, SyntaxError):
+                value = text.strip()
+            pairs.append((value if isinstance(value, str) else text.strip(), label.strip()))
+        return pairs
 
 
 class ImageSetEncoder:

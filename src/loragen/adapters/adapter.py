@@ -47,7 +47,7 @@ class Adapter:
     meta: dict = field(default_factory=dict)  # task, condition, step, source, peft ... (JSON-serialisable)
 
     def __post_init__(self):
-        self.layout.flatten(self.tensors)  # validates keys and shapes
+        self.layout.check_tensors(self.tensors)
 
     @classmethod
     def from_vector(cls, layout: LoraLayout, vector: torch.Tensor, meta: dict | None = None) -> "Adapter":

@@ -136,17 +136,18 @@ class LoraLayout:
     # ---- flat view ----------------------------------------------------------------------------------------------
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """Canonical tensors {"<module>.lora_A": (r, i), "<module>.lora_B": (o, r), ...} -> one vector (P,), float32."""
+        self.check_tensors(tensors)
+        return torch.cat([tensors[s.key].detach().reshape(-1).to(torch.float32) for s in self.segments])
+
+    def check_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Raise unless the tensors have exactly the layout's keys and shapes."""
         expected = {s.key for s in self.segments}
         if set(tensors) != expected:
             missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
             raise LayoutMismatchError(f"adapter tensors do not match the layout: missing {missing[:6]}, unexpected {extra[:6]}")
-        parts = []
         for s in self.segments:
-            t = tensors[s.key]
-            if tuple(t.shape) != s.shape:
-                raise LayoutMismatchError(f"tensor {s.key!r}: expected shape {s.shape}, found {tuple(t.shape)}")
-            parts.append(t.detach().reshape(-1).to(torch.float32))
-        return torch.cat(parts)
+            if tuple(tensors[s.key].shape) != s.shape:
+                raise LayoutMismatchError(f"tensor {s.key!r}: expected shape {s.shape}, found {tuple(tensors[s.key].shape)}")
 
     def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """One vector (P,) -> canonical tensors; views are cloned so the result owns its memory."""

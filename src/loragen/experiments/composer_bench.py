@@ -25,7 +25,7 @@ from torch import nn
 from loragen.adapters.batched import batched_lora
 from loragen.adapters.layout import LoraLayout
 from loragen.errors import LoragenError
-from loragen.experiments.measure import interleaved_times, peak_memory
+from loragen.evaluate.cost import interleaved_times, peak_memory
 from loragen.generators.composer import ComposerConfig, ComposerGenerator
 from loragen.generators.composer.generator import CONFIG_FILE
 from loragen.generators.composer.ttt import TestTimeTraining

@@ -25,12 +25,14 @@ class SuiteDefaults:
 DEFAULTS = {
     # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 120 + 20
     "digits-domains": SuiteDefaults(suite_kwargs={"n_tasks": 80, "n_extrapolation": 10}),
+    # a condition: description + 16 labelled examples; the generator reads each example through the base model and
+    # starts the head from class prototypes (training length: benchmarks/select_hyper.py --suite text-topics)
     "text-topics": SuiteDefaults(
         finetune={"rank": 2, "alpha": 4.0, "steps": 120, "lr": 2e-3, "batch_size": 16, "keep_last": 10, "save_every": 5},
-        hyper={"encoder": "text", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 4, "width": 256, "steps": 600,
+        hyper={"encoder": "examples", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 16, "width": 256, "steps": 100,
                "tasks_per_step": 8, "examples_per_task": 8},
-        pdiff={"encoder": "text", "k_exemplars": 4, "ae_patch": 64, "ae_steps": 2000},
-        n_samples=10),
+        pdiff={"encoder": "text", "k_exemplars": 16, "ae_patch": 64, "ae_steps": 2000},
+        suite_kwargs={"k_exemplars": 16}, n_samples=10),
     "digits-gen": SuiteDefaults(),
 }
 

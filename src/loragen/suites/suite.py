@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import UnknownTaskError
+from loragen.errors import ConditionError, UnknownTaskError
 
 
 def rng(*parts) -> torch.Generator:
@@ -74,6 +74,12 @@ class Suite:
 
     def base_model(self, rebuild: bool = False) -> nn.Module:
         raise NotImplementedError
+
+    def example_batch(self, condition: Condition) -> TaskData:
+        """The condition's labelled few-shot examples as model inputs and class ids (for generators that read the
+        examples through the base model); suites whose conditions carry no labelled examples raise."""
+        raise ConditionError(f"suite {self.name!r} has no labelled few-shot examples in its conditions; expected a suite "
+                             f"such as text-topics")
 
     def forward(self, model: nn.Module, x) -> torch.Tensor:
         """Logits (N, C) for a batch of inputs."""

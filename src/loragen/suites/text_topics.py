@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import LoragenError
+from loragen.errors import ConditionError, LoragenError
 from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
 
 MIN_UTTERANCES = 40  # a category becomes a source when it has at least this many distinct usable utterances
@@ -52,6 +52,7 @@ MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
 MAX_PER_CLASS = 100  # cap on positives (and on negatives) per task, over the three splits together
 SPLIT_PERCENT = {"train": 60, "val": 20, "test": 20}  # share of every source's items, and of MAX_PER_CLASS
 MAX_LEN = 24  # tokens per example
+LABELS = {"no": 0, "yes": 1}  # few-shot example label -> class id
 BANDS = {"faint": (0.5, 1.0), "slight": (1.0, 1.5), "moderate": (1.5, 2.0), "strong": (2.0, math.inf)}  # |valence|
 ADVERBS = {"faint": "faintly", "slight": "slightly", "moderate": "moderately", "mild": "mildly", "strong": "strongly"}
 POLARITY = {"faint": ("faint",), "slight": ("slight",), "moderate": ("moderate",), "mild": ("slight", "moderate"),
@@ -315,10 +316,21 @@ class TextTopics(Suite):
     def data(self, task: str, split: str) -> TaskData:
         key = (task, split)
         if key not in self._data_cache:
-            xs, ys = self.texts(task, split)
-            tok = self.tokenizer()(xs, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
-            self._data_cache[key] = TaskData(torch.stack([tok["input_ids"], tok["attention_mask"]], 1), torch.tensor(ys))
+            self._data_cache[key] = self._encode(*self.texts(task, split))
         return self._data_cache[key]
+
+    def _encode(self, xs: list[str], ys: list[int]) -> TaskData:
+        tok = self.tokenizer()(xs, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
+        return TaskData(torch.stack([tok["input_ids"], tok["attention_mask"]], 1), torch.tensor(ys))  # (N, 2, L), (N,)
+
+    def example_batch(self, condition: Condition) -> TaskData:
+        """The condition's examples (`'text' -> yes|no`) tokenised like task data, labels 1 (yes) and 0 (no)."""
+        pairs = condition.labelled_examples()
+        bad = sorted({label for _, label in pairs} - set(LABELS))
+        if not pairs or bad:
+            raise ConditionError(f"text-topics examples need labels {sorted(LABELS)}; found {bad or 'no examples'} "
+                                 f"for task {condition.task!r}")
+        return self._encode([x for x, _ in pairs], [LABELS[label] for _, label in pairs])
 
     def source_groups(self, k: int) -> list[tuple[str, ...]]:
         """The sources cut into k groups: the categories in k contiguous blocks of the pair graph's seeded order (so
@@ -360,7 +372,8 @@ class TextTopics(Suite):
 
     def _example_lines(self, task: str) -> list[str]:
         xs, ys = self.texts(task, "train")
-        return [f"{x!r} -> {'yes' if y else 'no'}" for x, y in zip(xs, ys)]
+        names = {v: k for k, v in LABELS.items()}
+        return [f"{x!r} -> {names[y]}" for x, y in zip(xs, ys)]
 
     def condition(self, task: str, draw: int = 0) -> Condition:
         """Description + K labelled examples of the training split; `draw` picks another random K."""

@@ -8,9 +8,10 @@ Two objectives:
 - `recon`: match the zoo's best-validation checkpoint of each task, in ΔW = (alpha / r) · B A (independent of LoRA's
   A/B gauge) and in the whole modules; the objective of reconstruction-trained generators, kept for comparison.
 
-A condition is turned into a set of item features: for images, each exemplar's pixels and moments
-(`ImageSetEncoder.image_features`), pooled by a learned set encoder; for text, the sentence-transformers embedding of
-the description + few-shot examples (one item). Items are standardised with the training pools' statistics.
+A condition is turned into a set of item features (items.py): for images, each exemplar's pixels and moments; for
+text, the sentence-transformers embedding of the description + few-shot examples (one item), or each labelled example
+read through the base model (`examples`, which also puts class prototypes into the head). Items are standardised with
+the training pools' statistics and pooled by a learned set encoder.
 Shapes: T tasks, Tb tasks per step, n examples per task, K items per condition, D item features, P adapter size.
 """
 
@@ -28,20 +29,21 @@ from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.batched import batched_lora
 from loragen.adapters.layout import LoraLayout
-from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
+from loragen.conditions import Condition
 from loragen.errors import ConditionError, ConfigError, LoragenError
+from loragen.generators.hyper.items import ITEM_ENCODERS, ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.training import train
 from loragen.zoo.collect import peft_info
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
-ITEM_ENCODERS = ("image-set", "text", "description")
 
 
 @dataclass
 class HyperConfig:
     objective: Literal["task", "recon"] = "task"  # train through the base model's task loss, or match zoo adapters
-    encoder: str = "image-set"  # image-set | text | description: how a condition becomes items
+    encoder: str = "image-set"  # image-set | text | description | examples: how a condition becomes items (items.py)
+    prototype_head: bool = True  # examples encoder: add class prototypes of the examples to the generated head
     rank: int = 4  # LoRA rank r of generated adapters (a zoo's layout wins when fitting on a zoo)
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
     k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
@@ -68,45 +70,22 @@ class HyperConfig:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
 
 
-class ConditionItems:
-    """Condition -> item features (K, D): exemplar images' pixels + moments, or one text embedding."""
-
-    def __init__(self, encoder: str):
-        self.encoder = encoder
-        self._text = TextEncoder(with_examples=encoder == "text") if encoder != "image-set" else None
-
-    def __call__(self, condition: Condition) -> torch.Tensor:
-        if self._text is not None:
-            return self._text.encode([condition])  # (1, D)
-        if condition.images is None or condition.images.ndim != 3:
-            found = None if condition.images is None else tuple(condition.images.shape)
-            raise ConditionError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {condition.task!r}")
-        return ImageSetEncoder.image_features(condition.images.float())  # (K, H·W + 8)
-
-    def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
-        """Everything training conditions of one task are drawn from: every exemplar's features (M, D) for images,
-        R encoded K-example draws (R, D) for text."""
-        if self._text is not None:
-            return self._text.encode([pool.subset(k, g) for _ in range(draws)])
-        return self(pool)
-
-    @property
-    def per_condition(self) -> int | None:
-        """Items that make one condition: 1 for text; None for images (K, the condition's own size)."""
-        return 1 if self._text is not None else None
-
-
 class HyperGenerator:
     """Hypernetwork from a condition to a LoRA adapter; see the module docstring for its two objectives."""
 
     name = "hyper"
 
     def __init__(self, config: HyperConfig, layout: LoraLayout, tasks: list[str], item_dim: int, suite: str | None = None,
-                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None):
+                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None, proto_scale: float = 1.0,
+                 suite_obj=None):
         self.config, self.layout, self.tasks, self.suite = config, layout, list(tasks), suite
         self.peft = peft or {}
-        self.items = ConditionItems(config.encoder)
-        self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init)
+        head = _head_module(layout) if config.encoder == "examples" else None
+        self.items = ConditionItems(config.encoder, suite_obj if suite_obj is not None else suite, head)
+        self.proto_module = head if config.prototype_head else None
+        self.n_classes = next((f.out_features for f in layout.full if f.name == head), 0)
+        self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init, self.proto_module,
+                                proto_scale)
         self.buffers = {"item_mean": torch.zeros(item_dim), "item_std": torch.ones(item_dim)}
         self.fit_summary: dict | None = None
 
@@ -117,6 +96,12 @@ class HyperGenerator:
                                  f"{self.buffers['item_mean'].numel()} (e.g. images of another size than its tasks')")
         return (items_KD - self.buffers["item_mean"]) / self.buffers["item_std"]
 
+    def _inputs(self, raw_BKD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw items (B, K, D) -> the network's inputs: standardised items (B, K, D) and, with a prototype head, the
+        class prototypes (B, C, F)."""
+        proto = ConditionItems.prototypes(raw_BKD, self.n_classes) if self.proto_module is not None else None
+        return self._standardise(raw_BKD), proto
+
     @torch.no_grad()
     def embed(self, conditions: list[Condition]) -> torch.Tensor:
         """(B,) conditions -> (B, Z): the learned condition embedding (used to find the nearest zoo task)."""
@@ -125,32 +110,38 @@ class HyperGenerator:
 
     # ---- generation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate_vectors(self, condition: Condition, n: int = 1, seed: int = 0) -> torch.Tensor:
-        """(N, P) adapters: the first from the whole condition, the others from bootstrap resamples of its exemplars
-        (the spread a different draw of exemplars would give; identical for a one-item text condition)."""
+    def _tensors(self, condition: Condition, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """Adapter tensors with a leading dim N: the first from the whole condition, the others from bootstrap
+        resamples of its exemplars (the spread a different draw of exemplars would give; identical for a one-item
+        text condition)."""
         if n < 1:
             raise ConfigError(f"number of adapters to generate must be >= 1; found {n}")
         self.net.eval()
-        items = self._standardise(self.items(condition))  # (K, D)
+        items = self.items(condition)  # (K, D)
         g = torch.Generator().manual_seed(seed)
         sets = [items] + [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
-        tensors = self.net(torch.stack(sets))
+        return self.net(*self._inputs(torch.stack(sets)))
+
+    def generate_vectors(self, condition: Condition, n: int = 1, seed: int = 0) -> torch.Tensor:
+        """(N, P) adapters for a condition (see `_tensors`)."""
+        tensors = self._tensors(condition, n, seed)
         return torch.stack([self.layout.flatten({k: v[i] for k, v in tensors.items()}) for i in range(n)])
 
     @torch.no_grad()
     def generate_batch(self, conditions: list[Condition]) -> torch.Tensor:
         """(B, P): one adapter per condition, all in one forward pass (conditions of one size: K exemplars each)."""
         self.net.eval()
-        items = [self._standardise(self.items(c)) for c in conditions]
+        items = [self.items(c) for c in conditions]
         if len({len(i) for i in items}) != 1:
             raise ConditionError(f"a batch of conditions needs the same number of exemplars each; found {sorted({len(i) for i in items})}")
-        tensors = self.net(torch.stack(items))
+        tensors = self.net(*self._inputs(torch.stack(items)))
         return torch.stack([self.layout.flatten({k: v[i] for k, v in tensors.items()}) for i in range(len(conditions))])
 
     def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
         """N adapters for a condition, seen or unseen."""
         meta = {"task": condition.task, "generator": self.name, "seed": seed} | ({"peft": self.peft} if self.peft else {})
-        return [Adapter.from_vector(self.layout, v, dict(meta, sample=i)) for i, v in enumerate(self.generate_vectors(condition, n, seed))]
+        tensors = self._tensors(condition, n, seed)
+        return [Adapter(self.layout, {k: v[i].clone() for k, v in tensors.items()}, dict(meta, sample=i)) for i in range(n)]
 
     # ---- training -----------------------------------------------------------------------------------------------
     @classmethod
@@ -163,6 +154,8 @@ class HyperGenerator:
             raise ConfigError("the recon objective matches zoo adapters; expected a zoo, found none")
         if config.objective == "task" and suite is None:
             raise ConfigError("the task objective trains through the base model's loss; expected a suite, found none")
+        if config.encoder == "examples" and suite is None:
+            raise ConfigError("the examples encoder reads examples through the base model; expected a suite, found none")
         if tasks is None:
             tasks = zoo.tasks() if zoo is not None else [t.name for t in suite.seen_tasks()]
         if not tasks:
@@ -181,7 +174,7 @@ class HyperGenerator:
             named = dict(base.named_parameters())
             full_init = {s.key: named[s.key].detach() for s in layout.full_segments}
 
-        items = ConditionItems(config.encoder)
+        items = ConditionItems(config.encoder, suite, _head_module(layout) if config.encoder == "examples" else None)
         g = torch.Generator().manual_seed(config.seed)
         cond_of = (lambda t: zoo.condition(t)) if zoo is not None and config.objective == "recon" else (lambda t: suite.condition_pool(t))
         try:
@@ -192,24 +185,25 @@ class HyperGenerator:
         torch.manual_seed(config.seed)  # the network's init must not depend on what loading the encoders drew
         suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
         peft = zoo.peft_info() if zoo is not None else peft_info(suite)
-        gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init)
+        # the prototype scale starts where prototype · f spans logits of ~±10 over features of the pools' mean norm
+        proto_scale = 20.0 / flat[:, : flat.shape[1] - _n_classes(layout)].norm(dim=1).mean().item() if config.encoder == "examples" else 1.0
+        gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init, proto_scale, suite_obj=suite)
         gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
-        pools = [gen._standardise(p) for p in pools]
         k = items.per_condition or config.k_exemplars
         tb, n = min(config.tasks_per_step, len(tasks)), config.examples_per_task
 
-        def draw_items(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        def draw_items(g: torch.Generator) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
             ti = torch.randperm(len(tasks), generator=g)[:tb]  # (Tb,) distinct tasks
             sets = [pools[t][torch.randperm(len(pools[t]), generator=g)[:k]] for t in ti.tolist()]
-            return ti, torch.stack(sets)  # (Tb,), (Tb, K, D)
+            return ti, gen._inputs(torch.stack(sets))  # (Tb,), ((Tb, K, D), (Tb, C, F) | None)
 
         if config.objective == "task":
             base.requires_grad_(False).eval()
             data = [suite.data(t, "train") for t in tasks]
 
             def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, sets = draw_items(g)
-                tensors = gen.net(sets)
+                ti, inputs = draw_items(g)
+                tensors = gen.net(*inputs)
                 idx = [torch.randint(len(data[t].y), (n,), generator=g) for t in ti.tolist()]
                 x = torch.cat([data[t].x[i] for t, i in zip(ti.tolist(), idx)])  # (Tb·n, ...)
                 y = torch.cat([data[t].y[i] for t, i in zip(ti.tolist(), idx)])
@@ -225,8 +219,8 @@ class HyperGenerator:
             full_var = {s.key: targets[:, s.offset : s.offset + s.numel].var().clamp_min(1e-8) for s in layout.full_segments}
 
             def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, sets = draw_items(g)
-                out = gen.net(sets)
+                ti, inputs = draw_items(g)
+                out = gen.net(*inputs)
                 want = [layout.unflatten(targets[t]) for t in ti.tolist()]
                 loss = 0.0
                 for m in layout.modules:
@@ -263,7 +257,8 @@ class HyperGenerator:
                                                "suite": self.suite, "peft": self.peft, "fit_summary": self.fit_summary})
 
     @classmethod
-    def load(cls, path: str | Path) -> "HyperGenerator":
+    def load(cls, path: str | Path, suite=None) -> "HyperGenerator":
+        """A saved generator; `suite` (an object) serves the examples encoder, else the recorded suite is built on use."""
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -273,12 +268,24 @@ class HyperGenerator:
         if meta.get("generator") != cls.name:
             raise LoragenError(f"{path} holds a {meta.get('generator')!r} generator; expected {cls.name!r}")
         gen = cls(HyperConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"]), meta["tasks"], meta["item_dim"],
-                  meta.get("suite"), meta.get("peft"))
+                  meta.get("suite"), meta.get("peft"), suite_obj=suite)
         t = load_file(str(path / WEIGHTS_FILE))
         gen.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
         gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
         gen.fit_summary = meta.get("fit_summary")
         return gen
+
+
+def _head_module(layout: LoraLayout) -> str:
+    """The one whole module (classification head) the examples encoder reads features at."""
+    if len(layout.full) != 1:
+        raise ConfigError(f"the examples encoder reads the input of the base model's head, the one module adapters carry "
+                          f"whole; found {len(layout.full)} ({[f.name for f in layout.full]})")
+    return layout.full[0].name
+
+
+def _n_classes(layout: LoraLayout) -> int:
+    return layout.full[0].out_features if layout.full else 0
 
 
 def _delta(tensors: dict[str, torch.Tensor], m) -> torch.Tensor:

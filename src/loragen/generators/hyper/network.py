@@ -7,8 +7,11 @@ e_m is a learned embedding of module m (its layer and kind). Modules of one shap
 heads, as Text-to-LoRA shares them across layers; whole modules (a classification head) get a head of their own
 that emits the full weight and bias. B heads start at zero, so a fresh network gives ΔW = 0 (the base model), and
 whole-module heads start at the base module's weights.
+With a prototype module p (a classification head), its generated weight also gets s · prototypes (B, C, F) computed
+from the condition's labelled examples (items.ConditionItems.prototypes), s a learned scale: the head starts as a
+nearest-centroid classifier of the examples and the network learns the rest.
 Shapes: B conditions, K items per condition, D item features, W width, Z condition size, M module-embedding size,
-r / i / o LoRA rank / in / out features.
+r / i / o LoRA rank / in / out features, C classes, F head input features.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 class HyperNetwork(nn.Module):
     def __init__(self, layout: LoraLayout, item_dim: int, width: int = 256, cond_dim: int = 128, module_dim: int = 32,
-                 full_init: dict[str, torch.Tensor] | None = None):
+                 full_init: dict[str, torch.Tensor] | None = None, proto_module: str | None = None, proto_scale: float = 1.0):
         super().__init__()
-        self.layout = layout
+        self.layout, self.proto_module = layout, proto_module
+        if proto_module is not None:
+            if proto_module not in {f.name for f in layout.full}:
+                raise ValueError(f"the prototype module must be a whole module of the layout {[f.name for f in layout.full]}; "
+                                 f"found {proto_module!r}")
+            self.proto_log_scale = nn.Parameter(torch.tensor(math.log(proto_scale)))
         self.item_mlp = _mlp([item_dim, width, width])  # φ
         self.set_mlp = _mlp([width, width, cond_dim])  # ρ
         self.module_emb = nn.Parameter(0.1 * torch.randn(len(layout.modules) + len(layout.full), module_dim))
@@ -61,9 +69,12 @@ class HyperNetwork(nn.Module):
         """(B, K, D) standardised items -> (B, Z) condition embedding."""
         return self.set_mlp(self.item_mlp(items_BKD).mean(1))
 
-    def forward(self, items_BKD: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, items_BKD: torch.Tensor, proto_BCF: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Adapter tensors with a leading batch dim: "<m>.lora_A" (B, r, i), "<m>.lora_B" (B, o, r), whole modules'
-        "<f>.weight" (B, o, i) and "<f>.bias" (B, o)."""
+        "<f>.weight" (B, o, i) and "<f>.bias" (B, o). `proto_BCF` is required with a prototype module."""
+        if (proto_BCF is None) != (self.proto_module is None):
+            raise ValueError(f"prototypes are needed exactly when the network has a prototype module ({self.proto_module!r}); "
+                             f"found {'none' if proto_BCF is None else tuple(proto_BCF.shape)}")
         z = self.embed(items_BKD)  # (B, Z)
         n, slots = len(z), len(self.module_emb)
         # every module's trunk input at once: (modules, B, Z + M) -> (modules, B, W)
@@ -78,6 +89,8 @@ class HyperNetwork(nn.Module):
         for j, f in enumerate(self.layout.full, start=len(self.layout.modules)):
             flat = self.heads[self.shape_of[f.name]](h_all[j])  # (B, o·i [+ o])
             out[f"{f.name}.weight"] = flat[:, : f.out_features * f.in_features].view(n, f.out_features, f.in_features)
+            if f.name == self.proto_module:
+                out[f"{f.name}.weight"] = out[f"{f.name}.weight"] + self.proto_log_scale.exp() * proto_BCF
             if f.bias:
                 out[f"{f.name}.bias"] = flat[:, f.out_features * f.in_features :]
         return out

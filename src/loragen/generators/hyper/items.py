@@ -1,0 +1,120 @@
+"""Condition items: the rows the hypernetwork's set encoder reads, one per item of a condition.
+
+    image-set    each exemplar image: its pixels and 2-D moments (ImageSetEncoder.image_features)   (K, H·W + 8)
+    text         sentence-transformers embedding of description + few-shot examples, one item       (1, 384)
+    description  the same of the description alone                                                  (1, 384)
+    examples     each labelled few-shot example: the base model's input to its head module (the
+                 features the head classifies) and the one-hot label                                 (K, F + C)
+
+`examples` reads the task through the base model itself, so the generator can also place a prototype of each class
+straight into the head (`prototypes`; Proto-MAML's initialisation of the last layer, Triantafillou et al. 2020): what
+the hypernetwork then learns is a correction to a classifier that already fits the examples, which carries over to
+tasks whose topics no training task touched. It needs the suite (base model and `example_batch`).
+Shapes: K items, D item features, F head input features, C classes, B conditions.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
+from loragen.errors import ConditionError, ConfigError
+
+ITEM_ENCODERS = ("image-set", "text", "description", "examples")
+
+# base model -> {example line -> (F + C,) item}: the base model is frozen, so an example's features never change;
+# shared by every generator over one model (k-fold studies fit many). Weak keys: dropped with the model.
+_EXAMPLE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def head_inputs(model: nn.Module, head: str, run, batch: int = 256) -> torch.Tensor:
+    """(N, F): what `model`'s module `head` receives when `run(model, x)` runs over a batch x, in chunks of `batch`."""
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(head).register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+class ConditionItems:
+    """Condition -> item features (K, D) by one of ITEM_ENCODERS. `examples` needs the suite (or its name, built on
+    first use) and the name of the base model's head module."""
+
+    def __init__(self, encoder: str, suite=None, head: str | None = None):
+        if encoder not in ITEM_ENCODERS:
+            raise ConfigError(f"the hyper generator's encoder must be one of {ITEM_ENCODERS}; found {encoder!r}")
+        if encoder == "examples" and (suite is None or head is None):
+            raise ConfigError("the examples encoder reads examples through the base model; expected a suite and its head "
+                              f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
+        self.encoder, self._suite, self.head = encoder, suite, head
+        self._text = TextEncoder(with_examples=encoder == "text") if encoder in ("text", "description") else None
+
+    def suite(self):
+        if isinstance(self._suite, str):
+            from loragen.suites import get_suite
+
+            self._suite = get_suite(self._suite)
+        return self._suite
+
+    def __call__(self, condition: Condition) -> torch.Tensor:
+        if self._text is not None:
+            return self._text.encode([condition])  # (1, D)
+        if self.encoder == "examples":
+            return self._examples(condition)
+        if condition.images is None or condition.images.ndim != 3:
+            found = None if condition.images is None else tuple(condition.images.shape)
+            raise ConditionError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {condition.task!r}")
+        return ImageSetEncoder.image_features(condition.images.float())  # (K, H·W + 8)
+
+    def _examples(self, condition: Condition) -> torch.Tensor:
+        if not condition.examples:
+            raise ConditionError(f"the examples encoder needs labelled few-shot examples; found none for task {condition.task!r}")
+        suite = self.suite()
+        base = suite.base_model()
+        cache = _EXAMPLE_CACHE.setdefault(base, {})
+        todo = [i for i, line in enumerate(condition.examples) if line not in cache]
+        if todo:
+            data = suite.example_batch(Condition(condition.task, examples=[condition.examples[i] for i in todo]))
+            base.eval()
+            feats = head_inputs(base, self.head, lambda: [suite.forward(base, data.x[i : i + 256]) for i in range(0, len(data.y), 256)])
+            n_classes = base.get_submodule(self.head).out_features
+            onehot = F.one_hot(data.y, n_classes).float()
+            for i, row in zip(todo, torch.cat([feats, onehot], 1)):
+                cache[condition.examples[i]] = row
+        return torch.stack([cache[line] for line in condition.examples])  # (K, F + C)
+
+    def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
+        """Everything training conditions of one task are drawn from: every exemplar's (or example's) features (M, D);
+        R encoded K-example draws (R, D) for text."""
+        if self._text is not None:
+            return self._text.encode([pool.subset(k, g) for _ in range(draws)])
+        return self(pool)
+
+    @property
+    def per_condition(self) -> int | None:
+        """Items that make one condition: 1 for text; None for exemplars and examples (K, the condition's own size)."""
+        return 1 if self._text is not None else None
+
+    def clear_cache(self) -> None:
+        """Forget every encoded condition (for cold timings)."""
+        if self._text is not None:
+            self._text._cache.clear()
+        if self.encoder == "examples" and not isinstance(self._suite, str):
+            _EXAMPLE_CACHE.pop(self._suite.base_model(), None)
+
+    @staticmethod
+    def prototypes(raw_BKD: torch.Tensor, n_classes: int) -> torch.Tensor:
+        """(B, K, F + C) raw example items -> (B, C, F): per class, the mean of its examples' L2-normalised features (a
+        class without examples gets the mean of all), so prototype · f ranks classes like a cosine nearest-centroid."""
+        f = F.normalize(raw_BKD[..., :-n_classes], dim=-1)  # (B, K, F)
+        y = raw_BKD[..., -n_classes:]  # (B, K, C) one-hot
+        counts = y.sum(1)[..., None]  # (B, C, 1)
+        means = (y.transpose(1, 2) @ f) / counts.clamp_min(1.0)  # (B, C, F)
+        return torch.where(counts > 0, means, f.mean(1, keepdim=True))
