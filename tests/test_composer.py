@@ -184,7 +184,7 @@ def test_fit_resumes_after_an_interruption(quick_suite, tmp_path, monkeypatch):
     calls["n"] = 0
     with pytest.raises(KeyboardInterrupt):
         ComposerGenerator.fit(quick_suite, cfg, out=tmp_path / "other", show=False)
-    with pytest.raises(LoragenError, match="belongs to another config"):
+    with pytest.raises(LoragenError, match="belongs to another training run"):
         ComposerGenerator.fit(quick_suite, _tiny_config(rank=4), out=tmp_path / "other", show=False)
 
 

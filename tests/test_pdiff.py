@@ -4,7 +4,7 @@ import torch
 from loragen.adapters.adapter import Adapter
 from loragen.conditions import Condition
 from loragen.diffusion import Diffusion
-from loragen.errors import ConfigError, ZooError
+from loragen.errors import ConfigError, LoragenError, ZooError
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.normalizer import Normalizer
@@ -78,28 +78,36 @@ def test_fit_generate_save_load(tmp_path, tiny_layout):
         gen.generate(cond, n=0)
 
 
-def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, tiny_layout, monkeypatch):
+@pytest.mark.parametrize("crash_at", [1, 2])  # the first save is in the autoencoder stage, the second in diffusion
+def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, tiny_layout, monkeypatch, crash_at):
+    import loragen.training as T
+    from loragen.generators.pdiff.generator import STATE_FILE
+
     zoo = _toy_zoo(tmp_path / "z", tiny_layout)
     cfg = PDiffConfig(**TINY)
     straight = PDiffGenerator.fit(zoo, cfg, out=tmp_path / "a", show=False)
-
-    import loragen.generators.pdiff.generator as G
-
-    real_save = G.save_state
+    real_save, saves = T.save_state, {"n": 0}
 
     def save_then_crash(*a, **k):
         real_save(*a, **k)
-        raise KeyboardInterrupt
+        saves["n"] += 1
+        if saves["n"] == crash_at:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(G, "save_state", save_then_crash)
+    monkeypatch.setattr(T, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         PDiffGenerator.fit(zoo, cfg, out=tmp_path / "b", show=False)
-    assert (tmp_path / "b" / G.STATE_FILE).exists()
-    monkeypatch.setattr(G, "save_state", real_save)
+    assert (tmp_path / "b" / STATE_FILE).exists()
+    monkeypatch.setattr(T, "save_state", real_save)
+    with pytest.raises(LoragenError, match="belongs to another training run"):  # another config: the state is not reused
+        PDiffGenerator.fit(zoo, PDiffConfig(**TINY | {"latent_dim": 4}), out=tmp_path / "b", show=False)
     resumed = PDiffGenerator.fit(zoo, cfg, out=tmp_path / "b", show=False)
-    assert not (tmp_path / "b" / G.STATE_FILE).exists()
+    assert not (tmp_path / "b" / STATE_FILE).exists()
+    for k, v in straight.autoencoder.state_dict().items():
+        assert torch.equal(v, resumed.autoencoder.state_dict()[k]), k
     for k, v in straight.denoiser.state_dict().items():
         assert torch.equal(v, resumed.denoiser.state_dict()[k]), k
+    assert straight.fit_summary["diffusion_loss"] == resumed.fit_summary["diffusion_loss"]
 
 
 def test_empty_zoo_refused(tmp_path, tiny_layout):

@@ -1,4 +1,4 @@
-"""Learning-rate schedules shared by the training loops."""
+"""Learning-rate schedules of the training loop (loragen.training)."""
 
 from __future__ import annotations
 

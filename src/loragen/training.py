@@ -1,9 +1,14 @@
-"""One training loop for generators: seeding, cosine learning rate, loss EMA, progress, resumable checkpoints guarded
-by a fingerprint of what is being trained.
+"""One training loop for generators and backbones: seeding, learning-rate schedule, loss EMA, progress, resumable
+checkpoints guarded by a fingerprint of what is being trained.
 
 A step function gets (step, generator) and returns the loss; the loop owns zero_grad / backward / clip / step. The
 generator passed to the step function is seeded from (seed, step), so batch draws after a resume are the ones an
-uninterrupted run would have made.
+uninterrupted run would have made; the global RNG (e.g. a module's own noise) is saved with the state.
+
+Stages: a fit in stages (pdiff: an autoencoder, then a latent denoiser) calls `train` once per stage on one state
+file. A stage runs the global steps first_step .. first_step + total - 1 with its own optimiser and schedule, and keeps
+the earlier stages' modules in its state (`keep`). On a resume, a stage the state has gone past only restores its
+modules from it, and the stage the state belongs to continues.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -21,29 +26,46 @@ from loragen.errors import LoragenError
 from loragen.lr import cosine
 from loragen.progress import progress_bar
 
+SCHEDULES = ("cosine", "constant")
+
 
 def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, total: int,
-          step_fn: Callable[[int, torch.Generator], torch.Tensor], *, state_path: Path | None = None,
+          step_fn: Callable[[int, torch.Generator], torch.Tensor], *, keep: dict[str, nn.Module] | None = None,
+          after_step: Callable[[], None] | None = None, first_step: int = 0,
+          schedule: Literal["cosine", "constant"] = "cosine", state_path: Path | None = None,
           fingerprint: dict | None = None, checkpoint_every: int = 500, seed: int = 0, clip: float | None = 1.0,
           show: bool = True) -> dict:
-    """Run `total` optimiser steps (resuming from `state_path` when it holds a state of the same fingerprint);
-    returns {"loss": EMA of the loss, "steps", "fit_s" (this call's seconds), "resumed_at"}. The caller removes the state
+    """Run `total` optimiser steps on `modules` (resuming from `state_path` when it holds a state of the same
+    fingerprint); returns {"loss": EMA of the loss, "steps", "fit_s" (this call's seconds), "resumed_at" (steps of
+    this stage done before this call)}. `keep`: modules saved in the state but not trained (a weight EMA, a finished
+    stage); `after_step` runs after every optimiser step (e.g. the weight EMA's update). The caller removes the state
     file once it has saved the result, so a crash in between loses nothing."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; found {schedule!r}")
     fingerprint = json.loads(json.dumps(fingerprint or {}))
-    step = 0
+    saved, end = modules | (keep or {}), first_step + total
+    step, ema = first_step, float("nan")
     if state_path is not None and state_path.exists():
-        if read_meta(state_path)["fingerprint"] != fingerprint:
+        meta = read_meta(state_path)
+        if meta.get("fingerprint") != fingerprint:
             raise LoragenError(f"{state_path} belongs to another training run (other data or config); remove it or use another folder")
-        extra, meta = load_state(state_path, modules, {"opt": optimizer})
-        step = meta["step"]
-        torch.set_rng_state(extra["rng"])
-    resumed_at = step
-    sched = cosine(optimizer, total, step)
+        if meta["step"] >= end:  # a later stage's state: this stage is finished and its weights are in the state
+            load_state(state_path, saved, {})
+            step = end
+        elif meta["step"] >= first_step:  # this stage's state (an earlier stage's is ignored: this stage starts afresh)
+            try:
+                extra, meta = load_state(state_path, saved, {"opt": optimizer})
+                torch.set_rng_state(extra["rng"])
+            except KeyError as e:
+                raise LoragenError(f"{state_path} lacks {e} (written by an older loragen?); remove it to train afresh") from e
+            step, ema = meta["step"], meta.get("loss", float("nan"))
+    resumed_at = step - first_step
+    sched = cosine(optimizer, total, resumed_at) if schedule == "cosine" else None
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    ema, t0 = float("nan"), time.perf_counter()
-    with progress_bar(show) as bar:
-        job = bar.add_task(name, total=total, completed=step)
-        while step < total:
+    t0 = time.perf_counter()
+    with progress_bar(show) as bar, torch.enable_grad():  # also when called under no_grad (test-time training)
+        job = bar.add_task(name, total=total, completed=resumed_at)
+        while step < end:
             for m in modules.values():
                 m.train()
             loss = step_fn(step, torch.Generator().manual_seed(seed * 1_000_003 + step))
@@ -52,14 +74,17 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
-            sched.step()
+            if after_step is not None:
+                after_step()
+            if sched is not None:
+                sched.step()
             step += 1
             ema = loss.item() if ema != ema else 0.98 * ema + 0.02 * loss.item()
-            if step % 25 == 0 or step == total:
-                bar.update(job, completed=step, description=f"{name} loss {ema:.4f}")
-            if state_path is not None and step % checkpoint_every == 0 and step < total:
-                save_state(state_path, modules, {"opt": optimizer}, {"rng": torch.get_rng_state()},
-                           {"step": step, "fingerprint": fingerprint})
+            if step % 25 == 0 or step == end:
+                bar.update(job, completed=step - first_step, description=f"{name} loss {ema:.4f}")
+            if state_path is not None and step % checkpoint_every == 0 and step < end:
+                save_state(state_path, saved, {"opt": optimizer}, {"rng": torch.get_rng_state()},
+                           {"step": step, "fingerprint": fingerprint, "loss": ema})
     for m in modules.values():
         m.eval()
     return {"loss": ema, "steps": total, "fit_s": time.perf_counter() - t0, "resumed_at": resumed_at}

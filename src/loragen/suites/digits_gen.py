@@ -24,11 +24,12 @@ from torch import nn
 from loragen.conditions import Condition
 from loragen.diffusion import Diffusion
 from loragen.errors import ConfigError
-from loragen.lr import cosine
-from loragen.progress import progress_bar
 from loragen.suites.digits_classifier import DigitsClassifier
 from loragen.suites.dit import DIT_SIZES, DiT, DiTConfig
 from loragen.suites.suite import Suite, Task, TaskData, rng
+from loragen.training import train
+
+STATE_FILE = "train_state.safetensors"  # the backbone's resumable training state, in the cache folder
 
 
 @dataclass(frozen=True)
@@ -126,44 +127,26 @@ class DigitsGen(Suite):
         model = self._train_backbone(show)
         atomic.save_safetensors(path, model.state_dict(), {"built_s": f"{time.perf_counter() - t0:.1f}",
                                                            "config": json.dumps(asdict(self.config))})
+        (self.cache_dir / STATE_FILE).unlink(missing_ok=True)  # only once the backbone is safely written
         return model.eval()
 
     def _train_backbone(self, show: bool) -> DiT:
         """DDPM ε-loss on the train split, AdamW with cosine decay, EMA of the weights; resumable."""
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        from loragen.checkpoint import load_state, save_state
-
         cfg, data = self.config, self.split("train")
         torch.manual_seed(cfg.seed)
         model = DiT(self.dit_config)
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        state_path, step = self.cache_dir / "train_state.safetensors", 0
-        if state_path.exists():
-            _, meta = load_state(state_path, {"model": model, "ema": ema}, {"opt": opt})
-            step = meta["step"]
-        sched = cosine(opt, cfg.steps, step)
-        loss_avg = float("nan")
-        with progress_bar(show) as bar:
-            job = bar.add_task("digits-gen backbone", total=cfg.steps, completed=step)
-            while step < cfg.steps:
-                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch draws: the same on resume
-                idx = torch.randint(0, len(data.y), (cfg.batch_size,), generator=g)
-                model.train()
-                loss = self.diffusion.training_loss(model, data.x[idx], data.y[idx], generator=g)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                ema.update_parameters(model)
-                step += 1
-                loss_avg = loss.item() if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * loss.item()
-                if step % 25 == 0 or step == cfg.steps:
-                    bar.update(job, completed=step, description=f"digits-gen backbone loss {loss_avg:.4f}")
-                if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                    save_state(state_path, {"model": model, "ema": ema}, {"opt": opt}, {}, {"step": step})
-        state_path.unlink(missing_ok=True)
+
+        def step_fn(step: int, g: torch.Generator) -> torch.Tensor:  # batch and noise from g: the same on resume
+            idx = torch.randint(0, len(data.y), (cfg.batch_size,), generator=g)
+            return self.diffusion.training_loss(model, data.x[idx], data.y[idx], generator=g)
+
+        train("digits-gen backbone", {"model": model}, opt, cfg.steps, step_fn, keep={"ema": ema},
+              after_step=lambda: ema.update_parameters(model), state_path=self.cache_dir / STATE_FILE,
+              fingerprint=asdict(cfg), checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, clip=None, show=show)
         return ema.module
 
     def classifier(self, rebuild: bool = False) -> DigitsClassifier:

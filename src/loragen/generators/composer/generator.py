@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -28,14 +27,13 @@ from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.batched import batched_lora, grouped_lora
 from loragen.adapters.layout import LoraLayout
-from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.errors import ConfigError, LoragenError
 from loragen.generators.composer.context_batches import context_batch
 from loragen.generators.composer.meta_generator import ATTENTIONS, MetaGenerator
 from loragen.generators.composer.mlp_generator import MLPGenerator
 from loragen.generators.composer.static_lora import StaticLoRA
-from loragen.progress import progress_bar
+from loragen.training import train
 
 GENERATORS = ("transformer", "mlp", "static")
 CONFIG_FILE, WEIGHTS_FILE, STATE_FILE = "composer.json", "composer.safetensors", "train_state.safetensors"
@@ -133,32 +131,19 @@ class ComposerGenerator:
             keep = torch.isin(data.y, torch.tensor(labels))
             data = type(data)(data.x[keep], data.y[keep])
         opt = torch.optim.AdamW(gen.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        fingerprint = {"config": asdict(config), "suite": gen.suite_info, "labels": labels}
-        state_path, step = (Path(out) / STATE_FILE if out else None), 0
-        if state_path and state_path.exists():
-            if read_meta(state_path)["fingerprint"] != json.loads(json.dumps(fingerprint)):
-                raise LoragenError(f"{state_path} belongs to another config or backbone; remove it or use another --out")
-            step = load_state(state_path, {"net": gen.net}, {"opt": opt})[1]["step"]
-        t0, loss_avg, desc = time.perf_counter(), float("nan"), desc or f"composer ({config.generator})"
-        with progress_bar(show) as bar, torch.enable_grad():  # also when called under no_grad (test-time training)
-            job = bar.add_task(desc, total=config.steps, completed=step)
-            while step < config.steps:
-                g = torch.Generator().manual_seed(config.seed * 1_000_003 + step)  # batch and noise: same on resume
-                idx = context_batch(data.y, config.batch_size, config.context_share, g)
-                gen.net.train()
-                with gen.applied(backbone, cond_KE[data.y[idx]]):
-                    loss = suite.diffusion.training_loss(backbone, data.x[idx], data.y[idx], generator=g)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
-                loss_avg = loss.item() if loss_avg != loss_avg else 0.98 * loss_avg + 0.02 * loss.item()
-                if step % 25 == 0 or step == config.steps:
-                    bar.update(job, completed=step, description=f"{desc} loss {loss_avg:.4f}")
-                if state_path and step % config.checkpoint_every == 0 and step < config.steps:
-                    save_state(state_path, {"net": gen.net}, {"opt": opt}, {}, {"step": step, "fingerprint": fingerprint})
+
+        def step_fn(step: int, g: torch.Generator) -> torch.Tensor:  # batch and noise from g: the same on resume
+            idx = context_batch(data.y, config.batch_size, config.context_share, g)
+            with gen.applied(backbone, cond_KE[data.y[idx]]):
+                return suite.diffusion.training_loss(backbone, data.x[idx], data.y[idx], generator=g)
+
+        state_path = Path(out) / STATE_FILE if out else None
+        summary = train(desc or f"composer ({config.generator})", {"net": gen.net}, opt, config.steps, step_fn,
+                        schedule="constant", state_path=state_path,
+                        fingerprint={"config": asdict(config), "suite": gen.suite_info, "labels": labels},
+                        checkpoint_every=config.checkpoint_every, seed=config.seed, clip=None, show=show)
         gen.finalize()
-        gen.fit_summary = {"loss": loss_avg, "fit_s": time.perf_counter() - t0, "steps": config.steps}
+        gen.fit_summary = summary
         if out:
             gen.save(out, overwrite=True)
             state_path.unlink(missing_ok=True)

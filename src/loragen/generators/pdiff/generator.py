@@ -14,7 +14,6 @@ F statistic features, N samples.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,15 +23,13 @@ import torch
 from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.layout import LoraLayout
-from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.conditions import ENCODERS, Condition, get_encoder
 from loragen.diffusion import Diffusion
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.pdiff.autoencoder import ParamAutoencoder
 from loragen.generators.pdiff.denoiser import LatentDenoiser
 from loragen.generators.pdiff.normalizer import MODES, Normalizer
-from loragen.lr import cosine
-from loragen.progress import progress_bar
+from loragen.training import train
 from loragen.zoo.store import Zoo
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
@@ -153,51 +150,25 @@ class PDiffGenerator:
         ae, den, cfg = gen.autoencoder, gen.denoiser, config
         ae_opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=2e-6)
         den_opt = torch.optim.AdamW(den.parameters(), lr=cfg.diffusion_lr, weight_decay=0.0)
-        total = cfg.ae_steps + cfg.diffusion_steps
-        step, fingerprint = 0, {"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)}
         state_path = Path(out) / STATE_FILE if out else None
-        if state_path and state_path.exists():
-            if read_meta(state_path)["fingerprint"] != json.loads(json.dumps(fingerprint)):
-                raise LoragenError(f"{state_path} belongs to another zoo or config; remove it or use another --out")
-            extra, meta = load_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt})
-            step = meta["step"]
-            torch.set_rng_state(extra["rng"])
-        ae_sched = cosine(ae_opt, cfg.ae_steps, min(step, cfg.ae_steps))
-        den_sched = cosine(den_opt, cfg.diffusion_steps, max(0, step - cfg.ae_steps))
-        latents = None
-        t0, losses = time.perf_counter(), {"ae": float("nan"), "diffusion": float("nan")}
-        with progress_bar(show) as bar:
-            job = bar.add_task("pdiff", total=total, completed=step)
-            while step < total:
-                gen_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # batch draws: same on resume
-                if step < cfg.ae_steps:  # 2. autoencoder
-                    ae.train()
-                    idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=gen_rng)
-                    loss = torch.nn.functional.mse_loss(ae(xn_MP[idx]), xn_MP[idx])
-                    opt, sched, key = ae_opt, ae_sched, "ae"
-                else:  # 3. latent diffusion
-                    if latents is None:
-                        latents = gen._fit_samples(xn_MP, task_M)
-                    den.train()
-                    idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=gen_rng)
-                    draw = torch.randint(0, cfg.cond_draws, (cfg.batch_size,), generator=gen_rng)
-                    loss = gen.diffusion.training_loss(den, latents[idx], conds_TRE[task_M[idx], draw])
-                    opt, sched, key = den_opt, den_sched, "diffusion"
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                losses[key] = 0.98 * losses[key] + 0.02 * loss.item() if losses[key] == losses[key] else loss.item()
-                if step % 50 == 0 or step == total:
-                    bar.update(job, completed=step, description=f"pdiff {key} loss {losses[key]:.4f}")
-                if state_path and (step % cfg.checkpoint_every == 0) and step < total:
-                    save_state(state_path, {"ae": ae, "den": den}, {"ae": ae_opt, "den": den_opt},
-                               {"rng": torch.get_rng_state()}, {"step": step, "fingerprint": fingerprint})
-            if latents is None:
-                latents = gen._fit_samples(xn_MP, task_M)
-        gen.fit_summary = {"ae_loss": losses["ae"], "diffusion_loss": losses["diffusion"], "fit_s": time.perf_counter() - t0,
-                           "tasks": len(tasks), "checkpoints": len(names)}
+        run = dict(state_path=state_path, fingerprint={"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)},
+                   checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, clip=None, show=show)
+
+        def ae_step(step: int, g: torch.Generator) -> torch.Tensor:  # 2. autoencoder
+            idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=g)
+            return torch.nn.functional.mse_loss(ae(xn_MP[idx]), xn_MP[idx])
+
+        def den_step(step: int, g: torch.Generator) -> torch.Tensor:  # 3. latent diffusion
+            idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+            draw = torch.randint(0, cfg.cond_draws, (cfg.batch_size,), generator=g)
+            return gen.diffusion.training_loss(den, latents[idx], conds_TRE[task_M[idx], draw])
+
+        ae_fit = train("pdiff autoencoder", {"ae": ae}, ae_opt, cfg.ae_steps, ae_step, **run)
+        latents = gen._fit_samples(xn_MP, task_M)  # (M, D + F)
+        den_fit = train("pdiff diffusion", {"den": den}, den_opt, cfg.diffusion_steps, den_step, keep={"ae": ae},
+                        first_step=cfg.ae_steps, **run)
+        gen.fit_summary = {"ae_loss": ae_fit["loss"], "diffusion_loss": den_fit["loss"],
+                           "fit_s": ae_fit["fit_s"] + den_fit["fit_s"], "tasks": len(tasks), "checkpoints": len(names)}
         if out:
             gen.save(out, overwrite=True)
             state_path.unlink(missing_ok=True)
