@@ -39,7 +39,7 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
         cfg = UnseenConfig(hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff),
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),
                            recon_steps=400, multitask_steps=400, warm_tasks_per_fold=1, warm_every=10, merge_val_tasks=8)
-        suite_kwargs = dict(d.suite_kwargs)
+        suite_kwargs: dict = {}
     else:
         cfg = UnseenConfig()
         suite_kwargs = {"n_tasks": 120, "n_extrapolation": 20}

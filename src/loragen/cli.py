@@ -23,6 +23,7 @@ from loragen.errors import LoragenError
 from loragen.generators.base import GENERATORS
 from loragen.generators.composer.generator import GENERATORS as COMPOSER_ARCHS
 from loragen.generators.composer.meta_generator import ATTENTIONS
+from loragen.generators.hyper.items import ITEM_ENCODERS
 from loragen.generators.pdiff.normalizer import MODES
 from loragen.suites import SUITES
 
@@ -37,7 +38,7 @@ Arch = _choices("Arch", GENERATORS)  # hyper | pdiff
 ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static
 Attention = _choices("Attention", ATTENTIONS)
 Objective = _choices("Objective", ("task", "recon"))  # HyperConfig.objective
-Encoder = _choices("Encoder", ENCODERS)
+Encoder = _choices("Encoder", sorted(set(ENCODERS) | set(ITEM_ENCODERS)))  # pdiff's and hyper's condition encoders
 Normalization = _choices("Normalization", MODES)  # PDiffConfig.normalization
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generate LoRA adapters from a condition.")

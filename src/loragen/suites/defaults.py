@@ -29,10 +29,10 @@ DEFAULTS = {
     # starts the head from class prototypes (training length: benchmarks/select_hyper.py --suite text-topics)
     "text-topics": SuiteDefaults(
         finetune={"rank": 2, "alpha": 4.0, "steps": 120, "lr": 2e-3, "batch_size": 16, "keep_last": 10, "save_every": 5},
-        hyper={"encoder": "examples", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 16, "width": 256, "steps": 100,
+        hyper={"encoder": "examples", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 16, "width": 256, "steps": 10,
                "tasks_per_step": 8, "examples_per_task": 8},
         pdiff={"encoder": "text", "k_exemplars": 16, "ae_patch": 64, "ae_steps": 2000},
-        suite_kwargs={"k_exemplars": 16}, n_samples=10),
+        n_samples=10),
     "digits-gen": SuiteDefaults(),
 }
 

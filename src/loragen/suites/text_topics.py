@@ -15,7 +15,8 @@ Task families (62 tasks today; params hold "kind" and "sources", the source ids 
   polarity-B          positive vs negative words of band B (mild = slight + moderate)            5
   intensity-S-X-vs-Y  words of sign S (positive / negative) in band X vs in the weaker band Y    4
 Classes are balanced in every split; a class drawn from several sources takes them in turn, so no source dominates.
-A task's condition is its description plus K labelled examples from its training split (Cond P-Diff's best condition).
+A task's condition is its description plus K = 16 labelled examples from its training split (Cond P-Diff's condition
+is description + examples; 16 leaves both classes represented in all but ~1 in 30,000 draws).
 
 No leaks between tasks: each item's split (60 / 20 / 20) is decided once, from a hash of its text, and every task takes
 its train examples only from train items, its val examples from val items and its test examples from test items, so
@@ -263,7 +264,7 @@ class TextTopics(Suite):
     modules_to_save = ["classifier"]
     metric = "accuracy"
 
-    def __init__(self, model_path: str | Path | None = None, target_modules: list[str] | None = None, k_exemplars: int = 4,
+    def __init__(self, model_path: str | Path | None = None, target_modules: list[str] | None = None, k_exemplars: int = 16,
                  max_per_class: int = MAX_PER_CLASS, cache_dir: str | Path | None = None):
         self.model_path, self.k_exemplars, self.max_per_class = model_path, k_exemplars, max_per_class
         if target_modules is not None:
