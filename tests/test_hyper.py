@@ -150,7 +150,7 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert acc > s.accuracy(base, test) + 10.0, (unseen, acc)
     back = HyperGenerator.load(tmp_path / "g")  # the suite is rebuilt from its recorded name on first use
     assert torch.equal(back.generate_vectors(s.condition(unseen), 1), gen.generate_vectors(s.condition(unseen), 1))
-    off = HyperGenerator(replace(cfg, prototype_head=False), gen.layout, train, gen.buffers["item_mean"].numel(), s.name, suite_obj=s)
+    off = HyperGenerator(replace(cfg, prototype_head=False), gen.layout, train, gen.buffers["item_mean"].numel(), s)
     assert off.proto_module is None and not hasattr(off.net, "proto_log_scale")
     with pytest.raises(ConditionError, match="needs labelled few-shot examples"):
         gen.generate(Condition(task="x", text="about nothing"))

@@ -75,13 +75,15 @@ class HyperGenerator:
 
     name = "hyper"
 
-    def __init__(self, config: HyperConfig, layout: LoraLayout, tasks: list[str], item_dim: int, suite: str | None = None,
-                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None, proto_scale: float = 1.0,
-                 suite_obj=None):
-        self.config, self.layout, self.tasks, self.suite = config, layout, list(tasks), suite
+    def __init__(self, config: HyperConfig, layout: LoraLayout, tasks: list[str], item_dim: int, suite=None,
+                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None, proto_scale: float = 1.0):
+        """`suite`: the suite's name, or the suite itself (the examples encoder reads examples through its base model;
+        given a name, it builds the suite on first use)."""
+        self.config, self.layout, self.tasks = config, layout, list(tasks)
+        self.suite = suite if suite is None or isinstance(suite, str) else suite.name
         self.peft = peft or {}
         head = _head_module(layout) if config.encoder == "examples" else None
-        self.items = ConditionItems(config.encoder, suite_obj if suite_obj is not None else suite, head)
+        self.items = ConditionItems(config.encoder, suite, head)
         self.proto_module = head if config.prototype_head else None
         self.n_classes = next((f.out_features for f in layout.full if f.name == head), 0)
         self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init, self.proto_module,
@@ -187,7 +189,7 @@ class HyperGenerator:
         peft = zoo.peft_info() if zoo is not None else peft_info(suite)
         # the prototype scale starts where prototype · f spans logits of ~±10 over features of the pools' mean norm
         proto_scale = 20.0 / flat[:, : flat.shape[1] - _n_classes(layout)].norm(dim=1).mean().item() if config.encoder == "examples" else 1.0
-        gen = cls(config, layout, tasks, flat.shape[1], suite_name, peft, full_init, proto_scale, suite_obj=suite)
+        gen = cls(config, layout, tasks, flat.shape[1], suite if suite is not None else suite_name, peft, full_init, proto_scale)
         gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
         k = items.per_condition or config.k_exemplars
         tb, n = min(config.tasks_per_step, len(tasks)), config.examples_per_task
@@ -268,7 +270,7 @@ class HyperGenerator:
         if meta.get("generator") != cls.name:
             raise LoragenError(f"{path} holds a {meta.get('generator')!r} generator; expected {cls.name!r}")
         gen = cls(HyperConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"]), meta["tasks"], meta["item_dim"],
-                  meta.get("suite"), meta.get("peft"), suite_obj=suite)
+                  suite if suite is not None else meta.get("suite"), meta.get("peft"))
         t = load_file(str(path / WEIGHTS_FILE))
         gen.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
         gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}
