@@ -160,7 +160,7 @@ def markdown(r: dict) -> str:
               f"cold (condition encoding included) {1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster), {1000 * t['generate_batch_s_per_adapter']:.2f} ms "
               f"per adapter in a batch of {t['batch']}; hyper training {t['hyper_fit_s']:.0f} s per fold (median), zoo collection {t['zoo_collect_s']:.0f} s. "
               f"Break-even: {t['break_even_adapters']:.0f} adapters (hyper training alone; {t['break_even_with_zoo']:.0f} counting the zoo).",
-              f"- Merge chosen per fold on training tasks: " + ", ".join(f"k={c['k']} {c['combination']}" for c in r["merge_choices"]) + "."]
+              "- Merge chosen per fold on training tasks: " + ", ".join(f"k={c['k']} {c['combination']}" for c in r["merge_choices"]) + "."]
     if r.get("seed_spread"):
         s = r["seed_spread"]
         lines.append(f"- Generated, hyper training seeds {s['seeds']}: recovered mean {', '.join(pct(v) for v in s['recovered_mean'])} "

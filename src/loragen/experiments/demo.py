@@ -40,6 +40,7 @@ class DemoConfig:
                    generator=PDiffConfig(**d.pdiff), suite_kwargs=dict(d.suite_kwargs), n_samples=d.n_samples,
                    task_stride=d.task_stride, max_heldout=d.max_heldout)
 
+
 def run(out: str | Path, cfg: DemoConfig, overwrite: bool = False, show: bool = True, suite_kwargs: dict | None = None,
         seed: int = 0) -> dict:
     """Collect (or resume) the zoo and the held-out reference fine-tunes, train (or resume) the generator, evaluate,
