@@ -187,7 +187,7 @@ class HyperGenerator:
         torch.manual_seed(config.seed)  # the network's init must not depend on what loading the encoders drew
         suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
         peft = zoo.peft_info() if zoo is not None else peft_info(suite)
-        # the prototype scale starts where prototype · f spans logits of ~±10 over features of the pools' mean norm
+        # the prototype scale s starts at 20 / (the pools' mean feature norm): logits s · prototype · f of at most ~±20
         proto_scale = 20.0 / flat[:, : flat.shape[1] - _n_classes(layout)].norm(dim=1).mean().item() if config.encoder == "examples" else 1.0
         gen = cls(config, layout, tasks, flat.shape[1], suite if suite is not None else suite_name, peft, full_init, proto_scale)
         gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
