@@ -83,13 +83,20 @@ def test_quick_text_demo_on_your_own_model(tmp_path, tiny_bert_folder):
     adapter = Adapter.load(folder)
     assert adapter.layout.full[0].name == "classifier"  # the head travels with the adapter
     assert adapter.meta["peft"]["base_model_name_or_path"] == str(tiny_bert_folder.resolve())  # the user's model folder
+    # the generator reads examples through the user's model again once loaded from its folder (not the default MiniLM)
+    from loragen.generators import load_generator
+    from loragen.suites import get_suite
+
+    gen = load_generator(out / "generator")
+    assert gen.suite_args == {"model_path": str(tiny_bert_folder)}
+    own = get_suite("text-topics", model_path=tiny_bert_folder)
+    assert gen.generate(own.condition("topic-ai"))[0].layout == adapter.layout
     # the generated adapter gives the same logits through PEFT as through loragen's merge
     import copy
 
     from peft import PeftModel
 
     from loragen.adapters.apply import merged
-    from loragen.suites import get_suite
 
     suite = get_suite("text-topics", model_path=tiny_bert_folder)
     base = suite.base_model()

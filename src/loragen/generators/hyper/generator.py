@@ -76,14 +76,18 @@ class HyperGenerator:
     name = "hyper"
 
     def __init__(self, config: HyperConfig, layout: LoraLayout, tasks: list[str], item_dim: int, suite=None,
-                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None, proto_scale: float = 1.0):
+                 peft: dict | None = None, full_init: dict[str, torch.Tensor] | None = None, proto_scale: float = 1.0,
+                 suite_args: dict | None = None):
         """`suite`: the suite's name, or the suite itself (the examples encoder reads examples through its base model;
         given a name, it builds the suite on first use)."""
         self.config, self.layout, self.tasks = config, layout, list(tasks)
         self.suite = suite if suite is None or isinstance(suite, str) else suite.name
+        # what rebuilding the suite by name needs to find the same base model (a user's own model folder)
+        model_path = getattr(suite, "model_path", None)
+        self.suite_args = dict(suite_args or {}) | ({"model_path": str(model_path)} if model_path is not None else {})
         self.peft = peft or {}
         head = _head_module(layout) if config.encoder == "examples" else None
-        self.items = ConditionItems(config.encoder, suite, head)
+        self.items = ConditionItems(config.encoder, suite, head, self.suite_args)
         self.proto_module = head if config.prototype_head else None
         self.n_classes = next((f.out_features for f in layout.full if f.name == head), 0)
         self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init, self.proto_module,
@@ -256,7 +260,8 @@ class HyperGenerator:
         atomic.save_safetensors(path / WEIGHTS_FILE, tensors)
         atomic.write_json(path / CONFIG_FILE, {"generator": self.name, "config": asdict(self.config), "tasks": self.tasks,
                                                "layout": self.layout.to_dict(), "item_dim": int(self.buffers["item_mean"].numel()),
-                                               "suite": self.suite, "peft": self.peft, "fit_summary": self.fit_summary})
+                                               "suite": self.suite, "suite_args": self.suite_args, "peft": self.peft,
+                                               "fit_summary": self.fit_summary})
 
     @classmethod
     def load(cls, path: str | Path, suite=None) -> "HyperGenerator":
@@ -270,7 +275,7 @@ class HyperGenerator:
         if meta.get("generator") != cls.name:
             raise LoragenError(f"{path} holds a {meta.get('generator')!r} generator; expected {cls.name!r}")
         gen = cls(HyperConfig(**meta["config"]), LoraLayout.from_dict(meta["layout"]), meta["tasks"], meta["item_dim"],
-                  suite if suite is not None else meta.get("suite"), meta.get("peft"))
+                  suite if suite is not None else meta.get("suite"), meta.get("peft"), suite_args=meta.get("suite_args"))
         t = load_file(str(path / WEIGHTS_FILE))
         gen.net.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("net.")})
         gen.buffers = {k[4:]: v for k, v in t.items() if k.startswith("buf.")}

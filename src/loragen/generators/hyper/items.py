@@ -45,22 +45,22 @@ def head_inputs(model: nn.Module, head: str, run, batch: int = 256) -> torch.Ten
 
 class ConditionItems:
     """Condition -> item features (K, D) by one of ITEM_ENCODERS. `examples` needs the suite (or its name, built on
-    first use) and the name of the base model's head module."""
+    first use with `suite_args`, e.g. the user's model folder) and the name of the base model's head module."""
 
-    def __init__(self, encoder: str, suite=None, head: str | None = None):
+    def __init__(self, encoder: str, suite=None, head: str | None = None, suite_args: dict | None = None):
         if encoder not in ITEM_ENCODERS:
             raise ConfigError(f"the hyper generator's encoder must be one of {ITEM_ENCODERS}; found {encoder!r}")
         if encoder == "examples" and (suite is None or head is None):
             raise ConfigError("the examples encoder reads examples through the base model; expected a suite and its head "
                               f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
-        self.encoder, self._suite, self.head = encoder, suite, head
+        self.encoder, self._suite, self.head, self.suite_args = encoder, suite, head, dict(suite_args or {})
         self._text = TextEncoder(with_examples=encoder == "text") if encoder in ("text", "description") else None
 
     def suite(self):
         if isinstance(self._suite, str):
             from loragen.suites import get_suite
 
-            self._suite = get_suite(self._suite)
+            self._suite = get_suite(self._suite, **self.suite_args)
         return self._suite
 
     def __call__(self, condition: Condition) -> torch.Tensor:
