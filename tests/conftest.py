@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import tempfile
@@ -73,3 +74,31 @@ def live_dit():
         if "ada" in name or name.startswith("final"):
             nn.init.normal_(p, std=0.3)
     return dit.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def killed_after_save(monkeypatch):
+    """killed_after_save(n): a block in which training.train's n-th state save is followed by a KeyboardInterrupt, as if
+    the run were killed right after writing it; the block expects the interruption, and saves are real again after it."""
+    import loragen.training as T
+
+    real = T.save_state
+
+    @contextlib.contextmanager
+    def killed(n: int = 1):
+        saves = {"n": 0}
+
+        def save_then_crash(*args, **kw):
+            real(*args, **kw)
+            saves["n"] += 1
+            if saves["n"] == n:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(T, "save_state", save_then_crash)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(T, "save_state", real)
+
+    return killed

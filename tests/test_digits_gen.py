@@ -52,27 +52,16 @@ def test_dit_shapes_and_zero_init():
         DiTConfig(image_size=8, patch=3)
 
 
-def test_interrupted_backbone_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_interrupted_backbone_training_resumes_to_the_same_weights(tmp_path, killed_after_save):
     """The backbone (the EMA of the DiT's weights) of an interrupted training equals the uninterrupted one's."""
-    import loragen.training as T
     from loragen.suites.digits_gen import STATE_FILE, DigitsGen, DigitsGenConfig
 
     cfg = DigitsGenConfig(dit="tiny", steps=6, checkpoint_every=2)
     straight = DigitsGen(cfg, cache_dir=tmp_path / "a").base_model(show=False)
-    real_save, saves = T.save_state, {"n": 0}
-
-    def save_then_crash(*a, **k):
-        real_save(*a, **k)
-        saves["n"] += 1
-        if saves["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "save_state", save_then_crash)
     suite = DigitsGen(cfg, cache_dir=tmp_path / "b")
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_save(2):
         suite.base_model(show=False)
     assert (suite.cache_dir / STATE_FILE).exists()
-    monkeypatch.setattr(T, "save_state", real_save)
     resumed = suite.base_model(show=False)
     assert not (suite.cache_dir / STATE_FILE).exists()
     for k, v in straight.state_dict().items():

@@ -63,23 +63,13 @@ def test_task_objective_learns_the_training_tasks(suite, tmp_path):
     assert gen.generate(cond, 1)[0].meta["peft"]["base_model_name_or_path"] == "loragen:digits-domains"
 
 
-def test_interrupted_fit_resumes_to_the_same_weights(suite, tmp_path, monkeypatch):
-    import loragen.training as T
-
+def test_interrupted_fit_resumes_to_the_same_weights(suite, tmp_path, killed_after_save):
     tasks = [t.name for t in suite.tasks()][:3]
     cfg = HyperConfig(steps=50, **TINY)
     straight = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "a", show=False)
-    real_save = T.save_state
-
-    def save_then_crash(*a, **k):
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "save_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_save(1):
         HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "b", show=False)
     assert (tmp_path / "b" / "train_state.safetensors").exists()
-    monkeypatch.setattr(T, "save_state", real_save)
     with pytest.raises(LoragenError, match="belongs to another training run"):  # other tasks: the state is not reused
         HyperGenerator.fit(cfg, suite=suite, tasks=tasks[:2], out=tmp_path / "b", show=False)
     resumed = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, out=tmp_path / "b", show=False)

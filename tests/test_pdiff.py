@@ -79,26 +79,15 @@ def test_fit_generate_save_load(tmp_path, tiny_layout):
 
 
 @pytest.mark.parametrize("crash_at", [1, 2])  # the first save is in the autoencoder stage, the second in diffusion
-def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, tiny_layout, monkeypatch, crash_at):
-    import loragen.training as T
+def test_interrupted_fit_resumes_to_the_same_weights(tmp_path, tiny_layout, killed_after_save, crash_at):
     from loragen.generators.pdiff.generator import STATE_FILE
 
     zoo = _toy_zoo(tmp_path / "z", tiny_layout)
     cfg = PDiffConfig(**TINY)
     straight = PDiffGenerator.fit(zoo, cfg, out=tmp_path / "a", show=False)
-    real_save, saves = T.save_state, {"n": 0}
-
-    def save_then_crash(*a, **k):
-        real_save(*a, **k)
-        saves["n"] += 1
-        if saves["n"] == crash_at:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "save_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_save(crash_at):
         PDiffGenerator.fit(zoo, cfg, out=tmp_path / "b", show=False)
     assert (tmp_path / "b" / STATE_FILE).exists()
-    monkeypatch.setattr(T, "save_state", real_save)
     with pytest.raises(LoragenError, match="belongs to another training run"):  # another config: the state is not reused
         PDiffGenerator.fit(zoo, PDiffConfig(**TINY | {"latent_dim": 4}), out=tmp_path / "b", show=False)
     resumed = PDiffGenerator.fit(zoo, cfg, out=tmp_path / "b", show=False)

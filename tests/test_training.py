@@ -29,20 +29,10 @@ def _two_stages(state_path, after_step=None) -> tuple[nn.Module, nn.Module, list
 
 
 @pytest.mark.parametrize("crash_at", [1, 2])  # the first save (step 4) is in stage a, the second (step 8) in stage b
-def test_interrupted_stages_resume_to_the_same_weights_and_losses(tmp_path, monkeypatch, crash_at):
+def test_interrupted_stages_resume_to_the_same_weights_and_losses(tmp_path, killed_after_save, crash_at):
     a, b, fits = _two_stages(tmp_path / "a.safetensors")
-    real_save, saves = T.save_state, {"n": 0}
-
-    def save_then_crash(*args, **kw):
-        real_save(*args, **kw)
-        saves["n"] += 1
-        if saves["n"] == crash_at:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "save_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_save(crash_at):
         _two_stages(tmp_path / "b.safetensors")
-    monkeypatch.setattr(T, "save_state", real_save)
     a2, b2, fits2 = _two_stages(tmp_path / "b.safetensors")
     assert all(torch.equal(v, w) for v, w in zip([*a.parameters(), *b.parameters()], [*a2.parameters(), *b2.parameters()]))
     assert fits2[1]["loss"] == fits[1]["loss"] and (crash_at == 2 or fits2[0]["loss"] == fits[0]["loss"])  # EMA resumed
