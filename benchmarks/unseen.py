@@ -11,6 +11,7 @@ Trained pieces (zoo, per-fold generators) stay in --out, so a rerun resumes and 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -68,11 +69,11 @@ def timing(run, n_conditions: int = 10, repeats: int = 5) -> dict:
     load from other work on the machine falls on both alike."""
     gen, suite = run.gens["generated"], run.suite
     conds = [suite.condition(t, draw=7) for t in run.fold.test[:n_conditions]]
-    turn = iter(range(10**9))
+    turn = itertools.cycle(conds)
 
     def cold() -> None:
         gen.items.clear_cache()  # cold: no cached text embedding or example features
-        gen.generate(conds[next(turn) % len(conds)], 1)
+        gen.generate(next(turn), 1)
 
     def finetune_one() -> None:
         finetune(suite, run.base, run.zoo.layout, run.fold.test[0], run.cfg.finetune)

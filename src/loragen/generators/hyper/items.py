@@ -31,13 +31,15 @@ ITEM_ENCODERS = ("image-set", "text", "description", "examples")
 _EXAMPLE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
-def head_inputs(model: nn.Module, head: str, run, batch: int = 256) -> torch.Tensor:
-    """(N, F): what `model`'s module `head` receives when `run(model, x)` runs over a batch x, in chunks of `batch`."""
+def head_inputs(model: nn.Module, head: str, forward, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(N, F): what `model`'s module `head` receives when `forward(model, x)` runs over inputs x (N, ...), in chunks of
+    `batch`."""
     seen: list[torch.Tensor] = []
     handle = model.get_submodule(head).register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     try:
         with torch.no_grad():
-            run()
+            for i in range(0, len(x), batch):
+                forward(model, x[i : i + batch])
     finally:
         handle.remove()
     return torch.cat(seen)
@@ -83,7 +85,7 @@ class ConditionItems:
         if todo:
             data = suite.example_batch(Condition(condition.task, examples=[condition.examples[i] for i in todo]))
             base.eval()
-            feats = head_inputs(base, self.head, lambda: [suite.forward(base, data.x[i : i + 256]) for i in range(0, len(data.y), 256)])
+            feats = head_inputs(base, self.head, suite.forward, data.x)
             n_classes = base.get_submodule(self.head).out_features
             onehot = F.one_hot(data.y, n_classes).float()
             for i, row in zip(todo, torch.cat([feats, onehot], 1)):
