@@ -87,6 +87,19 @@ def test_warm_start_begins_where_its_adapter_is():
     assert scratch[0][1] == pytest.approx(suite.accuracy(base, suite.data(task, "val")))  # LoRA's init: B = 0
 
 
+def test_warm_start_target_is_share_of_where_scratch_settles():
+    from loragen.evaluate.unseen import reach
+
+    # scratch settles at 80 (last quarter of 8 checks: 80, 80); one lucky check at 100 must not set the target
+    scratch = [(s, a, s / 10) for s, a in zip(range(0, 80, 10), [50, 60, 100, 70, 78, 80, 80, 80])]
+    curves = {"scratch": scratch, "generated": [(0, 77.0, 0.0), (10, 90.0, 1.0)], "nearest": [(0, 10.0, 0.0), (10, 20.0, 1.0)]}
+    target, hits = reach(curves)
+    assert target == pytest.approx(0.95 * 80)
+    assert hits["scratch"] == {"steps": 20, "seconds": 2.0, "start_acc": 50}
+    assert hits["generated"]["steps"] == 0 and hits["generated"]["start_acc"] == 77.0
+    assert hits["nearest"] == {"steps": None, "seconds": None, "start_acc": 10.0}
+
+
 def test_unseen_benchmark_quick_end_to_end(tmp_path):
     """The k-fold benchmark's tiny configuration writes the documented results layout; rerunning reuses its work."""
     out = tmp_path / "u"
