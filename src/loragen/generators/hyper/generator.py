@@ -194,6 +194,7 @@ class HyperGenerator:
         # the prototype scale s starts at 20 / (the pools' mean feature norm): logits s · prototype · f of at most ~±20
         proto_scale = 20.0 / flat[:, : flat.shape[1] - _n_classes(layout)].norm(dim=1).mean().item() if config.encoder == "examples" else 1.0
         gen = cls(config, layout, tasks, flat.shape[1], suite if suite is not None else suite_name, peft, full_init, proto_scale)
+        gen.items = items  # the encoder that read the pools: its model and cache are loaded once
         gen.buffers = {"item_mean": flat.mean(0), "item_std": flat.std(0).clamp_min(1e-3)}
         k = items.per_condition or config.k_exemplars
         tb, n = min(config.tasks_per_step, len(tasks)), config.examples_per_task
