@@ -327,7 +327,7 @@ def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator
 def _digits_gen(quick: bool, config: Optional[dict] = None):
     from loragen.suites.digits_gen import DigitsGen, DigitsGenConfig
 
-    return DigitsGen(DigitsGenConfig(**config)) if config else DigitsGen(quick=quick)
+    return DigitsGen(DigitsGenConfig.from_dict(config)) if config else DigitsGen(quick=quick)
 
 
 @composer_app.command("train")
