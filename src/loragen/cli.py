@@ -35,7 +35,7 @@ def _choices(name: str, values) -> type[Enum]:
 
 SuiteName = _choices("SuiteName", SUITES)
 Arch = _choices("Arch", GENERATORS)  # hyper | pdiff
-ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static
+ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static | per-class
 Attention = _choices("Attention", ATTENTIONS)
 Objective = _choices("Objective", ("task", "recon"))  # HyperConfig.objective
 Encoder = _choices("Encoder", sorted(set(ENCODERS) | set(ITEM_ENCODERS)))  # pdiff's and hyper's condition encoders
@@ -333,7 +333,7 @@ def _digits_gen(quick: bool, config: Optional[dict] = None):
 @composer_app.command("train")
 @_friendly
 def composer_train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupted fit resumes from it).")],
-                   arch: Annotated[Optional[ComposerArch], typer.Option(help="transformer (Composer) | mlp | static (one shared LoRA).")] = None,
+                   arch: Annotated[Optional[ComposerArch], typer.Option(help="transformer (Composer) | mlp | static (one shared LoRA) | per-class (a LoRA per class).")] = None,
                    attention: Annotated[Optional[Attention], typer.Option(help="Meta-generator attention.")] = None,
                    rank: Annotated[Optional[int], typer.Option(help="r of every W_Q / W_V update.")] = None,
                    context_share: Annotated[Optional[float], typer.Option(help="Context-aware batches: share of a batch from one class (Composer's α).")] = None,
