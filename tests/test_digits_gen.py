@@ -26,9 +26,11 @@ def test_suite_data_and_conditions():
     train, val, test = s.split("train"), s.split("val"), s.split("test")
     assert (len(train.y), len(val.y), len(test.y)) == (989, 269, 539) and train.x.shape[1:] == (1, 8, 8)
     assert train.x.min() == -1.0 and train.x.max() == 1.0
-    rows = lambda d: set(map(tuple, d.x.flatten(1).tolist()))  # noqa: E731
-    assert not rows(train) & rows(test) and not rows(val) & rows(test)
-    assert len(rows(val) - rows(train)) > 200  # (a few 8×8 digits are exact duplicates of one another)
+
+    def rows(d):
+        return set(map(tuple, d.x.flatten(1).tolist()))
+
+    assert not rows(train) & rows(test) and not rows(val) & rows(test) and not rows(val) & rows(train)
     three = s.data("digit-3", "val")
     assert (three.y == 3).all() and len(three.y) > 10
     assert s.condition("digit-3").label == 3 and [c.label for c in s.label_conditions()] == list(range(10))
@@ -149,17 +151,39 @@ def test_composer_cli_bench_train_sample(tmp_path):
     r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    methods = {"backbone", "static_lora", "composer", "ttt"}
+    methods, trained = {"backbone", "static_lora", "per_class_lora", "composer", "ttt"}, {"static_lora", "per_class_lora", "composer"}
     assert set(res["fd"]) == methods and set(res["class_acc"]) == methods
     assert all(v >= 0 for v in res["fd"].values()) and all(0 <= v <= 100 for v in res["class_acc"].values())
     assert {"time_ratio", "memory_ratio"} <= set(res["overhead"]) and res["batched_lora_ratio"] > 0
     assert set(res["ablations"]) == {"default", "rank=4", "rank=16", "alpha=0", "alpha=0.5", "alpha=1",
                                      "attention=standard", "generator=mlp"}
+    # lr chosen per trained method on the validation split's FD; the test FD is the mean over the training seeds
+    assert set(res["lr_selection"]) == set(res["lr"]) == set(res["fd_train_std"]) == trained
+    for m in trained:
+        grid = {row["lr"]: row["val_fd"] for row in res["lr_selection"][m]}
+        assert list(grid) == [1e-3, 1e-2] and res["lr"][m] == min(grid, key=grid.get)
+        assert len(res["fd_per_train_seed"][m]) == 2 and abs(sum(res["fd_per_train_seed"][m]) / 2 - res["fd"][m]) < 1e-9
+        for seed in (0, 1):
+            assert (out / "generators" / f"{m}_lr{res['lr'][m]:g}_seed{seed}" / "composer.json").exists()
+    assert res["split_sizes"] == {"train": 989, "val": 269, "test": 539}
+    assert set(res["comparison"]["controls"]) == {"static_lora", "per_class_lora"}
     for m in methods:
         assert (out / f"grid_{m}.png").stat().st_size > 1000
-    assert (out / "report.md").read_text().startswith("# loragen: Composer")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# loragen: Composer") and "chosen on validation digits-FD" in report
+    assert "Composer's claim" in report and "per-class LoRA" in report
     r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
     assert r.exit_code == 2 and "pass --overwrite" in said(r)
+    # a rerun reuses every trained generator: none is trained again
+    from loragen.generators.composer import ComposerGenerator
+
+    fits = []
+    real_fit = ComposerGenerator.fit.__func__
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ComposerGenerator, "fit", classmethod(lambda cls, *a, **k: fits.append(k.get("out")) or real_fit(cls, *a, **k)))
+        r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick", "--overwrite", "--no-ablations"])
+    assert r.exit_code == 0, r.output
+    assert all(f is None for f in fits)  # only test-time training fits (in memory, no folder)
 
     gen = tmp_path / "gen"
     r = runner.invoke(app, ["composer", "train", "--out", str(gen), "--quick", "--steps", "3"])

@@ -408,18 +408,23 @@ def composer_bench(out: Annotated[Path, typer.Option(help="Output folder: result
                    quick: Annotated[bool, typer.Option(help="Tiny configuration (seconds; numbers mean nothing).")] = False,
                    ablations: Annotated[bool, typer.Option(help="Also train and score the ablation rows.")] = True,
                    overwrite: Annotated[bool, typer.Option(help="Replace an existing report (trained generators are reused).")] = False):
-    """Composer vs frozen backbone, static LoRA and test-time training; ablations; inference overhead."""
-    from loragen.experiments.composer_bench import BenchConfig, run
+    """Composer vs frozen backbone, static and per-class LoRA (lr tuned on validation digits-FD, several training
+    seeds) and test-time training; ablations; inference overhead."""
+    from loragen.evaluate.composer_report import verdict
+    from loragen.experiments.composer_bench import METHODS, BenchConfig, run
 
     cfg = BenchConfig.quick() if quick else BenchConfig()
     cfg.ablations = ablations
     r = run(out, cfg, overwrite=overwrite, log=console.print)
-    table = Table(title="digits-gen: Composer and baselines")
-    for col in ("method", "digits-FD", "class consistency"):
+    table = Table(title="digits-gen: Composer and baselines (test split)")
+    for col in ("method", "lr", "digits-FD", "± training seeds", "± sampling seeds", "class consistency"):
         table.add_column(col, justify="right")
-    for m in ("backbone", "static_lora", "composer", "ttt"):
-        table.add_row(m, f"{r['fd'][m]:.2f} ± {r['fd_std'][m]:.2f}", f"{r['class_acc'][m]:.1f}%")
+    for m in METHODS:
+        table.add_row(m, f"{r['lr'][m]:g}" if m in r["lr"] else "—", f"{r['fd'][m]:.2f}",
+                      f"{r['fd_train_std'][m]:.2f}" if m in r["fd_train_std"] else "—", f"{r['fd_std'][m]:.2f}",
+                      f"{r['class_acc'][m]:.1f}%")
     console.print(table)
+    console.print(" ".join(verdict(r)))
     o = r["overhead"]
     console.print(f"Composer overhead (batch {o['batch']}, {o['steps']} steps): time ×{o['time_ratio']:.3f}, "
                   f"peak memory ×{o['memory_ratio']:.3f}; batched LoRA forward ×{r['batched_lora_ratio']:.3f}; "

@@ -64,7 +64,7 @@ class DigitsGenConfig:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     @classmethod
-    def from_dict(cls, saved: dict) -> "DigitsGenConfig":
+    def from_dict(cls, saved: dict) -> DigitsGenConfig:
         """The config a generator recorded; one written before the validation split existed names no val_share and
         was trained on all 70% that is not test, i.e. val_share 0.0."""
         return cls(**({"val_share": 0.0} | saved))
