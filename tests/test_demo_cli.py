@@ -196,5 +196,5 @@ def test_option_names_have_one_meaning_across_commands(tmp_path):
     helps = {cmd: runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "300"}).output  # wide: one line per option
              for cmd in (("train",), ("composer", "train"), ("demo",))}
     assert "<hyper|pdiff>" in helps[("train",)] and "<task|recon>" in helps[("train",)]
-    assert "<transformer|mlp|static>" in helps[("composer", "train")] and "--context-share" in helps[("composer", "train")]
+    assert "<transformer|mlp|static|per-class>" in helps[("composer", "train")] and "--context-share" in helps[("composer", "train")]
     assert "<digits-domains|text-topics|digits-gen>" in helps[("demo",)]

@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -22,15 +23,65 @@ def said(result) -> str:
 
 def test_suite_data_and_conditions():
     s = get_suite("digits-gen", quick=True)
-    train, test = s.split("train"), s.split("test")
-    assert (len(train.y), len(test.y)) == (1258, 539) and train.x.shape[1:] == (1, 8, 8)
+    train, val, test = s.split("train"), s.split("val"), s.split("test")
+    assert (len(train.y), len(val.y), len(test.y)) == (989, 269, 539) and train.x.shape[1:] == (1, 8, 8)
     assert train.x.min() == -1.0 and train.x.max() == 1.0
-    assert not set(map(tuple, train.x.flatten(1).tolist()[:50])) & set(map(tuple, test.x.flatten(1).tolist()))
-    three = s.data("digit-3", "test")
-    assert (three.y == 3).all() and len(three.y) > 40
+
+    def rows(d):
+        return set(map(tuple, d.x.flatten(1).tolist()))
+
+    assert not rows(train) & rows(test) and not rows(val) & rows(test) and not rows(val) & rows(train)
+    three = s.data("digit-3", "val")
+    assert (three.y == 3).all() and len(three.y) > 10
     assert s.condition("digit-3").label == 3 and [c.label for c in s.label_conditions()] == list(range(10))
     with pytest.raises(ValueError, match="split must be one of"):
-        s.split("val")
+        s.split("valid")
+
+
+def test_validation_split_leaves_the_test_split_as_it_was():
+    """Pinned sums of the 70/30 split before the validation split existed (issue 9): the test split is the same
+    539 images, and validation + train are the old train split."""
+    from loragen.suites.digits_gen import QUICK, DigitsGen
+
+    new, old = DigitsGen(QUICK), DigitsGen(replace(QUICK, val_share=0.0))
+    for s in (new, old):
+        assert len(s.split("test").y) == 539 and s.split("test").x.sum().item() == -13277.375
+        assert s.split("test").y.sum().item() == 2362
+    assert old.split("train").x.sum().item() == -31515.875 and len(old.split("train").y) == 1258
+    both = new.split("train").x.sum().item() + new.split("val").x.sum().item()
+    assert both == -31515.875 and len(new.split("train").y) + len(new.split("val").y) == 1258
+    with pytest.raises(ValueError, match="no validation split"):
+        old.split("val")
+    with pytest.raises(ConfigError, match=r"val_share must lie in \[0, 0.7\)"):
+        replace(QUICK, val_share=0.7)
+
+
+def test_config_key_and_generators_saved_before_the_validation_split():
+    """val_share 0.0 keeps the cache key of the configuration before the field existed (so its cached backbone is
+    found), and a config recorded then (no val_share) loads as val_share 0.0, not as the new default."""
+    import hashlib
+
+    from loragen.suites.digits_gen import DigitsGenConfig
+
+    before = {"dit": "small", "steps": 3000, "batch_size": 64, "lr": 0.001, "ema": 0.999, "classifier_epochs": 30,
+              "checkpoint_every": 500, "seed": 0}
+    old_key = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:10]
+    assert DigitsGenConfig.from_dict(before).val_share == 0.0 and DigitsGenConfig.from_dict(before).key() == old_key
+    assert DigitsGenConfig().key() != old_key and DigitsGenConfig.from_dict(asdict(DigitsGenConfig())) == DigitsGenConfig()
+
+
+def test_digits_fd_against_the_validation_split():
+    """digits-FD takes its reference from the split asked for: the validation images score ~0 against themselves
+    and not against the test split; the reference features are computed once per split."""
+    s = get_suite("digits-gen", quick=True)
+    val, test = s.split("val"), s.split("test")
+    assert abs(s.image_metrics(val.x, val.y, split="val")["fd"]) < 1e-3
+    assert s.image_metrics(val.x, val.y)["fd"] > 0.1  # the default reference is the test split
+    assert abs(s.image_metrics(test.x, test.y, split="test")["fd"]) < 1e-3
+    assert s.real_features("val") is s.real_features("val") and s.real_features("val").shape[0] == 269
+    assert s.floor_fd("val") > 0
+    with pytest.raises(ValueError, match="held-out split, 'test' or 'val'; found 'train'"):
+        s.real_features("train")
 
 
 def test_class_encoder():
@@ -100,17 +151,39 @@ def test_composer_cli_bench_train_sample(tmp_path):
     r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    methods = {"backbone", "static_lora", "composer", "ttt"}
+    methods, trained = {"backbone", "static_lora", "per_class_lora", "composer", "ttt"}, {"static_lora", "per_class_lora", "composer"}
     assert set(res["fd"]) == methods and set(res["class_acc"]) == methods
     assert all(v >= 0 for v in res["fd"].values()) and all(0 <= v <= 100 for v in res["class_acc"].values())
     assert {"time_ratio", "memory_ratio"} <= set(res["overhead"]) and res["batched_lora_ratio"] > 0
     assert set(res["ablations"]) == {"default", "rank=4", "rank=16", "alpha=0", "alpha=0.5", "alpha=1",
                                      "attention=standard", "generator=mlp"}
+    # lr chosen per trained method on the validation split's FD; the test FD is the mean over the training seeds
+    assert set(res["lr_selection"]) == set(res["lr"]) == set(res["fd_train_std"]) == trained
+    for m in trained:
+        grid = {row["lr"]: row["val_fd"] for row in res["lr_selection"][m]}
+        assert list(grid) == [1e-3, 1e-2] and res["lr"][m] == min(grid, key=grid.get)
+        assert len(res["fd_per_train_seed"][m]) == 2 and abs(sum(res["fd_per_train_seed"][m]) / 2 - res["fd"][m]) < 1e-9
+        for seed in (0, 1):
+            assert (out / "generators" / f"{m}_lr{res['lr'][m]:g}_seed{seed}" / "composer.json").exists()
+    assert res["split_sizes"] == {"train": 989, "val": 269, "test": 539}
+    assert set(res["comparison"]["controls"]) == {"static_lora", "per_class_lora"}
     for m in methods:
         assert (out / f"grid_{m}.png").stat().st_size > 1000
-    assert (out / "report.md").read_text().startswith("# loragen: Composer")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# loragen: Composer") and "chosen on validation digits-FD" in report
+    assert "Composer's claim" in report and "per-class LoRA" in report
     r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick"])
     assert r.exit_code == 2 and "pass --overwrite" in said(r)
+    # a rerun reuses every trained generator: none is trained again
+    from loragen.generators.composer import ComposerGenerator
+
+    fits = []
+    real_fit = ComposerGenerator.fit.__func__
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ComposerGenerator, "fit", classmethod(lambda cls, *a, **k: fits.append(k.get("out")) or real_fit(cls, *a, **k)))
+        r = runner.invoke(app, ["composer", "bench", "--out", str(out), "--quick", "--overwrite", "--no-ablations"])
+    assert r.exit_code == 0, r.output
+    assert all(f is None for f in fits)  # only test-time training fits (in memory, no folder)
 
     gen = tmp_path / "gen"
     r = runner.invoke(app, ["composer", "train", "--out", str(gen), "--quick", "--steps", "3"])

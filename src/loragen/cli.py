@@ -35,7 +35,7 @@ def _choices(name: str, values) -> type[Enum]:
 
 SuiteName = _choices("SuiteName", SUITES)
 Arch = _choices("Arch", GENERATORS)  # hyper | pdiff
-ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static
+ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static | per-class
 Attention = _choices("Attention", ATTENTIONS)
 Objective = _choices("Objective", ("task", "recon"))  # HyperConfig.objective
 Encoder = _choices("Encoder", sorted(set(ENCODERS) | set(ITEM_ENCODERS)))  # pdiff's and hyper's condition encoders
@@ -327,13 +327,13 @@ def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator
 def _digits_gen(quick: bool, config: Optional[dict] = None):
     from loragen.suites.digits_gen import DigitsGen, DigitsGenConfig
 
-    return DigitsGen(DigitsGenConfig(**config)) if config else DigitsGen(quick=quick)
+    return DigitsGen(DigitsGenConfig.from_dict(config)) if config else DigitsGen(quick=quick)
 
 
 @composer_app.command("train")
 @_friendly
 def composer_train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupted fit resumes from it).")],
-                   arch: Annotated[Optional[ComposerArch], typer.Option(help="transformer (Composer) | mlp | static (one shared LoRA).")] = None,
+                   arch: Annotated[Optional[ComposerArch], typer.Option(help="transformer (Composer) | mlp | static (one shared LoRA) | per-class (a LoRA per class).")] = None,
                    attention: Annotated[Optional[Attention], typer.Option(help="Meta-generator attention.")] = None,
                    rank: Annotated[Optional[int], typer.Option(help="r of every W_Q / W_V update.")] = None,
                    context_share: Annotated[Optional[float], typer.Option(help="Context-aware batches: share of a batch from one class (Composer's α).")] = None,
@@ -408,18 +408,23 @@ def composer_bench(out: Annotated[Path, typer.Option(help="Output folder: result
                    quick: Annotated[bool, typer.Option(help="Tiny configuration (seconds; numbers mean nothing).")] = False,
                    ablations: Annotated[bool, typer.Option(help="Also train and score the ablation rows.")] = True,
                    overwrite: Annotated[bool, typer.Option(help="Replace an existing report (trained generators are reused).")] = False):
-    """Composer vs frozen backbone, static LoRA and test-time training; ablations; inference overhead."""
-    from loragen.experiments.composer_bench import BenchConfig, run
+    """Composer vs frozen backbone, static and per-class LoRA (lr tuned on validation digits-FD, several training
+    seeds) and test-time training; ablations; inference overhead."""
+    from loragen.evaluate.composer_report import verdict
+    from loragen.experiments.composer_bench import METHODS, BenchConfig, run
 
     cfg = BenchConfig.quick() if quick else BenchConfig()
     cfg.ablations = ablations
     r = run(out, cfg, overwrite=overwrite, log=console.print)
-    table = Table(title="digits-gen: Composer and baselines")
-    for col in ("method", "digits-FD", "class consistency"):
+    table = Table(title="digits-gen: Composer and baselines (test split)")
+    for col in ("method", "lr", "digits-FD", "± training seeds", "± sampling seeds", "class consistency"):
         table.add_column(col, justify="right")
-    for m in ("backbone", "static_lora", "composer", "ttt"):
-        table.add_row(m, f"{r['fd'][m]:.2f} ± {r['fd_std'][m]:.2f}", f"{r['class_acc'][m]:.1f}%")
+    for m in METHODS:
+        table.add_row(m, f"{r['lr'][m]:g}" if m in r["lr"] else "—", f"{r['fd'][m]:.2f}",
+                      f"{r['fd_train_std'][m]:.2f}" if m in r["fd_train_std"] else "—", f"{r['fd_std'][m]:.2f}",
+                      f"{r['class_acc'][m]:.1f}%")
     console.print(table)
+    console.print(" ".join(verdict(r)))
     o = r["overhead"]
     console.print(f"Composer overhead (batch {o['batch']}, {o['steps']} steps): time ×{o['time_ratio']:.3f}, "
                   f"peak memory ×{o['memory_ratio']:.3f}; batched LoRA forward ×{r['batched_lora_ratio']:.3f}; "

@@ -1,19 +1,31 @@
-"""The Composer benchmark on digits-gen: Composer against the frozen backbone, a static LoRA and test-time training,
-its ablations, and its inference cost. All are measured in one run.
+"""The Composer benchmark on digits-gen: Composer against the frozen backbone, two equal-effort LoRA controls and
+test-time training, its ablations, and its inference cost. All are measured in one run.
 
-1. Backbone and metric classifier from the suite (cached).
-2. Train Composer and the static-LoRA control with the same steps, batches, noise and optimiser. Per-instance
-   test-time training (TTT) fits a fresh LoRA of the same rank on each class's training images for a few steps.
-3. Sample `n_samples` images of mixed classes per method and sampling seed; digits-FD and class consistency.
-4. Ablations (rank, α, attention, generator), each trained like the default.
-5. Cost: sampling time and peak memory of Composer vs the backbone for mixed-class batches (interleaved medians),
+1. Backbone and metric classifier from the suite (cached), trained on the train split only.
+2. Learning rate per trained method, chosen on validation digits-FD: Composer and the two controls, a static LoRA
+   (one LoRA shared by all classes) and a per-class LoRA (one per class), are each trained at every lr of `lr_grid`
+   with seed 0, by the same loop with the same steps, batches, noise and optimiser. Each is scored by digits-FD of
+   `val_samples` images (one sampling seed) against the validation split, and the lr with the lowest is kept. The
+   test split is not used to choose anything.
+3. Training seeds: at its chosen lr, each trained method is trained with `train_seeds` seeds (seed 0 is the grid's).
+   Per-instance test-time training (TTT) fits a fresh LoRA of the same rank on each class's training images for a
+   few steps (its lr `ttt_lr` is fixed).
+4. Test scores: `n_samples` images of mixed classes per method, training seed and sampling seed; digits-FD against
+   the test split and class consistency. A trained method's score is the mean over training × sampling seeds, with
+   the std over training seeds (of the per-seed means) and the mean std over sampling seeds.
+5. Verdict: Composer beats a control when its FD is lower by more than the training seeds' spread (the sum of the
+   two methods' stds over training seeds); the claim survives when it beats both tuned controls so.
+6. Ablations (rank, α, attention, generator), each trained like the default at Composer's chosen lr, seed 0.
+7. Cost: sampling time and peak memory of Composer vs the backbone for mixed-class batches (interleaved medians),
    TTT's cost, and per-sample batched LoRA with all-distinct adapters vs the base forward pass.
 Writes DIR/results.json, DIR/report.md, DIR/grid_<method>.png, DIR/ablations.png; trained generators go to
-DIR/generators/<name> and are reused when the bench runs again (an interrupted run resumes).
+DIR/generators/<method>_lr<lr>_seed<seed> (ablations: <name>_lr<lr>) and are reused when the bench runs again (an
+interrupted run resumes).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,28 +36,35 @@ from torch import nn
 
 from loragen.adapters.batched import batched_lora
 from loragen.adapters.layout import LoraLayout
-from loragen.errors import LoragenError
+from loragen.errors import ConfigError, LoragenError
 from loragen.evaluate.cost import interleaved_times, peak_memory
 from loragen.generators.composer import ComposerConfig, ComposerGenerator
 from loragen.generators.composer.generator import CONFIG_FILE
 from loragen.generators.composer.ttt import TestTimeTraining
 from loragen.suites.digits_gen import QUICK, DigitsGen, DigitsGenConfig
 
-METHODS = ("backbone", "static_lora", "composer", "ttt")
-ABLATIONS = {  # name -> ComposerConfig changes; the default row is the main Composer run. "alpha" rows: Composer's α,
+METHODS = ("backbone", "static_lora", "per_class_lora", "composer", "ttt")
+# method -> ComposerConfig changes; each is tuned on the lr grid and trained with several seeds
+TRAINED = {"composer": {}, "static_lora": {"generator": "static"}, "per_class_lora": {"generator": "per-class"}}
+CONTROLS = ("static_lora", "per_class_lora")  # the equal-effort controls Composer's claim is tested against
+ABLATIONS = {  # name -> ComposerConfig changes; the default row is Composer's seed-0 run. "alpha" rows: Composer's α,
     # the context share (the names stay those of earlier results and trained folders)
     "rank=4": {"rank": 4}, "rank=16": {"rank": 16},
     "alpha=0": {"context_share": 0.0}, "alpha=0.5": {"context_share": 0.5}, "alpha=1": {"context_share": 1.0},
     "attention=standard": {"attention": "standard"}, "generator=mlp": {"generator": "mlp"},
 }
+VAL_SEED = 1000  # sampling seed of validation scores, apart from the test scores' seeds 0 … seeds − 1
 
 
 @dataclass
 class BenchConfig:
-    suite: DigitsGenConfig = field(default_factory=DigitsGenConfig)  # backbone and classifier
-    composer: ComposerConfig = field(default_factory=ComposerConfig)  # the default Composer (and its control)
-    n_samples: int = 500  # images per method and seed for digits-FD (50 per class; the real test split has 539)
-    seeds: int = 3  # sampling seeds; FD and class consistency are their mean (± std)
+    suite: DigitsGenConfig = field(default_factory=DigitsGenConfig)  # backbone, classifier and splits
+    composer: ComposerConfig = field(default_factory=ComposerConfig)  # the default Composer; lr and seed: set by the bench
+    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)  # AdamW lrs each trained method is tried at (seed 0)
+    val_samples: int = 250  # images per validation score, one sampling seed (25 per class; the val split has 269)
+    train_seeds: int = 3  # training seeds of each trained method at its chosen lr
+    n_samples: int = 500  # images per method and seed for test digits-FD (50 per class; the test split has 539)
+    seeds: int = 3  # sampling seeds per trained generator; FD and class consistency are their mean (± std)
     sample_steps: int = 50  # DDIM steps (the overhead target is for >= 50)
     ttt_steps: int = 20  # test-time training: optimiser steps per condition
     ttt_lr: float = 1e-3  # test-time training: AdamW learning rate (a few steps need a larger one than 1e-4)
@@ -55,13 +74,47 @@ class BenchConfig:
     lora_batch: int = 256  # batch of the batched-LoRA forward-pass ratio
     ablations: bool = True  # also train and score the ablation rows
 
+    def __post_init__(self):
+        if not self.lr_grid or min(self.lr_grid) <= 0:
+            raise ConfigError(f"lr_grid must hold at least one positive learning rate; found {self.lr_grid}")
+        for name, least in (("val_samples", 2), ("n_samples", 2), ("train_seeds", 1), ("seeds", 1)):  # FD needs 2 images
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} must be >= {least}; found {getattr(self, name)}")
+
     @classmethod
     def quick(cls) -> "BenchConfig":
         """Seconds; for tests. The numbers mean nothing."""
         return cls(suite=QUICK, composer=ComposerConfig(rank=4, width=32, layers=1, heads=2, steps=6, batch_size=16,
                                                         checkpoint_every=3),
-                   n_samples=20, seeds=1, sample_steps=3, ttt_steps=2, overhead_batches=(10,), overhead_repeats=1,
-                   memory_steps=2, lora_batch=8)
+                   lr_grid=(1e-3, 1e-2), val_samples=20, train_seeds=2, n_samples=20, seeds=1, sample_steps=3,
+                   ttt_steps=2, overhead_batches=(10,), overhead_repeats=1, memory_steps=2, lora_batch=8)
+
+
+def select_lr(val_fd: dict[float, float | None]) -> float:
+    """The learning rate with the lowest validation digits-FD. A run whose samples were not finite (None) ranks last;
+    of equal FDs the smaller lr wins."""
+    finite = {lr: fd for lr, fd in val_fd.items() if fd is not None and math.isfinite(fd)}
+    if not finite:
+        raise LoragenError(f"no learning rate of the grid gave finite samples; validation digits-FD per lr: {val_fd}")
+    return min(finite, key=lambda lr: (finite[lr], lr))
+
+
+def compare(fd: dict[str, float], fd_train_std: dict[str, float]) -> dict:
+    """Composer against each control: margin = control's FD − Composer's (> 0: Composer better), spread = the sum of
+    the two stds over training seeds, verdict 'better' / 'worse' when |margin| > spread, else 'within spread'; and
+    whether the claim survives (better than every control) and which control is best."""
+    rows = {}
+    for c in CONTROLS:
+        margin, spread = fd[c] - fd["composer"], fd_train_std[c] + fd_train_std["composer"]
+        verdict = "better" if margin > spread else "worse" if -margin > spread else "within spread"
+        rows[c] = {"margin": margin, "spread": spread, "verdict": verdict}
+    return {"controls": rows, "best_control": min(CONTROLS, key=lambda c: fd[c]),
+            "claim_survives": all(r["verdict"] == "better" for r in rows.values())}
+
+
+def _folder(out: Path, name: str, lr: float, seed: int | None = None) -> Path:
+    """DIR/generators/<name>_lr<lr>[_seed<seed>]: one folder per trained generator, reused when the bench reruns."""
+    return out / "generators" / (f"{name}_lr{lr:g}" + ("" if seed is None else f"_seed{seed}"))
 
 
 def _train(suite: DigitsGen, backbone: nn.Module, cfg: ComposerConfig, folder: Path, show: bool, desc: str) -> ComposerGenerator:
@@ -74,17 +127,42 @@ def _train(suite: DigitsGen, backbone: nn.Module, cfg: ComposerConfig, folder: P
     return ComposerGenerator.fit(suite, cfg, backbone=backbone, out=folder, show=show, desc=desc)
 
 
-def _score(suite: DigitsGen, sample_fn, cfg: BenchConfig) -> dict:
-    """Mean and std over sampling seeds of digits-FD and class consistency; the first seed's images for the grid."""
-    labels = suite.balanced_labels(cfg.n_samples)
+def _score(suite: DigitsGen, sample_fn, n: int, seeds: int) -> dict:
+    """Mean and std over sampling seeds of test digits-FD and class consistency; the first seed's images for the
+    grid."""
+    labels = suite.balanced_labels(n)
     runs, first = [], None
-    for seed in range(cfg.seeds):
+    for seed in range(seeds):
         images = sample_fn(labels, seed)
         first = images if first is None else first
         runs.append(suite.image_metrics(images, labels))
     out = {k: statistics.mean(r[k] for r in runs) for k in ("fd", "class_acc")}
     out |= {f"{k}_std": statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0 for k in ("fd", "class_acc")}
     return out | {"images": first, "labels": labels}
+
+
+def _over_train_seeds(per_seed: list[dict]) -> dict:
+    """One trained method's test score from its per-training-seed scores: the mean over training × sampling seeds
+    (every seed has as many samples), the std over training seeds, the mean std over sampling seeds."""
+    out = {}
+    for k in ("fd", "class_acc"):
+        values = [s[k] for s in per_seed]
+        out[k] = statistics.mean(values)
+        out[f"{k}_train_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[f"{k}_std"] = statistics.mean(s[f"{k}_std"] for s in per_seed)
+        out[f"{k}_per_train_seed"] = values
+    return out | {"images": per_seed[0]["images"], "labels": per_seed[0]["labels"]}
+
+
+@torch.no_grad()
+def _validate(suite: DigitsGen, backbone: nn.Module, gen: ComposerGenerator, cfg: BenchConfig) -> dict:
+    """Validation digits-FD and class consistency of `val_samples` images (sampling seed VAL_SEED); None for both
+    when the samples are not finite (a diverged training)."""
+    labels = suite.balanced_labels(cfg.val_samples)
+    images = gen.sample(suite, backbone, labels, cfg.sample_steps, VAL_SEED)
+    if not torch.isfinite(images).all():
+        return {"fd": None, "class_acc": None}
+    return suite.image_metrics(images, labels, split="val")
 
 
 def _overhead(suite: DigitsGen, backbone: nn.Module, gen: ComposerGenerator, cfg: BenchConfig) -> list[dict]:
@@ -140,34 +218,57 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
     suite.classifier()
     steps = cfg.sample_steps
 
-    # 2. train
-    composer = _train(suite, backbone, cfg.composer, out / "generators" / "composer", show, "composer")
-    static = _train(suite, backbone, replace(cfg.composer, generator="static"), out / "generators" / "static_lora", show,
-                    "static LoRA (control)")
+    # 2. each trained method's lr, on validation digits-FD (seed 0)
+    selection, chosen = {}, {}
+    for method, change in TRAINED.items():
+        grid = []
+        for lr in cfg.lr_grid:
+            gen = _train(suite, backbone, replace(cfg.composer, **change, lr=lr, seed=0), _folder(out, method, lr, 0),
+                         show, f"{method} lr {lr:g} seed 0")
+            v = _validate(suite, backbone, gen, cfg)
+            grid.append({"lr": lr, "val_fd": v["fd"], "val_class_acc": v["class_acc"]})
+            log(f"{method} lr {lr:g}: validation digits-FD " + ("not finite" if v["fd"] is None else f"{v['fd']:.2f}"))
+        chosen[method] = select_lr({row["lr"]: row["val_fd"] for row in grid})
+        selection[method] = grid
+        log(f"{method}: lr {chosen[method]:g} chosen")
+
+    # 3. training seeds at the chosen lr
+    trained = {m: [_train(suite, backbone, replace(cfg.composer, **change, lr=chosen[m], seed=seed),
+                          _folder(out, m, chosen[m], seed), show, f"{m} lr {chosen[m]:g} seed {seed}")
+                   for seed in range(cfg.train_seeds)] for m, change in TRAINED.items()}
+    composer = trained["composer"][0]
     ttt = TestTimeTraining(suite, backbone, cfg.composer, cfg.ttt_steps, cfg.ttt_lr)
 
-    # 3. score
-    samplers = {"backbone": lambda labels, seed: suite.sample(backbone, labels, steps, seed),
-                "static_lora": lambda labels, seed: static.sample(suite, backbone, labels, steps, seed),
-                "composer": lambda labels, seed: composer.sample(suite, backbone, labels, steps, seed),
-                "ttt": lambda labels, seed: ttt.sample(labels, steps, seed)}
-    scores = {}
-    for name, fn in samplers.items():
-        scores[name] = _score(suite, fn, cfg)
-        log(f"{name}: digits-FD {scores[name]['fd']:.2f} ± {scores[name]['fd_std']:.2f}, "
-            f"class consistency {scores[name]['class_acc']:.1f}%")
+    # 4. test scores
+    def sampler(gen: ComposerGenerator):
+        return lambda labels, seed: gen.sample(suite, backbone, labels, steps, seed)
 
-    # 4. ablations
-    ablations = {"default": {k: scores["composer"][k] for k in ("fd", "fd_std", "class_acc", "class_acc_std")}}
+    per_seed = {m: [_score(suite, sampler(g), cfg.n_samples, cfg.seeds) for g in gens] for m, gens in trained.items()}
+    scores = {"backbone": _score(suite, lambda labels, seed: suite.sample(backbone, labels, steps, seed), cfg.n_samples,
+                                 cfg.seeds),
+              **{m: _over_train_seeds(per_seed[m]) for m in TRAINED},
+              "ttt": _score(suite, lambda labels, seed: ttt.sample(labels, steps, seed), cfg.n_samples, cfg.seeds)}
+    for name in METHODS:
+        s = scores[name]
+        spread = f" (± {s['fd_train_std']:.2f} over {cfg.train_seeds} training seeds)" if name in TRAINED else ""
+        log(f"{name}: digits-FD {s['fd']:.2f} ± {s['fd_std']:.2f}{spread}, class consistency {s['class_acc']:.1f}%")
+
+    # 5. verdict against the controls
+    fd, fd_train_std = {m: scores[m]["fd"] for m in METHODS}, {m: scores[m]["fd_train_std"] for m in TRAINED}
+    comparison = compare(fd, fd_train_std)
+
+    # 6. ablations, at Composer's lr and seed 0; the default row is Composer's seed-0 run
+    keys = ("fd", "fd_std", "class_acc", "class_acc_std")
+    ablations = {"default": {k: per_seed["composer"][0][k] for k in keys}}
     if cfg.ablations:
         for name, change in ABLATIONS.items():
-            gen = _train(suite, backbone, replace(cfg.composer, **change), out / "generators" / name.replace("=", "-"),
-                         show, f"ablation {name}")
-            s = _score(suite, lambda labels, seed: gen.sample(suite, backbone, labels, steps, seed), cfg)
-            ablations[name] = {k: s[k] for k in ("fd", "fd_std", "class_acc", "class_acc_std")}
+            gen = _train(suite, backbone, replace(cfg.composer, **change, lr=chosen["composer"], seed=0),
+                         _folder(out, name.replace("=", "-"), chosen["composer"]), show, f"ablation {name}")
+            s = _score(suite, sampler(gen), cfg.n_samples, cfg.seeds)
+            ablations[name] = {k: s[k] for k in keys}
             log(f"ablation {name}: digits-FD {s['fd']:.2f} ± {s['fd_std']:.2f}, class consistency {s['class_acc']:.1f}%")
 
-    # 5. cost
+    # 7. cost
     overhead = _overhead(suite, backbone, composer, cfg)
     head = overhead[-1]  # the largest batch
     head_labels = suite.balanced_labels(head["batch"])
@@ -181,11 +282,19 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
 
     results = {
         "suite": suite.name,
-        "fd": {m: scores[m]["fd"] for m in METHODS},
+        "fd": fd,
         "fd_std": {m: scores[m]["fd_std"] for m in METHODS},
+        "fd_train_std": fd_train_std,
+        "fd_per_train_seed": {m: scores[m]["fd_per_train_seed"] for m in TRAINED},
         "class_acc": {m: scores[m]["class_acc"] for m in METHODS},
         "class_acc_std": {m: scores[m]["class_acc_std"] for m in METHODS},
+        "class_acc_train_std": {m: scores[m]["class_acc_train_std"] for m in TRAINED},
+        "lr": chosen,
+        "lr_selection": selection,
+        "comparison": comparison,
         "real_fd_floor": suite.floor_fd(),
+        "val_fd_floor": suite.floor_fd("val"),
+        "split_sizes": {k: len(suite.split(k).y) for k in ("train", "val", "test")},
         "overhead": {"time_ratio": head["time_ratio"], "memory_ratio": head["memory_ratio"], "batch": head["batch"],
                      "steps": steps, "per_batch": overhead},
         "ttt_cost": {"time_ratio": ttt_s / head["backbone_s"], "memory_ratio": ttt_peak / (1e6 * head["backbone_peak_mb"]),
@@ -194,7 +303,7 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
         "batched_lora_ratio": lora["ratio"],
         "batched_lora": lora,
         "ablations": ablations,
-        "train_s": {"composer": (composer.fit_summary or {}).get("fit_s"), "static_lora": (static.fit_summary or {}).get("fit_s")},
+        "train_s": {m: (gens[0].fit_summary or {}).get("fit_s") for m, gens in trained.items()},  # seed 0's
         "config": {"suite": asdict(cfg.suite), "composer": asdict(cfg.composer),
                    **{k: v for k, v in asdict(cfg).items() if k not in ("suite", "composer")}},
         "wall_s": time.perf_counter() - t_start,

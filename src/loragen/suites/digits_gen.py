@@ -1,8 +1,11 @@
 """Suite `digits-gen`: class-conditional generation of scikit-learn digits with a tiny DiT, the Composer backbone.
 
-Data: the 1,797 digits at 8×8, scaled to [-1, 1], split 70/30 by a fixed seed. The DiT is trained on the train split
-with DDPM's ε-loss, and an EMA of its weights is kept as the backbone (as DiT does). The digits classifier (the metric
-network) is trained on the same split and scored on the test split, whose features are the reference for digits-FD.
+Data: the 1,797 digits at 8×8, scaled to [-1, 1], split by a fixed seed into test (30%: 539 images), validation
+(`val_share`, 15%: 269) and train (the rest: 989). The test split is the same images whatever `val_share` is; the
+validation split is carved out of the other 70%. The DiT is trained on the train split with DDPM's ε-loss, and an EMA
+of its weights is kept as the backbone (as DiT does). The digits classifier (the metric network) is trained on the
+same split and scored on the test split. digits-FD is measured against the real features of the test split, or of the
+validation split when settings are being chosen (so the test split is only used for final scores).
 A task is a class, and its condition is the class label. `loragen base --suite digits-gen` builds both networks (as
 does first use); they are cached as safetensors, and an interrupted backbone training resumes.
 Shapes: N images, S = 8 image side, C = 10 classes, F classifier features.
@@ -30,12 +33,14 @@ from loragen.suites.suite import Suite, Task, TaskData, rng
 from loragen.training import train
 
 STATE_FILE = "train_state.safetensors"  # the backbone's resumable training state, in the cache folder
+TEST_SHARE = 0.3  # share of all images in the test split (fixed: the test images never change)
 
 
 @dataclass(frozen=True)
 class DigitsGenConfig:
     dit: str = "small"  # backbone size, a key of DIT_SIZES
-    steps: int = 3000  # backbone optimiser steps (150 epochs of the train split at batch 64)
+    val_share: float = 0.15  # share of all images in the validation split, out of the 70% not in test; 0.0: none
+    steps: int = 3000  # backbone optimiser steps (194 epochs of the 989-image train split at batch 64)
     batch_size: int = 64  # images per backbone step
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     ema: float = 0.999  # decay of the weight EMA that becomes the backbone
@@ -46,10 +51,23 @@ class DigitsGenConfig:
     def __post_init__(self):
         if self.dit not in DIT_SIZES:
             raise ConfigError(f"dit must be one of {sorted(DIT_SIZES)}; found {self.dit!r}")
+        if not 0.0 <= self.val_share < 1.0 - TEST_SHARE:
+            raise ConfigError(f"val_share must lie in [0, {1.0 - TEST_SHARE:.1f}) (the train split needs images); "
+                              f"found {self.val_share}")
 
     def key(self) -> str:
-        """Cache key: a different configuration never reuses another's networks."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """Cache key: a different configuration never reuses another's networks. val_share 0.0 is left out, so the
+        networks cached before the validation split existed keep their key."""
+        fields = asdict(self)
+        if fields["val_share"] == 0.0:
+            del fields["val_share"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> DigitsGenConfig:
+        """The config a generator recorded; one written before the validation split existed names no val_share and
+        was trained on all 70% that is not test, i.e. val_share 0.0."""
+        return cls(**({"val_share": 0.0} | saved))
 
 
 QUICK = DigitsGenConfig(dit="tiny", steps=30, classifier_epochs=2, checkpoint_every=10)  # tests: seconds
@@ -79,16 +97,21 @@ class DigitsGen(Suite):
         self.cache_dir = root / "digits-gen" / self.config.key()
         x, y = load_digits_8x8()
         perm = torch.randperm(len(y), generator=rng(self.name, "split"))
-        n_test = int(0.3 * len(y))
-        self._splits = {"test": TaskData(x[perm[:n_test]], y[perm[:n_test]]),
-                        "train": TaskData(x[perm[n_test:]], y[perm[n_test:]])}
+        n_test, n_val = int(TEST_SHARE * len(y)), int(self.config.val_share * len(y))
+        test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+        self._splits = {"test": TaskData(x[test], y[test]), "train": TaskData(x[train], y[train])}
+        if n_val > 0:
+            self._splits["val"] = TaskData(x[val], y[val])
         self._tasks = {f"digit-{c}": Task(f"digit-{c}", False, {"label": c}) for c in range(self.num_classes)}
         self._classifier: DigitsClassifier | None = None  # loaded once per suite object: every metric call uses it
-        self._real_features: torch.Tensor | None = None
+        self._real_features: dict[str, torch.Tensor] = {}  # split -> (N_split, F) features, once per classifier
 
     # ---- data and conditions -------------------------------------------------------------------------------------
     def split(self, split: str) -> TaskData:
-        """All classes of a split: 'train' (1,258 images) or 'test' (539)."""
+        """All classes of a split: 'train' (989 images), 'val' (269) or 'test' (539); with val_share 0.0, 'train'
+        (1,258) or 'test'."""
+        if split == "val" and split not in self._splits:
+            raise ValueError(f"this digits-gen has no validation split (val_share = {self.config.val_share})")
         if split not in self._splits:
             raise ValueError(f"split must be one of {sorted(self._splits)}; found {split!r}")
         return self._splits[split]
@@ -152,7 +175,7 @@ class DigitsGen(Suite):
     def classifier(self, rebuild: bool = False) -> DigitsClassifier:
         """The metric classifier: from the cache or trained on the train split (seconds), once per suite object."""
         if self._classifier is None or rebuild:
-            self._classifier, self._real_features = self._load_or_train_classifier(rebuild), None
+            self._classifier, self._real_features = self._load_or_train_classifier(rebuild), {}
         return self._classifier
 
     def _load_or_train_classifier(self, rebuild: bool) -> DigitsClassifier:
@@ -179,11 +202,13 @@ class DigitsGen(Suite):
         return model.eval()
 
     @torch.no_grad()
-    def real_features(self) -> torch.Tensor:
-        """(N_test, F) classifier features of the real test split: the reference of digits-FD."""
-        if self._real_features is None:
-            self._real_features = self.classifier().features(self.split("test").x)
-        return self._real_features
+    def real_features(self, split: str = "test") -> torch.Tensor:
+        """(N_split, F) classifier features of a real held-out split ('test' or 'val'): the reference of digits-FD."""
+        if split not in ("test", "val"):
+            raise ValueError(f"digits-FD is measured against a held-out split, 'test' or 'val'; found {split!r}")
+        if split not in self._real_features:
+            self._real_features[split] = self.classifier().features(self.split(split).x)
+        return self._real_features[split]
 
     # ---- sampling and metrics ------------------------------------------------------------------------------------
     def sample(self, model: nn.Module, labels_N: torch.Tensor, steps: int = 50, seed: int = 0) -> torch.Tensor:
@@ -191,16 +216,17 @@ class DigitsGen(Suite):
         x = self.diffusion.sample(model, labels_N, self.image_shape, steps, torch.Generator().manual_seed(seed))
         return x.clamp(-1.0, 1.0)
 
-    def image_metrics(self, images_N1SS: torch.Tensor, labels_N: torch.Tensor) -> dict[str, float]:
-        """digits-FD against the real test split, and class consistency (%)."""
+    def image_metrics(self, images_N1SS: torch.Tensor, labels_N: torch.Tensor, split: str = "test") -> dict[str, float]:
+        """digits-FD against the real images of `split` ('test', or 'val' to choose settings), and class
+        consistency (%)."""
         from loragen.suites.image_metrics import image_metrics
 
-        return image_metrics(self.classifier(), images_N1SS, labels_N, self.real_features())
+        return image_metrics(self.classifier(), images_N1SS, labels_N, self.real_features(split))
 
-    def floor_fd(self) -> float:
-        """digits-FD of as many real training digits as the test split holds: what a perfect generator would score."""
-        n, train = len(self.split("test").y), self.split("train")
-        return self.image_metrics(train.x[:n], train.y[:n])["fd"]
+    def floor_fd(self, split: str = "test") -> float:
+        """digits-FD of as many real training digits as `split` holds: what a perfect generator would score."""
+        n, train = len(self.split(split).y), self.split("train")
+        return self.image_metrics(train.x[:n], train.y[:n], split)["fd"]
 
     def balanced_labels(self, n: int) -> torch.Tensor:
         """(n,) labels cycling through the classes: a batch of mixed classes, equal counts when n is a multiple of C."""

@@ -7,8 +7,8 @@
    backbone's DDPM ε-loss; the optimiser is AdamW with lr 1e-4 and weight decay 0.05 (Composer §4).
 3. Inference: finalize() (stored tokens); (A, B) are computed once per distinct condition and reused at every
    sampling step.
-The same loop, with the same batches and noise, trains the `static` control (one LoRA shared by all inputs). Fitted
-on one condition's data, it is per-instance test-time training.
+The same loop, with the same batches and noise, trains the controls: `static` (one LoRA shared by all inputs) and
+`per-class` (one LoRA per class label). `static` fitted on one condition's data is per-instance test-time training.
 Shapes: B batch, C distinct conditions, K labels, E condition size, M target matrices, r rank, o / i rows / columns.
 """
 
@@ -32,16 +32,18 @@ from loragen.errors import ConfigError, LoragenError
 from loragen.generators.composer.context_batches import context_batch
 from loragen.generators.composer.meta_generator import ATTENTIONS, MetaGenerator
 from loragen.generators.composer.mlp_generator import MLPGenerator
+from loragen.generators.composer.per_class_lora import PerClassLoRA
 from loragen.generators.composer.static_lora import StaticLoRA
 from loragen.training import train
 
-GENERATORS = ("transformer", "mlp", "static")
+GENERATORS = ("transformer", "mlp", "static", "per-class")
 CONFIG_FILE, WEIGHTS_FILE, STATE_FILE = "composer.json", "composer.safetensors", "train_state.safetensors"
 
 
 @dataclass
 class ComposerConfig:
-    generator: Literal["transformer", "mlp", "static"] = "transformer"  # Composer | the MLP ablation | one shared LoRA
+    # Composer | the MLP ablation | the controls: one LoRA shared by all inputs, one LoRA per class (encoder "class")
+    generator: Literal["transformer", "mlp", "static", "per-class"] = "transformer"
     attention: Literal["global-local", "standard"] = "global-local"  # meta-generator attention (meta_generator.py)
     rank: int = 8  # r of every W_Q / W_V update (Composer's default)
     width: int = 128  # D: meta-generator width (the MLP's hidden width)
@@ -64,6 +66,9 @@ class ComposerConfig:
             raise ConfigError(f"attention must be one of {ATTENTIONS}; found {self.attention!r}")
         if self.encoder not in ENCODERS:
             raise ConfigError(f"encoder must be one of {ENCODERS}; found {self.encoder!r}")
+        if self.generator == "per-class" and self.encoder != "class":
+            raise ConfigError(f"the per-class generator indexes its table by class label and needs encoder 'class'; "
+                              f"found {self.encoder!r}")
         if not 0.0 <= self.context_share <= 1.0:
             raise ConfigError(f"context_share must lie in [0, 1]; found {self.context_share}")
         for name in ("rank", "width", "layers", "heads", "prompt_tokens", "steps", "batch_size", "checkpoint_every"):
@@ -78,6 +83,8 @@ def _network(config: ComposerConfig, weights_MOI: torch.Tensor, cond_dim: int) -
                              config.prompt_tokens, config.attention)
     if config.generator == "mlp":
         return MLPGenerator(M, o, i, cond_dim, config.rank, config.width)
+    if config.generator == "per-class":
+        return PerClassLoRA(cond_dim, M, o, i, config.rank)  # the class encoder's one-hot has one column per class
     return StaticLoRA(M, o, i, config.rank)
 
 
