@@ -152,8 +152,8 @@ def base(suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite
                           "a tiny configuration, e.g. digits-gen, take --quick); building that one")
     t0 = time.perf_counter()
     built = s.base_model(rebuild=rebuild)
-    where = s.model_folder() if suite == "llm-tasks" else f"cached under {s.cache_dir}"
-    console.print(f"base model of {suite}: {where} (ready in {time.perf_counter() - t0:.1f} s)")
+    where = f": {s.model_folder()}" if suite == "llm-tasks" else f" cached under {s.cache_dir}"
+    console.print(f"base model of {suite}{where} (ready in {time.perf_counter() - t0:.1f} s)")
     for k, v in s.base_summary(built).items():
         console.print(f"  {k}: {v}")
 
