@@ -340,6 +340,9 @@ def test_smollm2_smoke():
         pytest.skip(f"SmolLM2 is not converted yet (run `loragen base --model smollm2`); looked in "
                     f"{[str(f) for f in folders]}")
     s = get_suite("llm-tasks", model_path=str(found))
+    for t in s.tasks():  # every query and answer fits the default token windows (repeat-6 once did not)
+        for split in ("train", "val", "test"):
+            assert s.data(t.name, split).y.shape[1] == s.answer_tokens
     model = s.base_model()
     question = [{"role": "user", "content": "What is the capital of France?"}]
     reply = completion.greedy_complete(model, s.tokenizer(), [question], 12)

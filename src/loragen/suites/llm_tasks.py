@@ -53,10 +53,11 @@ class LlmTasks(Suite):
 
     def __init__(self, model_path: str | Path = "smollm2", target_modules: list[str] | None = None,
                  k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16, n_test: int = 32,
-                 max_tokens: int = 96, answer_tokens: int = 16, cache_dir: str | Path | None = None):
+                 max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None):
         """model_path: 'smollm2' (the packaged model, converted into the cache on first use) or a local causal-LM
         folder; k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples per
-        split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window."""
+        split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window (with
+        SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word)."""
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
         self.max_tokens, self.answer_tokens = max_tokens, answer_tokens
         if target_modules is not None:
