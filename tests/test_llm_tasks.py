@@ -330,6 +330,15 @@ def test_base_command_on_a_local_folder(tiny_llm_folder):
     assert r.exit_code == 2 and "--model applies to the suites llm-tasks and text-topics" in r.output
 
 
+def test_commands_that_need_adapters_say_llm_tasks_has_none_yet(tmp_path):
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+
+    r = CliRunner().invoke(app, ["zoo", "collect", "--suite", "llm-tasks", "--out", str(tmp_path / "z")])
+    assert r.exit_code != 0 and "has no zoo or generator yet" in r.output and not (tmp_path / "z").exists()
+
+
 # ---- the real model -----------------------------------------------------------------------------------------------
 def test_smollm2_smoke():
     from pathlib import Path
