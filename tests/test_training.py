@@ -54,3 +54,24 @@ def test_refuses_another_runs_state_and_unknown_schedules(tmp_path):
                 show=False)
     with pytest.raises(ValueError, match="schedule must be one of"):
         T.train("x", {"net": net}, opt, 2, lambda s, g: net(torch.ones(1, 2)).sum(), schedule="linear", show=False)
+
+
+def test_fit_seconds_count_the_interrupted_call(tmp_path, killed_after_save, monkeypatch):
+    """A clock that advances one second per step: 6 steps cost 6 s whether or not the run was killed at step 4."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(T.time, "perf_counter", lambda: clock["t"])
+    net = nn.Linear(2, 1)
+
+    def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
+        clock["t"] += 1.0
+        return net(torch.randn(4, 2, generator=g)).square().mean()
+
+    def fit(path):
+        return T.train("n", {"n": net}, torch.optim.AdamW(net.parameters()), 6, step_fn, state_path=path,
+                       checkpoint_every=4, show=False)
+
+    assert fit(tmp_path / "a.safetensors")["fit_s"] == 6.0
+    with killed_after_save(1):
+        fit(tmp_path / "b.safetensors")
+    resumed = fit(tmp_path / "b.safetensors")
+    assert resumed["resumed_at"] == 4 and resumed["fit_s"] == 6.0  # 4 s before the kill + 2 s after

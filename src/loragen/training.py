@@ -36,7 +36,8 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
           fingerprint: dict | None = None, checkpoint_every: int = 500, seed: int = 0, clip: float | None = 1.0,
           show: bool = True) -> dict:
     """Run `total` optimiser steps on `modules` (resuming from `state_path` when it holds a state of the same
-    fingerprint); returns {"loss": EMA of the loss, "steps", "fit_s" (this call's seconds), "resumed_at" (steps of
+    fingerprint); returns {"loss": EMA of the loss, "steps", "fit_s" (seconds of this stage over every call that ran
+    it, the interrupted ones included up to their last saved state), "resumed_at" (steps of
     this stage done before this call)}. `keep`: modules saved in the state but not trained (a weight EMA, a finished
     stage); `after_step` runs after every optimiser step (e.g. the weight EMA's update). The caller removes the state
     file once it has saved the result, so a crash in between loses nothing."""
@@ -44,7 +45,7 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
         raise ValueError(f"schedule must be one of {SCHEDULES}; found {schedule!r}")
     fingerprint = json.loads(json.dumps(fingerprint or {}))
     saved, end = modules | (keep or {}), first_step + total
-    step, ema = first_step, float("nan")
+    step, ema, spent = first_step, float("nan"), 0.0  # spent: this stage's seconds in earlier calls
     if state_path is not None and state_path.exists():
         meta = read_meta(state_path)
         if meta.get("fingerprint") != fingerprint:
@@ -58,7 +59,7 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
                 torch.set_rng_state(extra["rng"])
             except KeyError as e:
                 raise LoragenError(f"{state_path} lacks {e} (written by an older loragen?); remove it to train afresh") from e
-            step, ema = meta["step"], meta.get("loss", float("nan"))
+            step, ema, spent = meta["step"], meta.get("loss", float("nan")), meta.get("stage_s", 0.0)
     resumed_at = step - first_step
     sched = cosine(optimizer, total, resumed_at) if schedule == "cosine" else None
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -84,7 +85,8 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
                 bar.update(job, completed=step - first_step, description=f"{name} loss {ema:.4f}")
             if state_path is not None and step % checkpoint_every == 0 and step < end:
                 save_state(state_path, saved, {"opt": optimizer}, {"rng": torch.get_rng_state()},
-                           {"step": step, "fingerprint": fingerprint, "loss": ema})
+                           {"step": step, "fingerprint": fingerprint, "loss": ema,
+                            "stage_s": spent + time.perf_counter() - t0})
     for m in modules.values():
         m.eval()
-    return {"loss": ema, "steps": total, "fit_s": time.perf_counter() - t0, "resumed_at": resumed_at}
+    return {"loss": ema, "steps": total, "fit_s": spent + time.perf_counter() - t0, "resumed_at": resumed_at}
