@@ -2,7 +2,7 @@
 against the backbone and against both equal-effort controls, each at its lr tuned on validation digits-FD).
 Writes results.json, report.md, sample grids, benchmark.json and benchmark.md into --out.
 
-    .venv/bin/python benchmarks/digits_gen.py --out runs/bench/digits-gen
+    .venv/bin/python benchmarks/digits_gen.py --out runs/bench/digits-gen [--no-ablations]
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def targets(r: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/digits-gen"))
+    ap.add_argument("--no-ablations", action="store_true", help="skip the ablation rows (7 more Composer trainings)")
     args = ap.parse_args()
-    results = run(args.out, BenchConfig(), overwrite=True)
+    results = run(args.out, BenchConfig(ablations=not args.no_ablations), overwrite=True)
     bench = {"targets": targets(results)}
     lines = benchmark.targets_table("digits-gen benchmark (Composer)", bench["targets"], value_format="+.3f")
     lrs = ", ".join(f"{m} {lr:g}" for m, lr in results["lr"].items())
