@@ -164,3 +164,50 @@ def test_finetuned_adapter_is_a_peft_causal_lm_folder(lm, tiny_llm_folder, tmp_p
         assert torch.allclose(lm.forward(loaded, tokens.x), want, atol=1e-4)  # PEFT's own forward
         assert torch.allclose(lm.forward(loaded, lm.data(task, "test").x), want, atol=1e-4)  # cached prefix, PEFT top
     assert Adapter.load(folder).meta["peft"] == lm.peft_info()
+
+
+def test_zoo_collect_quick_on_a_local_causal_lm(tiny_llm_folder, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+    from loragen.suites.defaults import suite_defaults
+    from loragen.zoo.store import Zoo
+
+    out = tmp_path / "zoo"
+    r = CliRunner().invoke(app, ["zoo", "collect", "--suite", "llm-tasks", "--quick", "--model", str(tiny_llm_folder),
+                                 "--tasks", "add-2,format-uppercase", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    zoo = Zoo.open(out)
+    quick = suite_defaults("llm-tasks", quick=True)
+    assert zoo.tasks() == ["add-2", "format-uppercase"] and len(zoo.entries) == 2 * quick.finetune["keep_last"]
+    assert zoo.info["suite"] == "llm-tasks" and zoo.info["finetune"]["steps"] == quick.finetune["steps"]
+    assert zoo.peft_info() == {"task_type": "CAUSAL_LM", "base_model_name_or_path": str(tiny_llm_folder.resolve())}
+    assert zoo.layout.target_names == ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+    assert zoo.condition("add-2").text and zoo.condition("add-2").examples
+    folder = zoo.best_adapter("add-2").save(tmp_path / "best")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_llm_folder)), str(folder))
+    assert type(model).__name__ == "PeftModelForCausalLM"
+    # resuming with the same settings collects nothing again
+    r = CliRunner().invoke(app, ["zoo", "collect", "--suite", "llm-tasks", "--quick", "--model", str(tiny_llm_folder),
+                                 "--tasks", "add-2,format-uppercase", "--out", str(out)])
+    assert r.exit_code == 0 and "0 collected now, 2 already there" in r.output
+
+
+def test_hyper_generator_trains_through_the_cached_prefix(lm, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loragen.generators.hyper import HyperConfig, HyperGenerator
+    from loragen.suites.defaults import suite_defaults
+
+    cfg = HyperConfig(**suite_defaults("llm-tasks", quick=True).hyper | {"steps": 6, "cond_draws": 2})
+    gen = HyperGenerator.fit(cfg, suite=lm, tasks=["add-2", "format-uppercase"], show=False)
+    assert gen.layout.target_names == lm.target_modules and gen.peft == lm.peft_info()
+    assert torch.isfinite(torch.tensor(gen.fit_summary["loss"]))
+    adapter = gen.generate(lm.eval_condition("add-3"))[0]  # an unseen task, a held-out description
+    assert adapter.vector().abs().sum() > 0
+    folder = adapter.save(tmp_path / "generated")
+    assert json.loads((folder / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(lm.model_folder())), str(folder))
