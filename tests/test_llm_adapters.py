@@ -52,14 +52,16 @@ def test_prefix_states_are_the_models_own_hidden_states(lm):
     base = lm.base_model()
     tokens, states = lm.tokens(TASK, "train"), lm.data(TASK, "train")
     n, _, length = tokens.x.shape
-    assert states.x.shape == (n, length, base.config.hidden_size + 1) and torch.equal(states.y, tokens.y)
-    assert torch.equal(states.x[..., -1], tokens.x[:, 1].float())  # the mask rides in the last channel
+    assert states.x.shape == (n, length, base.config.hidden_size + 2) and torch.equal(states.y, tokens.y)
+    assert torch.equal(states.x[..., -2], tokens.x[:, 1].float())  # the mask, then the answer-token flags
+    assert torch.equal(states.x[:, -lm.answer_tokens :, -1].bool(), tokens.y != completion.IGNORE)
+    assert states.x[:, : -lm.answer_tokens, -1].sum() == 0
     assert lm.data(TASK, "train") is states  # computed once per example, then kept
     for i in (0, 5):  # each row alone, unpadded, through transformers' own forward
         real = tokens.x[i, 1].bool()
         with torch.no_grad():
             hidden = base(tokens.x[i, 0][real][None], output_hidden_states=True).hidden_states[1][0]  # after layer 0
-        assert torch.allclose(states.x[i, real, :-1], hidden, atol=1e-5)
+        assert torch.allclose(states.x[i, real, :-2], hidden, atol=1e-5)
         assert (states.x[i, ~real] == 0).all()
 
 
@@ -85,6 +87,7 @@ def test_cached_prefix_gives_the_whole_models_logits_loss_and_gradients(lm):
     (full, full_loss, full_grads), (cached, cached_loss, cached_grads) = results
     answer = (tokens.y[rows] != completion.IGNORE)[:, None, :].expand_as(full)
     assert torch.allclose(full[answer], cached[answer], atol=1e-4)
+    assert (cached[~answer] == 0).all()  # the LM head runs over answer tokens only
     assert abs(full_loss - cached_loss) < 1e-5
     assert len(full_grads) == 4 and all(g.abs().sum() > 0 for g in full_grads.values())
     for name, g in full_grads.items():
@@ -126,8 +129,8 @@ def test_cached_states_refuse_an_adapter_below_the_cut(lm):
         lm.forward(base, x)
     with pytest.raises(LayoutMismatchError, match="adapter on layer 0"):
         lm.forward(peft_model(base, every_layer, init_seed=0), x)
-    with pytest.raises(ConfigError, match=r"expected packed prefix states \(N, L, 33\)"):
-        cached_prefix.top_logits(base, x[..., :-1], lm.cut(), lm.answer_tokens)
+    with pytest.raises(ConfigError, match=r"expected packed prefix states \(N, L, 34\)"):
+        cached_prefix.top_logits(base, x[..., :-2], lm.cut(), lm.answer_tokens)
     lm.forward(base, x)  # the hooks are gone again: the base model passes
 
 
@@ -162,7 +165,8 @@ def test_finetuned_adapter_is_a_peft_causal_lm_folder(lm, tiny_llm_folder, tmp_p
         with merged(base, adapter):
             want = lm.forward(base, tokens.x)
         assert torch.allclose(lm.forward(loaded, tokens.x), want, atol=1e-4)  # PEFT's own forward
-        assert torch.allclose(lm.forward(loaded, lm.data(task, "test").x), want, atol=1e-4)  # cached prefix, PEFT top
+        answer = (tokens.y != completion.IGNORE)[:, None, :].expand_as(want)  # cached states: answer positions only
+        assert torch.allclose(lm.forward(loaded, lm.data(task, "test").x)[answer], want[answer], atol=1e-4)
     assert Adapter.load(folder).meta["peft"] == lm.peft_info()
 
 

@@ -4,7 +4,7 @@ computed once per example.
 Why. When LoRA adapts only the top N of a model's decoder layers, the layers below the cut (the prefix: embeddings and
 layers 0 … cut − 1, cut = layers − N) are the same for every training step, every task's adapter and every adapter a
 generator produces: their output for an example never changes. Computing it once per example and running only the top
-N layers, the final norm and the LM head over the answer positions per step gives the same logits, loss and gradients
+N layers, the final norm and the LM head over the positions that predict answer tokens per step gives the same logits, loss and gradients
 for a fraction of the cost. On SmolLM2-135M (30 layers) with N = 4, one thread, a batch of 8: see the cost table in
 docs (measured with benchmarks/llm_cost.py); a step costs about a seventh of the whole model's, and the one-off prefix
 costs about one forward pass per example.
@@ -17,9 +17,12 @@ adapters/batched.py's per-sample hooks (the hyper generator). Nothing outside th
 concatenating x works as for any suite's data. Scoring by generation (exact match) needs tokens and the whole model,
 so the suite keeps the tokens too (`LlmTasks.tokens`).
 
-Packing: x (N, L, D + 1) float32 holds, at each of the L positions (left-padded like the tokens), the hidden state
-entering layer `cut`, and in its last channel the attention mask (1 real token, 0 padding); position ids are derived
-from the mask as in completion.answer_logits, so a row gives the same states whatever it is padded with.
+Packing: x (N, L, D + 2) float32 holds, at each of the L positions (left-padded like the tokens), the hidden state
+entering layer `cut`, then the attention mask (1 real token, 0 padding), then 1 where the token is an answer token (a
+target of the loss). Position ids are derived from the mask as in completion.answer_logits, so a row gives the same
+states whatever it is padded with. The answer flags let the LM head (49k × 576 for SmolLM2, the biggest matrix of the
+top layers) run over the answer tokens alone, a few of the A-position window; the other positions of the (N, A, V)
+logits are 0, which the loss ignores (their target is IGNORE) and teacher-forced scoring skips.
 
 Validity. Cached states are the model's own only while its prefix is the base model's. `top_logits` refuses a model
 whose prefix layers carry PEFT LoRA layers or hooked linear modules (a LoRA layout reaching below the cut); an adapter merged
@@ -42,6 +45,7 @@ import torch
 from torch import nn
 
 from loragen.errors import ConfigError, LayoutMismatchError
+from loragen.suites.completion import IGNORE
 
 DECODER_PARTS = ("embed_tokens", "layers", "norm", "rotary_emb")  # what the inner model of a Llama-style LM holds
 
@@ -103,15 +107,16 @@ def _first_column(mask_NL: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def prefix_states(model: nn.Module, x_N2L: torch.Tensor, cut: int, batch: int = 16) -> torch.Tensor:
-    """Token rows (N, 2, L) (ids, attention mask) -> (N, L, D + 1): the state entering layer `cut` at each position and
-    the attention mask in the last channel (padding positions hold zeros)."""
+def prefix_states(model: nn.Module, x_N2L: torch.Tensor, y_NA: torch.Tensor, cut: int, batch: int = 16) -> torch.Tensor:
+    """Token rows (N, 2, L) (ids, attention mask) and their answer targets (N, A) -> (N, L, D + 2): the state entering
+    layer `cut` at each position (zeros at padding), the attention mask, and the answer-token flags."""
     parts = decoder_parts(model)
     if not 0 <= cut < len(parts.layers):
         raise ConfigError(f"the cut must be a layer of the model (0 to {len(parts.layers) - 1}); found {cut}")
-    dim = parts.embed.embedding_dim
-    out = torch.zeros(x_N2L.shape[0], x_N2L.shape[2], dim + 1)
+    dim, answer = parts.embed.embedding_dim, y_NA.shape[1]
+    out = torch.zeros(x_N2L.shape[0], x_N2L.shape[2], dim + 2)
     out[..., dim] = x_N2L[:, 1].float()
+    out[:, -answer:, dim + 1] = (y_NA != IGNORE).float()  # answers are right-aligned in the last A columns
     for i in range(0, len(x_N2L), batch):
         ids, mask = x_N2L[i : i + batch, 0], x_N2L[i : i + batch, 1]
         first = _first_column(mask)
@@ -133,19 +138,23 @@ def check_prefix_untouched(parts: DecoderParts, cut: int) -> None:
 
 
 def top_logits(model: nn.Module, x_NLC: torch.Tensor, cut: int, answer_tokens: int) -> torch.Tensor:
-    """Packed prefix states (N, L, D + 1) -> (N, A, V) logits predicting the last A tokens of each row: layers cut … end,
-    the final norm, and the LM head over the A positions that predict answer tokens only."""
+    """Packed prefix states (N, L, D + 2) -> (N, A, V) logits predicting the last A tokens of each row: layers cut … end,
+    the final norm and the LM head, the head only where the predicted token is an answer token (0 elsewhere)."""
     parts = decoder_parts(model)
     dim = parts.embed.embedding_dim
-    if x_NLC.ndim != 3 or x_NLC.shape[2] != dim + 1:
-        raise ConfigError(f"expected packed prefix states (N, L, {dim + 1}) for a model of hidden size {dim}; found "
+    if x_NLC.ndim != 3 or x_NLC.shape[2] != dim + 2:
+        raise ConfigError(f"expected packed prefix states (N, L, {dim + 2}) for a model of hidden size {dim}; found "
                           f"{tuple(x_NLC.shape)}")
     check_prefix_untouched(parts, cut)
-    mask = x_NLC[..., dim]
+    mask, answer = x_NLC[..., dim], x_NLC[:, -answer_tokens:, dim + 1].bool()  # (N, L), (N, A)
     first = _first_column(mask)
     h, mask = x_NLC[:, first:, :dim], mask[:, first:]
     if h.shape[1] <= answer_tokens:
         raise ConfigError(f"expected rows longer than the answer window ({answer_tokens}); found {h.shape[1]} tokens")
     h = run_layers(parts, h, mask, parts.layers[cut:])  # (N, L', D)
     # position t predicts token t + 1: the A positions before the last predict the last A tokens
-    return parts.head(parts.norm(h[:, -answer_tokens - 1 : -1]))  # (N, A, V)
+    h = parts.norm(h[:, -answer_tokens - 1 : -1][answer])  # (K, D): the K positions whose next token is an answer's
+    logits = parts.head(h)  # (K, V)
+    out = logits.new_zeros(answer.shape + logits.shape[-1:])  # (N, A, V)
+    out[answer] = logits
+    return out

@@ -29,7 +29,8 @@ suites (checkpoint selection): a lower bound that is exact for models that spell
 
 Shapes: N examples, L tokens (left-padded prompt + answer), A answer positions, V vocabulary, D hidden size; `tokens`
 holds x (N, 2, L) = input ids and attention mask with L = max_tokens, and y (N, A) = answer tokens right-aligned, -100
-elsewhere; `data` holds the same y and, with top_layers, x (N, L, D + 1) = the prefix's states and the mask.
+elsewhere; `data` holds the same y and, with top_layers, x (N, L, D + 2) = the prefix's states, the mask and the answer-token
+flags (cached_prefix.py).
 """
 
 from __future__ import annotations
@@ -229,13 +230,13 @@ class LlmTasks(Suite):
 
     def data(self, task: str, split: str) -> TaskData:
         """What adapters are trained (and teacher-force scored) on: `tokens`, or with top_layers the base model's
-        prefix states (N, L, D + 1) of those tokens, computed once per example and kept (cached_prefix.py)."""
+        prefix states (N, L, D + 2) of those tokens, computed once per example and kept (cached_prefix.py)."""
         if self.top_layers is None:
             return self.tokens(task, split)
         key = (task, split)
         if key not in self._states_cache:
             t = self.tokens(task, split)
-            self._states_cache[key] = TaskData(prefix_states(self.base_model(), t.x, self.cut()), t.y)
+            self._states_cache[key] = TaskData(prefix_states(self.base_model(), t.x, t.y, self.cut()), t.y)
         return self._states_cache[key]
 
     def example_batch(self, condition: Condition) -> TaskData:
@@ -255,7 +256,7 @@ class LlmTasks(Suite):
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(N, V, A) logits of the answer positions, class dimension second as F.cross_entropy(logits, y) expects
         with y (N, A): that call is the mean loss per answer token. x: tokens (N, 2, L) run the whole model; cached
-        prefix states (N, L, D + 1) from `data` run only the top layers (the same logits while the prefix is frozen)."""
+        prefix states (N, L, D + 2) from `data` run only the top layers (the same logits while the prefix is frozen)."""
         if not x.is_floating_point():
             return completion.answer_logits(model, x, self.answer_tokens).transpose(1, 2)
         if self.top_layers is None:
