@@ -215,3 +215,19 @@ def test_hyper_generator_trains_through_the_cached_prefix(lm, tmp_path):
     folder = adapter.save(tmp_path / "generated")
     assert json.loads((folder / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(lm.model_folder())), str(folder))
+
+
+def test_quick_demo_on_a_local_causal_lm(tiny_llm_folder, tmp_path):
+    """The whole pipeline (zoo, reference fine-tunes, hyper generator, evaluation, PEFT folders) runs on llm-tasks."""
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(app, ["demo", "--suite", "llm-tasks", "--quick", "--model", str(tiny_llm_folder),
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["suite"] == "llm-tasks" and results["seen"] and results["unseen"]
+    configs = sorted(out.glob("adapters/*/sample_0/adapter_config.json"))
+    assert len(configs) == 2 and all(json.loads(c.read_text())["task_type"] == "CAUSAL_LM" for c in configs)

@@ -35,8 +35,9 @@ DEFAULTS = {
         n_samples=10),
     "digits-gen": SuiteDefaults(),
     # LoRA r = 4 on q_proj / v_proj of SmolLM2's top 4 layers, trained from cached prefix states (LlmTasks' default
-    # top_layers); batch 8 and lr 2e-3 from one look at 3 tasks (docs/llm_adapters.md); a condition: a description + 8
-    # example lines, read by the text encoder. The hyper and pdiff settings are first guesses, not yet measured.
+    # top_layers); batch 8 and lr 2e-3 from a first look at 2 tasks (docs/llm-adapters.md: 100 steps learn topic-3-a,
+    # not yet item-2); a condition: a description + 8 example lines, read by the text encoder. Steps and the hyper and
+    # pdiff settings are first guesses, not measured yet.
     "llm-tasks": SuiteDefaults(
         finetune={"rank": 4, "alpha": 8.0, "steps": 150, "lr": 2e-3, "batch_size": 8, "keep_last": 10, "save_every": 5},
         hyper={"encoder": "text", "rank": 4, "lora_alpha": 8.0, "k_exemplars": 8, "width": 256, "steps": 500,
