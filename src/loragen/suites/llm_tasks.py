@@ -17,7 +17,9 @@ Prompts use the model's chat template, with one of three contexts before the inp
                input: in-context learning with `shots` fixed training examples
 Adapters: LoRA on `target_modules` (PEFT's suffix rule; default the attention projections q_proj and v_proj) of the
 top `top_layers` decoder layers (default 4; None: every layer). Their PEFT config says task_type CAUSAL_LM and the
-base model's folder, so `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)` loads them.
+base model's folder, so `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)` loads them; the
+top-layers restriction is in its target_modules as full module names ("model.layers.26.self_attn.q_proj", ...), which
+PEFT matches exactly: what layers_to_transform says, without depending on a layers_pattern.
 Training is affordable on a CPU because of the top-layers restriction: `data` then holds the frozen prefix's hidden
 states, computed once per example, and `forward` runs only the adapted layers and the LM head over the answer positions
 (cached_prefix.py says how, and why fine-tuning, zoo collection and the hyper generator reach it unchanged).
@@ -29,8 +31,8 @@ suites (checkpoint selection): a lower bound that is exact for models that spell
 
 Shapes: N examples, L tokens (left-padded prompt + answer), A answer positions, V vocabulary, D hidden size; `tokens`
 holds x (N, 2, L) = input ids and attention mask with L = max_tokens, and y (N, A) = answer tokens right-aligned, -100
-elsewhere; `data` holds the same y and, with top_layers, x (N, L, D + 2) = the prefix's states, the mask and the answer-token
-flags (cached_prefix.py).
+elsewhere; `data` holds the same y and, with top_layers, x (N, L, D + 2) = the prefix's states, the mask and the
+answer-token flags (cached_prefix.py).
 """
 
 from __future__ import annotations
@@ -256,7 +258,8 @@ class LlmTasks(Suite):
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(N, V, A) logits of the answer positions, class dimension second as F.cross_entropy(logits, y) expects
         with y (N, A): that call is the mean loss per answer token. x: tokens (N, 2, L) run the whole model; cached
-        prefix states (N, L, D + 2) from `data` run only the top layers (the same logits while the prefix is frozen)."""
+        prefix states (N, L, D + 2) from `data` run only the top layers: the same logits at answer tokens while the prefix is
+        frozen, and 0 at the window's other positions (the loss ignores them; the LM head never runs there)."""
         if not x.is_floating_point():
             return completion.answer_logits(model, x, self.answer_tokens).transpose(1, 2)
         if self.top_layers is None:
