@@ -197,4 +197,4 @@ def test_option_names_have_one_meaning_across_commands(tmp_path):
              for cmd in (("train",), ("composer", "train"), ("demo",))}
     assert "<hyper|pdiff>" in helps[("train",)] and "<task|recon>" in helps[("train",)]
     assert "<transformer|mlp|static|per-class>" in helps[("composer", "train")] and "--context-share" in helps[("composer", "train")]
-    assert "<digits-domains|text-topics|digits-gen>" in helps[("demo",)]
+    assert "<digits-domains|text-topics|digits-gen|llm-tasks>" in helps[("demo",)]

@@ -12,51 +12,16 @@ from loragen.suites.causal_lm import check_folder, converted_folder
 from loragen.suites.llm_task_families import (N_TRAIN_PARAPHRASES, TOPIC_NAMES, atom_split, number_words, ordinal,
                                               shift_word)
 
-# SmolLM2-Instruct's chat template (a system turn is added when the first message is not one)
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-
 @pytest.fixture(scope="module")
 def suite():
     return get_suite("llm-tasks")
 
 
 @pytest.fixture(scope="module")
-def tiny_llm_folder(tmp_path_factory, suite):
-    """A user's own causal LM: a 2-layer Llama (hidden 32) with a byte-level BPE trained on the suite's texts and
-    SmolLM2's chat template, saved as a local Hugging Face folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    texts = [d for t in suite.tasks() for d in suite.descriptions(t.name, "train") + suite.descriptions(t.name, "eval")]
-    texts += [f"{x} {y}" for t in suite.tasks() for s in ("train", "val", "test") for x, y in suite.examples(t.name, s)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<|endoftext|>", bos_token="<|im_start|>",
-                                  eos_token="<|im_end|>", pad_token="<|im_end|>")
-    tok.chat_template = CHAT_TEMPLATE
-    folder = tmp_path_factory.mktemp("tiny-llm")
-    tok.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tiny(tiny_llm_folder):
-    """The suite on the tiny model; answers get a wider window (the tiny BPE spells them in more tokens)."""
-    return get_suite("llm-tasks", model_path=str(tiny_llm_folder), answer_tokens=24, max_tokens=128)
+    """The suite on the tiny model, adapting its top layer; answers get a wider window (the tiny BPE spells them in
+    more tokens)."""
+    return get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, answer_tokens=24, max_tokens=128)
 
 
 # ---- tasks, splits, descriptions (no model) -------------------------------------------------------------------------
@@ -212,7 +177,7 @@ def test_prompts_use_the_chat_template(tiny):
         tiny.query("add-5", x, "chat")
 
     # tokens: left-padded prompt + answer; the answer window holds the answer and the end of turn, right-aligned
-    data = tiny.data("add-5", "test")
+    data = tiny.tokens("add-5", "test")
     assert data.x.shape == (len(tiny.examples("add-5", "test")), 2, tiny.max_tokens) and data.y.shape[1] == tiny.answer_tokens
     row, mask, target = data.x[0, 0], data.x[0, 1], data.y[0]
     assert mask[-1] == 1 and mask[0] == 0 and (mask.diff() >= 0).all()  # padding on the left only
@@ -330,15 +295,6 @@ def test_base_command_on_a_local_folder(tiny_llm_folder):
     assert r.exit_code == 2 and "--model applies to the suites llm-tasks and text-topics" in r.output
 
 
-def test_commands_that_need_adapters_say_llm_tasks_has_none_yet(tmp_path):
-    from typer.testing import CliRunner
-
-    from loragen.cli import app
-
-    r = CliRunner().invoke(app, ["zoo", "collect", "--suite", "llm-tasks", "--out", str(tmp_path / "z")])
-    assert r.exit_code != 0 and "has no zoo or generator yet" in r.output and not (tmp_path / "z").exists()
-
-
 # ---- the real model -----------------------------------------------------------------------------------------------
 def test_smollm2_smoke():
     from pathlib import Path
@@ -351,7 +307,7 @@ def test_smollm2_smoke():
     s = get_suite("llm-tasks", model_path=str(found))
     for t in s.tasks():  # every query and answer fits the default token windows (repeat-6 once did not)
         for split in ("train", "val", "test"):
-            assert s.data(t.name, split).y.shape[1] == s.answer_tokens
+            assert s.tokens(t.name, split).y.shape[1] == s.answer_tokens
     model = s.base_model()
     question = [{"role": "user", "content": "What is the capital of France?"}]
     reply = completion.greedy_complete(model, s.tokenizer(), [question], 12)

@@ -79,7 +79,7 @@ def _suite_kwargs(model: Optional[Path], targets: Optional[str]) -> dict:
     return kw
 
 
-Model = Annotated[Optional[Path], typer.Option(help="Your own local Hugging Face model folder (text-topics).")]
+Model = Annotated[Optional[Path], typer.Option(help="Your own local Hugging Face model folder (text-topics; llm-tasks: a causal LM).")]
 Targets = Annotated[Optional[str], typer.Option(help="Comma-separated LoRA target modules of --model.")]
 
 
@@ -168,7 +168,8 @@ def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or 
                 steps: Annotated[Optional[int], typer.Option(help="Fine-tuning steps per task.")] = None,
                 rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
                 model: Model = None,
-                targets: Targets = None):
+                targets: Targets = None,
+                quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
     from loragen.finetune import FinetuneConfig
     from loragen.suites import get_suite
@@ -176,11 +177,12 @@ def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or 
     from loragen.zoo.collect import collect
 
     suite = suite.value
-    s = get_suite(suite, **_suite_kwargs(model, targets))
+    defaults = suite_defaults(suite, quick)  # a suite without adapters is refused before any work
+    s = get_suite(suite, **(defaults.suite_kwargs if quick else {}) | _suite_kwargs(model, targets))
     groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
     names = [t.name for t in groups[tasks]] if tasks in groups else [n.strip() for n in tasks.split(",") if n.strip()]
     given = {"rank": rank, "steps": steps, "keep_last": keep_last, "save_every": save_every}
-    cfg = FinetuneConfig(**suite_defaults(suite).finetune | {k: v for k, v in given.items() if v is not None})
+    cfg = FinetuneConfig(**defaults.finetune | {k: v for k, v in given.items() if v is not None})
     if rank is not None:
         cfg = replace(cfg, alpha=2.0 * rank)
     zoo, summary = collect(s, out, names, cfg)

@@ -15,13 +15,24 @@ Prompts use the model's chat template, with one of three contexts before the inp
   description  a description, a blank line, then the input: zero-shot prompting
   few-shot     description + first shot as the first user turn, the shots' answers as assistant turns, then the
                input: in-context learning with `shots` fixed training examples
+Adapters: LoRA on `target_modules` (PEFT's suffix rule; default the attention projections q_proj and v_proj) of the
+top `top_layers` decoder layers (default 4; None: every layer). Their PEFT config says task_type CAUSAL_LM and the
+base model's folder, so `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)` loads them; the
+top-layers restriction is in its target_modules as full module names ("model.layers.26.self_attn.q_proj", ...), which
+PEFT matches exactly: what layers_to_transform says, without depending on a layers_pattern.
+Training is affordable on a CPU because of the top-layers restriction: `data` then holds the frozen prefix's hidden
+states, computed once per example, and `forward` runs only the adapted layers and the LM head over the answer positions
+(cached_prefix.py says how, and why fine-tuning, zoo collection and the hyper generator reach it unchanged).
+
 Scoring (completion.py): exact match of the greedy completion (teacher forcing first, generation only for the rows it
 cannot decide) and the cross-entropy per answer token; both batched under torch.no_grad. Exact-match fractions are in
 [0, 1]; `accuracy` is the teacher-forced (token-level) exact match in percent, for code written for classification
 suites (checkpoint selection): a lower bound that is exact for models that spell answers with the tokenizer's tokens.
 
-Shapes: N examples, L tokens (left-padded prompt + answer), A answer positions, V vocabulary; `data` holds
-x (N, 2, L) = input ids and attention mask with L = max_tokens, and y (N, A) = answer tokens right-aligned, -100 elsewhere.
+Shapes: N examples, L tokens (left-padded prompt + answer), A answer positions, V vocabulary, D hidden size; `tokens`
+holds x (N, 2, L) = input ids and attention mask with L = max_tokens, and y (N, A) = answer tokens right-aligned, -100
+elsewhere; `data` holds the same y and, with top_layers, x (N, L, D + 2) = the prefix's states, the mask and the
+answer-token flags (cached_prefix.py).
 """
 
 from __future__ import annotations
@@ -33,8 +44,9 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import LoragenError
+from loragen.errors import ConfigError, LoragenError
 from loragen.suites import completion
+from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, top_logits
 from loragen.suites.causal_lm import PACKAGED, cache_root, load_model, load_tokenizer, model_folder
 from loragen.suites.llm_task_families import N_TRAIN_PARAPHRASES, SPLIT_PERCENT, TaskSpec, all_task_specs, build_pools
 from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
@@ -42,26 +54,29 @@ from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
 Context = Literal["none", "description", "few-shot"]
 CONTEXTS = ("none", "description", "few-shot")
 Wording = Literal["train", "eval"]
+DEFAULT_TARGETS = ("q_proj", "v_proj")  # attention projections of Llama-style models
 MIN_EXAMPLES = 8  # fewest examples a split of a task may have
 SAMPLE_QUESTION = "What is the capital of France?"  # what `loragen base` asks the model
 
 
 class LlmTasks(Suite):
     name = "llm-tasks"
-    target_modules = ["q_proj", "v_proj"]  # attention projections of Llama-style models
     metric = "exact match"
 
     def __init__(self, model_path: str | Path = "smollm2", target_modules: list[str] | None = None,
-                 k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16, n_test: int = 32,
-                 max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None):
+                 top_layers: int | None = 4, k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16,
+                 n_test: int = 32, max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None):
         """model_path: 'smollm2' (the packaged model, converted into the cache on first use) or a local causal-LM
-        folder; k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples per
-        split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window (with
-        SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word)."""
+        folder; target_modules: linear modules LoRA adapts, by name suffix (default q_proj, v_proj); top_layers: adapt
+        only the top N decoder layers and train from cached prefix states (None: every layer, trained through the
+        whole model); k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples
+        per split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window
+        (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word)."""
+        if top_layers is not None and top_layers < 1:
+            raise ConfigError(f"top_layers must be >= 1, or None for every layer; found {top_layers}")
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
-        self.max_tokens, self.answer_tokens = max_tokens, answer_tokens
-        if target_modules is not None:
-            self.target_modules = list(target_modules)
+        self.max_tokens, self.answer_tokens, self.top_layers = max_tokens, answer_tokens, top_layers
+        self.targets = list(target_modules) if target_modules is not None else list(DEFAULT_TARGETS)
         self.cache_dir = cache_root(cache_dir)
         specs = all_task_specs()
         self._specs: dict[str, TaskSpec] = {s.name: s for s in specs}
@@ -79,7 +94,8 @@ class LlmTasks(Suite):
                 self._examples[(s.name, split)] = pairs
         self._folder: Path | None = None
         self._tokenizer, self._base = None, None
-        self._data_cache: dict[tuple[str, str], TaskData] = {}
+        self._data_cache: dict[tuple[str, str], TaskData] = {}  # tokens
+        self._states_cache: dict[tuple[str, str], TaskData] = {}  # cached prefix states
 
     # ---- tasks, text and conditions ------------------------------------------------------------------------------
     def examples(self, task: str, split: str) -> list[tuple[str, str]]:
@@ -174,6 +190,30 @@ class LlmTasks(Suite):
             self._base = load_model(self.model_folder())
         return self._base
 
+    def cut(self) -> int:
+        """The first adapted decoder layer (0 without top_layers): layers below it are the frozen, cached prefix."""
+        return 0 if self.top_layers is None else cut_layer(self.base_model(), self.top_layers)
+
+    @property
+    def target_modules(self) -> list[str]:
+        """The modules a LoRA layout of this suite adapts: the target suffixes (every layer), or with top_layers the
+        full names of the matching linear modules in the top layers (PEFT's matching and LoraLayout take both)."""
+        if self.top_layers is None:
+            return list(self.targets)
+        base = self.base_model()
+        top = {id(m) for layer in decoder_parts(base).layers[self.cut() :] for m in layer.modules()}
+        names = [n for n, m in base.named_modules() if id(m) in top and isinstance(m, nn.Linear)
+                 and any(n == t or n.endswith("." + t) for t in self.targets)]
+        if not names:
+            linear = [n for n, m in base.named_modules() if id(m) in top and isinstance(m, nn.Linear)]
+            raise ConfigError(f"expected target modules {self.targets} among the linear modules of the top "
+                              f"{self.top_layers} layers; found only {linear[:12]}")
+        return names
+
+    def peft_info(self) -> dict:
+        """PEFT's task type CAUSAL_LM and the base model's folder (absolute): what AutoPeftModelForCausalLM needs."""
+        return {"task_type": "CAUSAL_LM", "base_model_name_or_path": str(self.model_folder().resolve())}
+
     def encode(self, task: str, split: str, context: Context = "none", wording: Wording = "eval",
                limit: int | None = None) -> TaskData:
         """A split's examples as tokens; context 'none' pads to max_tokens (every task's data concatenates), the
@@ -183,12 +223,23 @@ class LlmTasks(Suite):
         return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens,
                                  self.max_tokens if context == "none" else None)
 
-    def data(self, task: str, split: str) -> TaskData:
-        """The split with context 'none' (what an adapter is trained and scored on), cached."""
+    def tokens(self, task: str, split: str) -> TaskData:
+        """The split with context 'none' as tokens (what an adapted model sees), cached."""
         key = (task, split)
         if key not in self._data_cache:
             self._data_cache[key] = self.encode(task, split)
         return self._data_cache[key]
+
+    def data(self, task: str, split: str) -> TaskData:
+        """What adapters are trained (and teacher-force scored) on: `tokens`, or with top_layers the base model's
+        prefix states (N, L, D + 2) of those tokens, computed once per example and kept (cached_prefix.py)."""
+        if self.top_layers is None:
+            return self.tokens(task, split)
+        key = (task, split)
+        if key not in self._states_cache:
+            t = self.tokens(task, split)
+            self._states_cache[key] = TaskData(prefix_states(self.base_model(), t.x, t.y, self.cut()), t.y)
+        return self._states_cache[key]
 
     def example_batch(self, condition: Condition) -> TaskData:
         """The condition's example lines `'<input>' -> <answer>` as tokens with context 'none', like `data`."""
@@ -206,18 +257,32 @@ class LlmTasks(Suite):
     # ---- scoring -------------------------------------------------------------------------------------------------
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(N, V, A) logits of the answer positions, class dimension second as F.cross_entropy(logits, y) expects
-        with y (N, A): that call is the mean loss per answer token."""
-        return completion.answer_logits(model, x, self.answer_tokens).transpose(1, 2)
+        with y (N, A): that call is the mean loss per answer token. x: tokens (N, 2, L) run the whole model; cached
+        prefix states (N, L, D + 2) from `data` run only the top layers: the same logits at answer tokens while the prefix is
+        frozen, and 0 at the window's other positions (the loss ignores them; the LM head never runs there)."""
+        if not x.is_floating_point():
+            return completion.answer_logits(model, x, self.answer_tokens).transpose(1, 2)
+        if self.top_layers is None:
+            raise ConfigError("expected tokens (N, 2, L): this suite adapts every layer (top_layers=None) and caches no "
+                              f"prefix states; found a floating-point tensor {tuple(x.shape)}")
+        return top_logits(model, x, self.cut(), self.answer_tokens).transpose(1, 2)
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, data: TaskData, batch: int = 16) -> float:
-        """Teacher-forced exact match in percent: the answer's own tokens are the greedy ones (see the module docstring)."""
-        return 100.0 * completion.token_matches(model, data, batch).float().mean().item()
+        """Teacher-forced exact match in percent: the answer's own tokens are the greedy ones (see the module
+        docstring); on tokens or on cached prefix states."""
+        model.eval()
+        hits = []
+        for i in range(0, len(data.y), batch):
+            y = data.y[i : i + batch]
+            pred = self.forward(model, data.x[i : i + batch]).argmax(1)  # (n, A)
+            hits.append(((pred == y) | (y == completion.IGNORE)).all(1))
+        return 100.0 * torch.cat(hits).float().mean().item()
 
     def _scored(self, task: str, split: str, context: Context, wording: Wording, limit: int | None) -> TaskData:
-        """The tokens a score is computed on (the cached `data` when it is the whole split without context)."""
+        """The tokens a score is computed on (the cached `tokens` when it is the whole split without context)."""
         if context == "none" and limit is None:
-            return self.data(task, split)
+            return self.tokens(task, split)
         return self.encode(task, split, context, wording, limit)
 
     def exact_match(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",

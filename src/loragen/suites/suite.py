@@ -94,6 +94,11 @@ class Suite:
             correct += (self.forward(model, data.x[i : i + batch]).argmax(-1) == data.y[i : i + batch]).sum().item()
         return 100.0 * correct / len(data.y)
 
+    def peft_info(self) -> dict:
+        """What the suite's adapters are for, as PEFT's adapter_config.json says it: {"task_type",
+        "base_model_name_or_path"}. loragen's own networks: no task type, named "loragen:<suite>"."""
+        return {"task_type": None, "base_model_name_or_path": f"loragen:{self.name}"}
+
     def base_summary(self, model: nn.Module) -> dict[str, str]:
         """What `loragen base` prints about a built base model: test accuracy on a few tasks."""
         tasks = self.tasks()[:: max(1, len(self.tasks()) // 6)]

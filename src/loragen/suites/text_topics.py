@@ -288,6 +288,17 @@ class TextTopics(Suite):
         self._tokenizer, self._base = None, None
         self._data_cache: dict[tuple[str, str], TaskData] = {}
 
+    def peft_info(self) -> dict:
+        """{"task_type", "base_model_name_or_path"} of this suite's adapters: the base is a local Hugging Face model
+        folder (the user's model_path, else MiniLM), named by its absolute path.
+
+        task_type stays None although the model classifies sequences: the model is loragen's TextClassifier (encoder +
+        mean pooling + head), not a transformers *ForSequenceClassification, and PEFT's SEQ_CLS wrapper
+        (PeftModel.from_pretrained dispatches on task_type) cannot run it: it fails with "'TextClassifier' object has
+        no attribute 'config'". AutoPeftModelForSequenceClassification cannot load these adapters either, since their
+        target modules are TextClassifier paths ("encoder.encoder.layer.0...")."""
+        return {"task_type": None, "base_model_name_or_path": str(model_folder(self.model_path).resolve())}
+
     def _examples(self, spec: Spec, split: str, cap: int) -> tuple[list[str], list[int]]:
         """The task's balanced (texts, labels) of one split, from that split's items only, in a seeded order."""
         pos_pools = [self._pools[(src, sign, split)] for src, sign in spec.pos]

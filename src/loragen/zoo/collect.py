@@ -14,22 +14,9 @@ from loragen.zoo.store import INFO_FILE, Zoo
 
 
 def peft_info(suite: Suite) -> dict:
-    """What a suite's adapters are for, as PEFT's adapter_config.json says it: {"task_type", "base_model_name_or_path"}.
-
-    text-topics: its base is a local Hugging Face model folder (the user's --model, else MiniLM), named by its absolute
-    path. Its task_type stays None although the model classifies sequences: the model is loragen's TextClassifier
-    (encoder + mean pooling + head), not a transformers *ForSequenceClassification, and PEFT's SEQ_CLS wrapper
-    (PeftModel.from_pretrained dispatches on task_type) cannot run it: it fails with "'TextClassifier' object has no
-    attribute 'config'". AutoPeftModelForSequenceClassification cannot load these adapters either, since their
-    target modules are TextClassifier paths ("encoder.encoder.layer.0...").
-    Other built-in suites: loragen's own networks, named "loragen:<suite>", no task type.
-    """
-    if suite.name == "text-topics":
-        from loragen.suites.text_topics import model_folder
-
-        path = model_folder(getattr(suite, "model_path", None))  # None: the packaged MiniLM
-        return {"task_type": None, "base_model_name_or_path": str(path.resolve())}
-    return {"task_type": None, "base_model_name_or_path": f"loragen:{suite.name}"}
+    """What a suite's adapters are for, as PEFT's adapter_config.json says it: {"task_type", "base_model_name_or_path"}
+    (each suite says it: Suite.peft_info)."""
+    return suite.peft_info()
 
 
 def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig, show: bool = True) -> tuple[Zoo, dict]:
