@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from loragen.errors import ConfigError, UnknownTaskError
+from loragen.errors import UnknownTaskError
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,9 @@ QUICK = {
 }
 
 
-# suites whose tasks and base model exist but whose adapters do not yet: what they offer today
-NO_ADAPTERS_YET: dict[str, str] = {}
-
-
 def suite_defaults(suite: str, quick: bool = False) -> SuiteDefaults:
     """The measured defaults of a built-in suite; `quick`: the tiny test configuration."""
     table = QUICK if quick else DEFAULTS
-    if suite in NO_ADAPTERS_YET:
-        raise ConfigError(f"suite {suite!r} has no zoo or generator yet: {NO_ADAPTERS_YET[suite]}")
     if suite not in table:
         raise UnknownTaskError(f"unknown suite {suite!r}; expected one of {list(table)}")
     return table[suite]
