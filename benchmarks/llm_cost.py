@@ -6,12 +6,14 @@
   top-cached  LoRA on the top N layers, run from cached prefix states (LlmTasks' default)
 and the one-off cost of the prefix states per example.
 `--part finetune`: for each task, fine-tune LoRA on the top N layers from cached prefix states, then exact match on the
-same test items for the fine-tuned adapter, zero-shot (the description in the prompt) and few-shot prompting.
+same items of --split for the fine-tuned adapter, zero-shot (the description in the prompt) and few-shot prompting.
 
 Both stop starting new work after --budget seconds and write what they have to --out/<part>.json. Run with one thread:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_cost.py --part cost --out runs/llm-cost
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_cost.py --part finetune --tasks item-2,topic-3-a --out runs/llm-cost
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/llm_cost.py --part finetune --split val --steps 150 --budget 2400 \
+        --tasks shift-2,add-2,... --out runs/llm-families      # one task per family, scored on validation items
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def finetune_vs_prompting(suite, args, deadline: float) -> dict:
     base = suite.base_model()
     layout = LoraLayout.from_model(base, suite.target_modules, 4, 8.0)
     cfg = FinetuneConfig(rank=4, alpha=8.0, steps=args.steps, batch_size=args.batch, lr=args.lr, keep_last=1, save_every=1)
-    out = {"config": vars(cfg), "test_items": args.limit, "tasks": {}}
+    out = {"config": vars(cfg), "split": args.split, "items": args.limit, "tasks": {}}
     for task in args.tasks.split(","):
         if time.perf_counter() > deadline:
             print(f"budget spent: {task} not run", flush=True)
@@ -95,15 +97,15 @@ def finetune_vs_prompting(suite, args, deadline: float) -> dict:
         adapter = Adapter(layout, final["tensors"])
         t2 = time.perf_counter()
         with merged(base, adapter):
-            tuned = suite.exact_match(base, task, limit=args.limit)
-        zero = suite.exact_match(base, task, context="description", limit=args.limit)
-        few = suite.exact_match(base, task, context="few-shot", limit=args.limit)
+            tuned = suite.exact_match(base, task, args.split, limit=args.limit)
+        zero = suite.exact_match(base, task, args.split, context="description", limit=args.limit)
+        few = suite.exact_match(base, task, args.split, context="few-shot", limit=args.limit)
         row = {"family": suite.task(task).params["family"], "finetuned": tuned, "zero_shot": zero, "few_shot": few,
                "train_loss_first": losses[1], "train_loss_last_10": sum(losses[-10:]) / 10,
                "examples": len(train.y), "prefix_cache_s": cache_s, "train_s": train_s,
                "eval_s": time.perf_counter() - t2,
-               "few_shot_prompt_tokens": suite.prompt_tokens(task, context="few-shot", limit=args.limit),
-               "adapter_prompt_tokens": suite.prompt_tokens(task, context="none", limit=args.limit)}
+               "few_shot_prompt_tokens": suite.prompt_tokens(task, args.split, "few-shot", args.limit),
+               "adapter_prompt_tokens": suite.prompt_tokens(task, args.split, "none", args.limit)}
         out["tasks"][task] = row
         print(task, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return out
@@ -121,7 +123,9 @@ def main() -> None:
     ap.add_argument("--prefix-examples", type=int, default=16)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--limit", type=int, default=16, help="finetune: test items scored per task")
+    ap.add_argument("--limit", type=int, default=16, help="finetune: items scored per task")
+    ap.add_argument("--split", default="test", choices=("val", "test"),
+                    help="finetune: the split scored (val to choose families, test to report)")
     ap.add_argument("--budget", type=float, default=150.0, help="seconds after which no new task starts")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -19,6 +19,16 @@ def test_select_lr_picks_the_lowest_validation_fd():
         select_lr({1e-3: None, 3e-3: math.inf})
 
 
+def test_the_grid_grows_past_an_edge_only_while_the_best_is_there():
+    from loragen.experiments.composer_bench import beyond_edge
+
+    assert beyond_edge({1e-4: 60.0, 3e-4: 41.5, 1e-3: 38.2, 3e-3: 55.0}) is None  # best inside
+    assert beyond_edge({1e-4: 60.0, 1e-3: 50.0, 1e-2: 40.0}) == 3e-2  # best at the top: one ladder step up
+    assert beyond_edge({1e-4: 30.0, 3e-4: 41.5}) == 3e-5  # best at the bottom: one step down
+    assert beyond_edge({1e-6: 30.0, 3e-6: 41.5}) is None  # the ladder ends
+    assert beyond_edge({1e-3: 30.0}) is None  # one lr has no edge to speak of
+
+
 def test_bench_config_validation():
     with pytest.raises(ConfigError, match="lr_grid must hold at least one positive learning rate"):
         BenchConfig(lr_grid=())
@@ -72,3 +82,8 @@ def test_lr_table_marks_the_chosen_lr():
     r = {"config": {"lr_grid": [1e-4, 1e-3]}, "lr": {"composer": 1e-4},
          "lr_selection": {"composer": [{"lr": 1e-4, "val_fd": 61.0}, {"lr": 1e-3, "val_fd": None}]}}
     assert lr_table(r)[-1] == "| Composer | **61.00** | not finite | 0.0001 |"
+    r["lr_selection"]["static_lora"] = [{"lr": 1e-3, "val_fd": 50.0}, {"lr": 3e-3, "val_fd": 45.0}]  # grown past the edge
+    r["lr"]["static_lora"] = 3e-3
+    table = lr_table(r)
+    assert table[0] == "| method | lr 0.0001 | lr 0.001 | lr 0.003 | chosen |"
+    assert table[-2:] == ["| Composer | **61.00** | not finite | – | 0.0001 |", "| static LoRA (same steps) | – | 50.00 | **45.00** | 0.003 |"]

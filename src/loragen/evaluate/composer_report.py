@@ -92,14 +92,16 @@ def verdict(r: dict) -> list[str]:
 
 
 def lr_table(r: dict) -> list[str]:
-    """Markdown: validation digits-FD per trained method and lr, the chosen lr in bold."""
-    grid = r["config"]["lr_grid"]
+    """Markdown: validation digits-FD per trained method and lr (every lr any method tried; – where a method did not
+    try it: the grid grows past an edge only for a method whose best lies there), the chosen lr in bold."""
+    grid = sorted({row["lr"] for rows in r["lr_selection"].values() for row in rows})
     lines = ["| method | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
     for m, rows in r["lr_selection"].items():
+        fd = {row["lr"]: row["val_fd"] for row in rows}
         cells = []
-        for row in rows:
-            cell = "not finite" if row["val_fd"] is None else f"{row['val_fd']:.2f}"
-            cells.append(f"**{cell}**" if row["lr"] == r["lr"][m] else cell)
+        for lr in grid:
+            cell = "–" if lr not in fd else "not finite" if fd[lr] is None else f"{fd[lr]:.2f}"
+            cells.append(f"**{cell}**" if lr == r["lr"][m] else cell)
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {r['lr'][m]:g} |")
     return lines
 

@@ -4,7 +4,7 @@ test-time training, its ablations, and its inference cost. All are measured in o
 1. Backbone and metric classifier from the suite (cached), trained on the train split only.
 2. Learning rate per trained method, chosen on validation digits-FD: Composer and the two controls, a static LoRA
    (one LoRA shared by all classes) and a per-class LoRA (one per class), are each trained at every lr of `lr_grid`
-   with seed 0, by the same loop with the same steps, batches, noise and optimiser. Each is scored by digits-FD of
+   (extended past an edge, up to `lr_extend` times, while the best lr lies at that edge) with seed 0, by the same loop with the same steps, batches, noise and optimiser. Each is scored by digits-FD of
    `val_samples` images (one sampling seed) against the validation split, and the lr with the lowest is kept. The
    test split is not used to choose anything.
 3. Training seeds: at its chosen lr, each trained method is trained with `train_seeds` seeds (seed 0 is the grid's).
@@ -53,6 +53,7 @@ ABLATIONS = {  # name -> ComposerConfig changes; the default row is Composer's s
     "alpha=0": {"context_share": 0.0}, "alpha=0.5": {"context_share": 0.5}, "alpha=1": {"context_share": 1.0},
     "attention=standard": {"attention": "standard"}, "generator=mlp": {"generator": "mlp"},
 }
+LR_LADDER = tuple(float(f"{m}e{e}") for e in range(-6, 0) for m in (1, 3))  # 1e-6, 3e-6, …, 3e-1: extensions
 VAL_SEED = 1000  # sampling seed of validation scores, apart from the test scores' seeds 0 … seeds − 1
 
 
@@ -61,6 +62,7 @@ class BenchConfig:
     suite: DigitsGenConfig = field(default_factory=DigitsGenConfig)  # backbone, classifier and splits
     composer: ComposerConfig = field(default_factory=ComposerConfig)  # the default Composer; lr and seed: set by the bench
     lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # AdamW lrs each trained method is tried at (seed 0)
+    lr_extend: int = 2  # at most this many more lrs per method, one LR_LADDER step past the edge while the best is there
     val_samples: int = 250  # images per validation score, one sampling seed (25 per class; the val split has 269)
     train_seeds: int = 3  # training seeds of each trained method at its chosen lr
     n_samples: int = 500  # images per method and seed for test digits-FD (50 per class; the test split has 539)
@@ -86,7 +88,7 @@ class BenchConfig:
         """Seconds; for tests. The numbers mean nothing."""
         return cls(suite=QUICK, composer=ComposerConfig(rank=4, width=32, layers=1, heads=2, steps=6, batch_size=16,
                                                         checkpoint_every=3),
-                   lr_grid=(1e-3, 1e-2), val_samples=20, train_seeds=2, n_samples=20, seeds=1, sample_steps=3,
+                   lr_grid=(1e-3, 1e-2), lr_extend=1, val_samples=20, train_seeds=2, n_samples=20, seeds=1, sample_steps=3,
                    ttt_steps=2, overhead_batches=(10,), overhead_repeats=1, memory_steps=2, lora_batch=8)
 
 
@@ -97,6 +99,17 @@ def select_lr(val_fd: dict[float, float | None]) -> float:
     if not finite:
         raise LoragenError(f"no learning rate of the grid gave finite samples; validation digits-FD per lr: {val_fd}")
     return min(finite, key=lambda lr: (finite[lr], lr))
+
+
+def beyond_edge(val_fd: dict[float, float | None]) -> float | None:
+    """When the best lr so far lies at an edge of those tried, the next lr of LR_LADDER past that edge (a best at the
+    edge says the grid may be too narrow); else None."""
+    best, tried = select_lr(val_fd), sorted(val_fd)
+    if best not in (tried[0], tried[-1]) or len(tried) < 2:
+        return None
+    below, above = [x for x in LR_LADDER if x < tried[0]], [x for x in LR_LADDER if x > tried[-1]]
+    step = below[-1:] if best == tried[0] else above[:1]
+    return step[0] if step else None
 
 
 def compare(fd: dict[str, float], fd_train_std: dict[str, float]) -> dict:
@@ -221,13 +234,16 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
     # 2. each trained method's lr, on validation digits-FD (seed 0)
     selection, chosen = {}, {}
     for method, change in TRAINED.items():
-        grid = []
-        for lr in cfg.lr_grid:
+        grid, lrs = [], list(cfg.lr_grid)
+        while lrs:
+            lr = lrs.pop(0)
             gen = _train(suite, backbone, replace(cfg.composer, **change, lr=lr, seed=0), _folder(out, method, lr, 0),
                          show, f"{method} lr {lr:g} seed 0")
             v = _validate(suite, backbone, gen, cfg)
             grid.append({"lr": lr, "val_fd": v["fd"], "val_class_acc": v["class_acc"]})
             log(f"{method} lr {lr:g}: validation digits-FD " + ("not finite" if v["fd"] is None else f"{v['fd']:.2f}"))
+            if not lrs and len(grid) < len(cfg.lr_grid) + cfg.lr_extend:
+                lrs = [x for x in [beyond_edge({row["lr"]: row["val_fd"] for row in grid})] if x is not None]
         chosen[method] = select_lr({row["lr"]: row["val_fd"] for row in grid})
         selection[method] = grid
         log(f"{method}: lr {chosen[method]:g} chosen")
