@@ -62,7 +62,7 @@ class BenchConfig:
     suite: DigitsGenConfig = field(default_factory=DigitsGenConfig)  # backbone, classifier and splits
     composer: ComposerConfig = field(default_factory=ComposerConfig)  # the default Composer; lr and seed: set by the bench
     lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # AdamW lrs each trained method is tried at (seed 0)
-    lr_extend: int = 2  # at most this many more lrs per method, one LR_LADDER step past the edge while the best is there
+    lr_extend: int = 1  # at most this many more lrs per method, one LR_LADDER step past the edge while the best is there
     val_samples: int = 250  # images per validation score, one sampling seed (25 per class; the val split has 269)
     train_seeds: int = 3  # training seeds of each trained method at its chosen lr
     n_samples: int = 500  # images per method and seed for test digits-FD (50 per class; the test split has 539)
