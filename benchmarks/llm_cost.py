@@ -111,9 +111,23 @@ def finetune_vs_prompting(suite, args, deadline: float) -> dict:
     return out
 
 
+def finetune_table(result: dict) -> str:
+    """Markdown of a finetune part's JSON: exact match per task (family) fine-tuned / zero-shot / few-shot."""
+    cfg = result["config"]
+    lines = [f"Exact match on {result['items']} {result['split']} items per task; LoRA r {cfg['rank']} on the top layers, "
+             f"{cfg['steps']} steps, lr {cfg['lr']:g}, batch {cfg['batch_size']}; {result['threads']} thread(s).", "",
+             "| task | family | fine-tuned | zero-shot | few-shot | fine-tuned − few-shot | train loss, last 10 steps |",
+             "|---|---|---|---|---|---|---|"]
+    for task, r in result["tasks"].items():
+        lines.append(f"| {task} | {r['family']} | {r['finetuned']:.2f} | {r['zero_shot']:.2f} | {r['few_shot']:.2f} | "
+                     f"{r['finetuned'] - r['few_shot']:+.2f} | {r['train_loss_last_10']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("cost", "finetune"), required=True)
+    ap.add_argument("--part", choices=("cost", "finetune", "table"), required=True,
+                    help="table: finetune.md from an earlier finetune part's finetune.json in --out")
     ap.add_argument("--out", type=Path, default=Path("runs/llm-cost"))
     ap.add_argument("--model", default="smollm2", help="'smollm2' or a local causal-LM folder")
     ap.add_argument("--top-layers", type=int, default=4)
@@ -128,6 +142,9 @@ def main() -> None:
                     help="finetune: the split scored (val to choose families, test to report)")
     ap.add_argument("--budget", type=float, default=150.0, help="seconds after which no new task starts")
     args = ap.parse_args()
+    if args.part == "table":
+        atomic.write_bytes(args.out / "finetune.md", finetune_table(json.loads((args.out / "finetune.json").read_text())).encode())
+        return
     torch.set_num_threads(1)
     start = time.perf_counter()
     suite = get_suite("llm-tasks", model_path=args.model, top_layers=args.top_layers)
@@ -135,6 +152,8 @@ def main() -> None:
     result |= {"threads": torch.get_num_threads(), "wall_s": time.perf_counter() - start}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.out / f"{args.part}.json", result)
+    if args.part == "finetune":
+        atomic.write_bytes(args.out / "finetune.md", finetune_table(result).encode())
     print(json.dumps(result, indent=1))
 
 
