@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, rng, spread_folds
 
 SIZE = 16  # H = W after upsampling the 8×8 digits
 # the sampled range of each factor: tasks inside it are the training distribution (and interpolation tests)
@@ -172,16 +172,8 @@ class DigitsDomains(Suite):
     def folds(self, k: int) -> list[Fold]:
         """k folds over the inside tasks (each held out once); outside tasks are spread over the folds' test sets
         and never trained on in any fold."""
-        inside = [t.name for t in self.tasks() if t.params["where"] == "inside"]
-        outside = [t.name for t in self.tasks() if t.params["where"] != "inside"]
-        if not 2 <= k <= len(inside):
-            raise ValueError(f"k must be between 2 and the number of inside tasks ({len(inside)}); found {k}")
-        order = [inside[i] for i in torch.randperm(len(inside), generator=rng(self.name, "folds")).tolist()]
-        folds = []
-        for i in range(k):
-            test = set(order[i::k])
-            folds.append(Fold(i, tuple(n for n in inside if n not in test), tuple(n for n in inside if n in test) + tuple(outside[i::k])))
-        return folds
+        return spread_folds(self.name, [t.name for t in self.tasks() if t.params["where"] == "inside"],
+                            [t.name for t in self.tasks() if t.params["where"] != "inside"], k)
 
     def _domain(self, name: str) -> Domain:
         p = self.task(name).params

@@ -49,7 +49,7 @@ from loragen.suites import completion
 from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, top_logits
 from loragen.suites.causal_lm import PACKAGED, cache_root, load_model, load_tokenizer, model_folder
 from loragen.suites.llm_task_families import N_TRAIN_PARAPHRASES, SPLIT_PERCENT, TaskSpec, all_task_specs, build_pools
-from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, rng, spread_folds
 
 Context = Literal["none", "description", "few-shot"]
 CONTEXTS = ("none", "description", "few-shot")
@@ -158,17 +158,8 @@ class LlmTasks(Suite):
     def folds(self, k: int) -> list[Fold]:
         """k folds over the inside and categorical tasks (each evaluated as unseen once); outside tasks (extrapolation)
         are spread over the folds' test sets and never trained on in any fold."""
-        inside = [t.name for t in self.tasks() if t.params["where"] != "outside"]
-        outside = [t.name for t in self.tasks() if t.params["where"] == "outside"]
-        if not 2 <= k <= len(inside):
-            raise ValueError(f"k must be between 2 and the number of inside tasks ({len(inside)}); found {k}")
-        order = [inside[i] for i in torch.randperm(len(inside), generator=rng(self.name, "folds")).tolist()]
-        folds = []
-        for i in range(k):
-            test = set(order[i::k])
-            folds.append(Fold(i, tuple(n for n in inside if n not in test),
-                              tuple(n for n in inside if n in test) + tuple(outside[i::k])))
-        return folds
+        return spread_folds(self.name, [t.name for t in self.tasks() if t.params["where"] != "outside"],
+                            [t.name for t in self.tasks() if t.params["where"] == "outside"], k)
 
     # ---- model and tokens ----------------------------------------------------------------------------------------
     def model_folder(self) -> Path:

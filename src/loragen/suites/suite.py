@@ -39,6 +39,20 @@ class Fold:
             raise ValueError(f"fold {self.index}: evaluated-as-unseen tasks must not be trained on; found {sorted(clash)[:5]}")
 
 
+def spread_folds(suite_name: str, trained: list[str], never_trained: list[str], k: int) -> list[Fold]:
+    """k folds over `trained` tasks in a seeded order (each evaluated as unseen exactly once); `never_trained` tasks
+    (extrapolation) are spread over the folds' test sets and never trained on in any fold."""
+    if not 2 <= k <= len(trained):
+        raise ValueError(f"k must be between 2 and the number of tasks that may be trained on ({len(trained)}); found {k}")
+    order = [trained[i] for i in torch.randperm(len(trained), generator=rng(suite_name, "folds")).tolist()]
+    folds = []
+    for i in range(k):
+        test = set(order[i::k])
+        folds.append(Fold(i, tuple(n for n in trained if n not in test),
+                          tuple(n for n in trained if n in test) + tuple(never_trained[i::k])))
+    return folds
+
+
 @dataclass
 class TaskData:
     x: torch.Tensor  # inputs, first dim N
