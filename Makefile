@@ -28,3 +28,8 @@ bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench 
 	$(BIN)/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
 	$(BIN)/python benchmarks/unseen.py --suite text-topics --out runs/bench/unseen-text --seeds 0,1,2
 	$(BIN)/python benchmarks/digits_gen.py --out runs/bench/digits-gen
+	$(BIN)/loragen base --model smollm2
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/llm_cost.py --part cost --out runs/llm-cost
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/llm_cost.py --part finetune --split val --steps 150 --budget 2400 \
+		--tasks shift-2,add-2,multiply-3,remainder-3,every-word-2,item-1,first-letters-2,last-letters-3,repeat-2,number-to-words-2,words-to-number-2,topic-2-a,polarity-1.5,format-reverse \
+		--out runs/llm-families
