@@ -20,13 +20,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from loragen.errors import LoragenError
+from loragen.suites.suite import cache_root
 
 SOURCE_FILE = "loragen_source.json"  # written into a converted folder: what it was made from, and the time it took
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")  # a model folder holds its weights in one of these
@@ -53,11 +53,6 @@ def _stderr_log(message: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(message)
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """Where loragen caches base models: `cache_dir`, else $LORAGEN_CACHE, else ~/.cache/loragen (as every suite)."""
-    return Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
 
 
 def gguf_path(name: str) -> Path:

@@ -12,7 +12,6 @@ Shapes: N images, H = W = 16 pixels, C = 10 classes.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.suites.suite import Fold, Suite, Task, TaskData, rng, spread_folds
+from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, rng, spread_folds
 
 SIZE = 16  # H = W after upsampling the 8×8 digits
 # the sampled range of each factor: tasks inside it are the training distribution (and interpolation tests)
@@ -148,7 +147,7 @@ class DigitsDomains(Suite):
         if n_tasks < 2 or n_extrapolation < 0:
             raise ValueError(f"need n_tasks >= 2 and n_extrapolation >= 0; found {n_tasks} and {n_extrapolation}")
         self.n_train, self.n_val, self.k_exemplars = n_train, n_val, k_exemplars
-        self.cache_dir = Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
+        self.cache_dir = cache_root(cache_dir)
         self._images, self._labels = load_digits()
         perm = torch.randperm(len(self._labels), generator=torch.Generator().manual_seed(0))
         n_test = int(0.3 * len(perm))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from loragen.diffusion import Diffusion
 from loragen.errors import ConfigError
 from loragen.suites.digits_classifier import DigitsClassifier
 from loragen.suites.dit import DIT_SIZES, DiT, DiTConfig
-from loragen.suites.suite import Suite, Task, TaskData, rng
+from loragen.suites.suite import Suite, Task, TaskData, cache_root, rng
 from loragen.training import train
 
 STATE_FILE = "train_state.safetensors"  # the backbone's resumable training state, in the cache folder
@@ -93,7 +92,7 @@ class DigitsGen(Suite):
 
     def __init__(self, config: DigitsGenConfig | None = None, quick: bool = False, cache_dir: str | Path | None = None):
         self.config = config or (QUICK if quick else DigitsGenConfig())
-        root = Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
+        root = cache_root(cache_dir)
         self.cache_dir = root / "digits-gen" / self.config.key()
         x, y = load_digits_8x8()
         perm = torch.randperm(len(y), generator=rng(self.name, "split"))

@@ -47,9 +47,9 @@ from loragen.conditions import Condition
 from loragen.errors import ConfigError, LoragenError
 from loragen.suites import completion
 from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, top_logits
-from loragen.suites.causal_lm import PACKAGED, cache_root, load_model, load_tokenizer, model_folder
+from loragen.suites.causal_lm import PACKAGED, load_model, load_tokenizer, model_folder
 from loragen.suites.llm_task_families import N_TRAIN_PARAPHRASES, SPLIT_PERCENT, TaskSpec, all_task_specs, build_pools
-from loragen.suites.suite import Fold, Suite, Task, TaskData, rng, spread_folds
+from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, rng, spread_folds
 
 Context = Literal["none", "description", "few-shot"]
 CONTEXTS = ("none", "description", "few-shot")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import ConditionError, UnknownTaskError
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where suites cache their base models: `cache_dir`, else $LORAGEN_CACHE, else ~/.cache/loragen."""
+    return Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
 
 
 def rng(*parts) -> torch.Generator:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import ConditionError, LoragenError
-from loragen.suites.suite import Fold, Suite, Task, TaskData, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, rng
 
 MIN_UTTERANCES = 40  # a category becomes a source when it has at least this many distinct usable utterances
 MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
@@ -269,7 +268,7 @@ class TextTopics(Suite):
         self.model_path, self.k_exemplars, self.max_per_class = model_path, k_exemplars, max_per_class
         if target_modules is not None:
             self.target_modules = list(target_modules)
-        self.cache_dir = Path(cache_dir or os.environ.get("LORAGEN_CACHE", Path.home() / ".cache" / "loragen"))
+        self.cache_dir = cache_root(cache_dir)
         # every source's items, grouped by split once for all tasks: (source, sign, split) -> texts
         self._sources = load_sources()
         self._pools: dict[tuple[str, int, str], list[str]] = defaultdict(list)
