@@ -34,13 +34,14 @@ evaluation (a generator is scored on wording it never saw). Every description sa
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
 import torch
+
+from loragen.suites.suite import hashed_split
 
 N_PARAPHRASES = 5  # descriptions per task
 N_TRAIN_PARAPHRASES = 3  # the first ones: for training; the rest are held out for evaluation
@@ -93,12 +94,7 @@ class TaskSpec:
 # ---- helpers ----------------------------------------------------------------------------------------------------
 def atom_split(key: str) -> str:
     """The split of an atom for every task: a seeded hash of its text."""
-    h = int(hashlib.sha256(f"llm-tasks/split/{key}".encode()).hexdigest()[:8], 16) % 100
-    for split, share in SPLIT_PERCENT.items():
-        if h < share:
-            return split
-        h -= share
-    raise AssertionError("SPLIT_PERCENT must sum to 100")
+    return hashed_split(f"llm-tasks/split/{key}", SPLIT_PERCENT)
 
 
 def number_words(n: int) -> str:

@@ -25,6 +25,17 @@ def rng(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16))
 
 
+def hashed_split(key: str, shares: dict[str, int]) -> str:
+    """The split a seeded hash of `key` falls in, `shares` percent each (they sum to 100): the same for an item in
+    every task that uses it, so no item is trained on in one task and tested in another."""
+    h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
+    for split, share in shares.items():
+        if h < share:
+            return split
+        h -= share
+    raise ValueError(f"split shares must sum to 100; found {shares}")
+
+
 @dataclass(frozen=True)
 class Task:
     name: str

@@ -34,7 +34,6 @@ Shapes: N examples, L tokens; inputs are stored as (N, 2, L) long: input ids and
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from torch import nn
 
 from loragen.conditions import Condition
 from loragen.errors import ConditionError, LoragenError
-from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, rng
+from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, hashed_split, rng
 
 MIN_UTTERANCES = 40  # a category becomes a source when it has at least this many distinct usable utterances
 MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
@@ -106,12 +105,7 @@ def item_key(text: str) -> str:
 
 def item_split(text: str) -> str:
     """The split of an item for every task: a seeded hash of its text, 60 / 20 / 20."""
-    h = int(hashlib.sha256(f"text-topics/split/{item_key(text)}".encode()).hexdigest()[:8], 16) % 100
-    for split, share in SPLIT_PERCENT.items():
-        if h < share:
-            return split
-        h -= share
-    raise AssertionError("SPLIT_PERCENT must sum to 100")
+    return hashed_split(f"text-topics/split/{item_key(text)}", SPLIT_PERCENT)
 
 
 def load_sources() -> dict[str, list[tuple[str, int]]]:
