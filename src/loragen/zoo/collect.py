@@ -13,12 +13,6 @@ from loragen.suites.suite import Suite
 from loragen.zoo.store import INFO_FILE, Zoo
 
 
-def peft_info(suite: Suite) -> dict:
-    """What a suite's adapters are for, as PEFT's adapter_config.json says it: {"task_type", "base_model_name_or_path"}
-    (each suite says it: Suite.peft_info)."""
-    return suite.peft_info()
-
-
 def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig, show: bool = True) -> tuple[Zoo, dict]:
     """Fine-tune `tasks` into the zoo at `out`; tasks already there are skipped. Returns the zoo and a summary."""
     base = suite.base_model()
@@ -26,7 +20,7 @@ def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig
     for t in tasks:
         suite.task(t)  # unknown names fail before any work
     info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None),
-            "peft": peft_info(suite)}
+            "peft": suite.peft_info()}
     zoo = Zoo.create(out, layout, info)
     if zoo.info.get("finetune") != info["finetune"] or zoo.info.get("suite") != suite.name:
         raise ZooError(f"{out} was collected from suite {zoo.info.get('suite')!r} with fine-tuning config "

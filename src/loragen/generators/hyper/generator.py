@@ -34,7 +34,6 @@ from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.hyper.items import ITEM_ENCODERS, ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.training import train
-from loragen.zoo.collect import peft_info
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
 
@@ -190,7 +189,7 @@ class HyperGenerator:
         flat = torch.cat(pools)
         torch.manual_seed(config.seed)  # the network's init must not depend on what loading the encoders drew
         suite_name = suite.name if suite is not None else (zoo.info.get("suite") if zoo is not None else None)
-        peft = zoo.peft_info() if zoo is not None else peft_info(suite)
+        peft = zoo.peft_info() if zoo is not None else suite.peft_info()
         # the prototype scale s starts at 20 / (the pools' mean feature norm): logits s · prototype · f of at most ~±20
         proto_scale = 20.0 / flat[:, : flat.shape[1] - _n_classes(layout)].norm(dim=1).mean().item() if config.encoder == "examples" else 1.0
         gen = cls(config, layout, tasks, flat.shape[1], suite if suite is not None else suite_name, peft, full_init, proto_scale)
