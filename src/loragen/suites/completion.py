@@ -103,11 +103,6 @@ def answer_logits(model: nn.Module, x_N2L: torch.Tensor, answer_tokens: int) -> 
     return out.logits[:, :-1]  # position t predicts token t + 1: the last A + 1 positions predict the last A tokens
 
 
-def token_loss(logits_NAV: torch.Tensor, y_NA: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy per answer token (IGNORE positions excluded); differentiable."""
-    return F.cross_entropy(logits_NAV.transpose(1, 2), y_NA, ignore_index=IGNORE)
-
-
 @torch.no_grad()
 def answer_loss(model: nn.Module, data: TaskData, batch: int = 16) -> float:
     """Mean cross-entropy per answer token over all of `data` (every answer token weighs the same)."""
@@ -122,14 +117,16 @@ def answer_loss(model: nn.Module, data: TaskData, batch: int = 16) -> float:
 
 
 @torch.no_grad()
-def token_matches(model: nn.Module, data: TaskData, batch: int = 16) -> torch.Tensor:
+def token_matches(model: nn.Module, data: TaskData, batch: int = 16, logits=None) -> torch.Tensor:
     """(N,) bool: every answer position's argmax is the answer's token (teacher forcing), so the greedy completion is
-    the answer's tokens followed by the end of turn."""
+    the answer's tokens followed by the end of turn. `logits(model, x, A)` -> (n, A, V): default `answer_logits` on
+    tokens; a suite passes its own for cached prefix states."""
     model.eval()
+    logits = logits or answer_logits
     out = []
     for i in range(0, len(data.y), batch):
         y = data.y[i : i + batch]
-        pred = answer_logits(model, data.x[i : i + batch], y.shape[1]).argmax(-1)  # (n, A)
+        pred = logits(model, data.x[i : i + batch], y.shape[1]).argmax(-1)  # (n, A)
         out.append(((pred == y) | (y == IGNORE)).all(1))
     return torch.cat(out)
 

@@ -262,13 +262,8 @@ class LlmTasks(Suite):
     def accuracy(self, model: nn.Module, data: TaskData, batch: int = 16) -> float:
         """Teacher-forced exact match in percent: the answer's own tokens are the greedy ones (see the module
         docstring); on tokens or on cached prefix states."""
-        model.eval()
-        hits = []
-        for i in range(0, len(data.y), batch):
-            y = data.y[i : i + batch]
-            pred = self.forward(model, data.x[i : i + batch]).argmax(1)  # (n, A)
-            hits.append(((pred == y) | (y == completion.IGNORE)).all(1))
-        return 100.0 * torch.cat(hits).float().mean().item()
+        hits = completion.token_matches(model, data, batch, lambda m, x, a: self.forward(m, x).transpose(1, 2))
+        return 100.0 * hits.float().mean().item()
 
     def _scored(self, task: str, split: str, context: Context, wording: Wording, limit: int | None) -> TaskData:
         """The tokens a score is computed on (the cached `tokens` when it is the whole split without context)."""
