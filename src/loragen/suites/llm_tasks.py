@@ -209,7 +209,10 @@ class LlmTasks(Suite):
                limit: int | None = None) -> TaskData:
         """A split's examples as tokens; context 'none' pads to max_tokens (every task's data concatenates), the
         others to the longest prompt."""
-        pairs = self.examples(task, split)[:limit]
+        return self._encode(task, self.examples(task, split)[:limit], context, wording)
+
+    def _encode(self, task: str, pairs: list[tuple[str, str]], context: Context = "none",
+                wording: Wording = "eval") -> TaskData:
         queries = [self.query(task, x, context, wording) for x, _ in pairs]
         return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens,
                                  self.max_tokens if context == "none" else None)
@@ -237,8 +240,7 @@ class LlmTasks(Suite):
         pairs = condition.labelled_examples()
         if not pairs:
             raise LoragenError(f"expected labelled example lines in the condition of {condition.task!r}; found none")
-        queries = [[{"role": "user", "content": x}] for x, _ in pairs]
-        return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens, self.max_tokens)
+        return self._encode(condition.task, pairs)
 
     def prompt_tokens(self, task: str, split: str = "test", context: Context = "none", limit: int | None = None) -> float:
         """Mean prompt tokens per query (the answer not counted): the inference cost a context adds."""
