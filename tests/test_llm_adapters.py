@@ -231,3 +231,44 @@ def test_quick_demo_on_a_local_causal_lm(tiny_llm_folder, tmp_path):
     assert results["suite"] == "llm-tasks" and results["seen"] and results["unseen"]
     configs = sorted(out.glob("adapters/*/sample_0/adapter_config.json"))
     assert len(configs) == 2 and all(json.loads(c.read_text())["task_type"] == "CAUSAL_LM" for c in configs)
+
+
+def test_train_generate_load_and_chat_from_the_command_line(tiny_llm_folder, tmp_path):
+    """`loragen train --suite llm-tasks`, `loragen generate "<description>"` writes a PEFT folder that
+    PeftModel.from_pretrained loads with the same outputs as the adapter merged; `loragen chat` streams its reply."""
+    import io
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+    from loragen.suites.chat import load_chat_model, stream_reply
+
+    runner, gen_dir, out = CliRunner(), tmp_path / "gen", tmp_path / "adapters"
+    r = runner.invoke(app, ["train", "--suite", "llm-tasks", "--model", str(tiny_llm_folder), "--quick", "--out", str(gen_dir)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["generate", "Add 2 to the number.", "--example", "'5' -> 7", "--generator-dir", str(gen_dir),
+                            "--out", str(out), "--n", "1"])
+    assert r.exit_code == 0, r.output
+    folder = out / "adapter_0"
+    assert json.loads((folder / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_llm_folder)), str(folder)).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llm_folder)).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad(), merged(base, Adapter.load(folder)):
+        want = base(input_ids=ids).logits
+    with torch.no_grad():
+        assert torch.allclose(peft(input_ids=ids).logits, want, atol=1e-5)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(str(tiny_llm_folder))(input_ids=ids).logits, want, atol=1e-5)
+    lm, tok = load_chat_model(folder)  # the base model comes from the adapter's config
+    buf = io.StringIO()
+    reply = stream_reply(lm, tok, "12", 6, buf)
+    assert buf.getvalue().strip() == reply  # what was streamed is the reply
+    assert reply == completion.greedy_complete(peft, tok, [[{"role": "user", "content": "12"}]], 6)[0]
+    r = runner.invoke(app, ["chat", "12", "--adapter", str(folder), "--max-new-tokens", "6"])
+    assert r.exit_code == 0 and reply in r.output, r.output
+    r = runner.invoke(app, ["chat", "12", "--adapter", str(tmp_path)])
+    assert r.exit_code == 2 and "expected a PEFT adapter folder" in r.output
+    r = runner.invoke(app, ["generate", "Add 2.", "--suite", "digits-gen"])
+    assert r.exit_code == 2 and ("not trained yet" in r.output or "digits-gen" in r.output)

@@ -1,4 +1,4 @@
-"""Command line: `loragen demo | base | zoo collect/import/info | train | generate | composer train/sample/bench`.
+"""Command line: `loragen demo | base | zoo collect/import/info | train | generate | chat | composer train/sample/bench`.
 
 One meaning per option name across commands: --out is always a folder, --arch a generator architecture,
 --generator-dir a trained generator's folder, --steps optimiser steps. Closed sets of choices are Enums of the
@@ -232,7 +232,7 @@ def zoo_info(path: Annotated[Path, typer.Argument(help="Zoo folder.")]):
 
 @app.command()
 @_friendly
-def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupted fit resumes from it).")],
+def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an interrupted fit resumes from it); default with --suite: the suite's default generator in the cache, which `generate --suite` uses.")] = None,
           arch: Annotated[Optional[Arch], typer.Option(help="hyper (hypernetwork; default with a built-in suite) | pdiff (autoencoder + latent diffusion; default for an imported zoo).")] = None,
           objective: Annotated[Objective, typer.Option(help="hyper: task (through the base model's loss; needs a built-in suite) | recon (match the zoo).")] = Objective("task"),
           zoo: Annotated[Optional[Path], typer.Option(help="Zoo folder (pdiff and hyper recon need one; hyper task takes its tasks).")] = None,
@@ -242,6 +242,9 @@ def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupt
           encoder: Annotated[Optional[Encoder], typer.Option(help="Condition encoder (default: the suite's).")] = None,
           ae_steps: Annotated[Optional[int], typer.Option(help="pdiff: autoencoder steps (default: PDiffConfig's).")] = None,
           diffusion_steps: Annotated[Optional[int], typer.Option(help="pdiff: denoiser steps (default: PDiffConfig's).")] = None,
+          model: Model = None,
+          targets: Targets = None,
+          quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False,
           overwrite: Annotated[bool, typer.Option(help="Replace a finished generator in OUT.")] = False):
     """Fit a generator: hyper (on a suite's tasks, or a zoo) or pdiff (on a zoo)."""
     from loragen.generators.base import CONFIG_FILE
@@ -249,6 +252,10 @@ def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupt
     from loragen.zoo.store import Zoo
 
     arch, objective, suite, normalization, encoder = map(_value, (arch, objective, suite, normalization, encoder))
+    if out is None:
+        if suite is None:
+            raise LoragenError("expected --out, or --suite to train the suite's default generator; found neither")
+        out = default_generator_dir(suite)
     if (out / CONFIG_FILE).exists() and not overwrite:
         raise LoragenError(f"{out} already holds a trained generator; pass --overwrite to replace it")
     z = Zoo.open(zoo) if zoo is not None else None
@@ -262,7 +269,7 @@ def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupt
     elif suite_name is None:
         raise LoragenError("hyper's task objective trains through a built-in suite's task loss; expected --suite or a zoo collected from a suite")
     text = z is not None and not z.info.get("suite") and bool(z.condition(z.tasks()[0]).text)  # an imported text zoo
-    defaults = suite_defaults(suite_name) if suite_name else SuiteDefaults()
+    defaults = suite_defaults(suite_name, quick) if suite_name else SuiteDefaults()
     if arch == "hyper":
         from loragen.generators.hyper import HyperConfig, HyperGenerator
 
@@ -273,7 +280,7 @@ def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupt
         if suite_name is not None:  # the suite's full task set: it holds the demo's tasks and a collected zoo's
             from loragen.suites import get_suite
 
-            s = get_suite(suite_name)
+            s = get_suite(suite_name, **(defaults.suite_kwargs if quick else {}) | _suite_kwargs(model, targets))
         gen = HyperGenerator.fit(cfg, suite=s, zoo=z, out=out)
         f = gen.fit_summary
         console.print(f"generator {out}: hyper ({objective}), {f['tasks']} tasks, loss {f['loss']:.4f}, {f['fit_s']:.0f} s")
@@ -291,13 +298,14 @@ def train(out: Annotated[Path, typer.Option(help="Generator folder (an interrupt
 
 @app.command()
 @_friendly
-def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator folder (hyper or pdiff).")],
-             out: Annotated[Path, typer.Option(help="Folder for the adapters (one PEFT folder each).")],
+def generate(text: Annotated[Optional[str], typer.Argument(help="Text condition: the task's description (as --description).")] = None,
+             generator_dir: Annotated[Optional[Path], typer.Option(help="Trained generator folder (hyper or pdiff); default with --suite: the suite's default generator (`loragen train --suite`).")] = None,
+             out: Annotated[Path, typer.Option(help="Folder for the adapters (one PEFT folder each).")] = Path("adapters"),
              task: Annotated[Optional[str], typer.Option(help="A suite task whose exemplars are the condition.")] = None,
              images: Annotated[Optional[Path], typer.Option(help="Condition from a safetensors file with 'images' (K, H, W).")] = None,
              description: Annotated[Optional[str], typer.Option(help="Text condition: the task's description.")] = None,
              example: Annotated[Optional[list[str]], typer.Option(help="Text condition: a few-shot example line (repeatable).")] = None,
-             suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite of --task (default: the generator's own).")] = None,
+             suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite of --task (default: the generator's own); without --generator-dir, its default generator.")] = None,
              n: Annotated[int, typer.Option(help="Number of adapters.")] = 5,
              seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
              overwrite: Annotated[bool, typer.Option(help="Replace existing adapter folders.")] = False):
@@ -307,9 +315,18 @@ def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator
     from loragen.conditions import Condition
     from loragen.generators.base import load_generator
 
-    given = [name for name, v in (("--task", task), ("--images", images), ("--description", description)) if v is not None]
+    given = [name for name, v in (("--task", task), ("--images", images), ("--description", description), ("TEXT", text))
+             if v is not None]
     if len(given) != 1:
-        raise LoragenError(f"give exactly one condition: --task NAME, --images FILE or --description TEXT; found {given or 'none'}")
+        raise LoragenError(f"give exactly one condition: TEXT, --description TEXT, --task NAME or --images FILE; found {given or 'none'}")
+    description = description if description is not None else text
+    if generator_dir is None:
+        if suite is None:
+            raise LoragenError("expected --generator-dir, or --suite to use the suite's default generator; found neither")
+        generator_dir = default_generator_dir(_value(suite))
+        if not (generator_dir / "generator.json").exists():
+            raise LoragenError(f"the default generator of {_value(suite)} is not trained yet ({generator_dir}); run "
+                               f"`loragen train --suite {_value(suite)}` first, or pass --generator-dir")
     gen = load_generator(generator_dir)
     if description is not None:
         cond = Condition(task="custom", text=description, examples=list(example or []))
@@ -330,6 +347,26 @@ def generate(generator_dir: Annotated[Path, typer.Option(help="Trained generator
     for i, a in enumerate(adapters):
         a.save(out / f"adapter_{i}", overwrite=overwrite)
     console.print(f"{n} adapters for {cond.task!r} from {gen.name} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
+
+
+def default_generator_dir(suite: str) -> Path:
+    """Where `train --suite S` puts the suite's default generator and `generate --suite S` finds it."""
+    from loragen.suites.suite import cache_root
+
+    return cache_root() / "generators" / suite
+
+
+@app.command()
+@_friendly
+def chat(prompt: Annotated[str, typer.Argument(help="The user's message.")],
+         adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter folder (e.g. from `loragen generate`); none: the base model alone.")] = None,
+         model: Annotated[Optional[Path], typer.Option(help="Base causal-LM folder (default: the adapter's base_model_name_or_path, or the packaged SmolLM2).")] = None,
+         max_new_tokens: Annotated[int, typer.Option(help="Most tokens of the reply.")] = 64):
+    """Stream the (adapted) model's greedy reply to a chat message."""
+    from loragen.suites.chat import load_chat_model, stream_reply
+
+    lm, tokenizer = load_chat_model(adapter, model)
+    stream_reply(lm, tokenizer, prompt, max_new_tokens, sys.stdout)
 
 
 def _digits_gen(quick: bool, config: Optional[dict] = None):

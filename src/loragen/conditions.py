@@ -20,14 +20,19 @@ class Condition:
     examples: list[str] | None = None  # few-shot examples as text lines, e.g. "'i love it' -> yes"
     images: torch.Tensor | None = None  # (K, H, W) exemplar images for image-set encoders
     label: int | None = None  # class id for class encoders
+    paraphrases: list[str] | None = None  # other wordings of the description a pool's draws choose among
 
     def subset(self, k: int, generator: torch.Generator) -> "Condition":
-        """A condition with k random exemplars (images or examples) of this one's pool; the rest is kept."""
+        """A condition with k random exemplars (images or examples) of this one's pool and, with paraphrases, one of
+        the description's wordings; the rest is kept."""
         out = Condition(self.task, self.text, self.examples, self.images, self.label)
         if self.images is not None:
             out.images = self.images[torch.randperm(len(self.images), generator=generator)[:k]]
         if self.examples:
             out.examples = [self.examples[i] for i in torch.randperm(len(self.examples), generator=generator)[:k].tolist()]
+        if self.paraphrases:
+            texts = [self.text, *self.paraphrases]
+            out.text = texts[int(torch.randint(len(texts), (1,), generator=generator))]
         return out
 
     def labelled_examples(self) -> list[tuple[str, str]]:

@@ -64,7 +64,7 @@ def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData
         return suite.accuracy(base, data)
 
 
-def _load_or_fit(cls, folder: Path, fit, expected: dict):
+def load_or_fit(cls, folder: Path, fit, expected: dict):
     """A generator from `folder` when it was trained with `expected` (config and tasks), else fit it there."""
     if (folder / "generator.json").exists():
         meta = json.loads((folder / "generator.json").read_text())
@@ -95,7 +95,7 @@ class FoldRun:
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
         folder = self.out / f"hyper-seed{seed}"
         # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
-        gen = _load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
+        gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
                                                                                zoo=self.zoo, out=folder, show=self.show),
                            {"config": asdict(cfg), "tasks": list(self.fold.train)})
         self._check_unseen(gen.tasks, "the hyper generator's training tasks")
@@ -105,7 +105,7 @@ class FoldRun:
     def hyper_recon(self) -> HyperGenerator:
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "objective": "recon", "steps": self.cfg.recon_steps})
         folder = self.out / "hyper-recon"
-        gen = _load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, zoo=self.zoo, out=folder,
+        gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, zoo=self.zoo, out=folder,
                                                                                show=self.show),
                            {"config": asdict(cfg), "tasks": self.zoo.tasks()})
         self._check_unseen(gen.tasks, "the recon generator's training tasks")
@@ -113,7 +113,7 @@ class FoldRun:
 
     def pdiff(self) -> PDiffGenerator:
         folder = self.out / "pdiff"
-        gen = _load_or_fit(PDiffGenerator, folder, lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=self.show),
+        gen = load_or_fit(PDiffGenerator, folder, lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=self.show),
                            {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
         self._check_unseen(gen.tasks, "the pdiff generator's zoo")
         return gen

@@ -11,9 +11,11 @@ A + 1 positions (`logits_to_keep`), and the 49k-vocabulary head never runs over 
 the cost. Position ids count real tokens only, so a padded row gives the logits of the row alone.
 
 Exact match: the greedy completion, cut at the end of turn and stripped of surrounding whitespace, is the answer.
-Scoring it takes two passes. First one forward pass with the answer fed in (teacher forcing): where the argmax at
-every answer position is the answer's token, greedy decoding reproduces the answer and ends the turn, so the row
-matches with no generation loop. The other rows are generated: a model may spell the answer with other tokens than
+Scoring it takes one forward pass with the answer fed in (teacher forcing), and generation for the few rows that pass
+cannot settle. Where the argmax at every answer position is the answer's token, greedy decoding reproduces the answer
+and ends the turn: a match. Otherwise greedy decoding follows the answer up to the first differing position and emits
+the argmax there; when that text already ends the turn or strays from the answer's text, the row is settled too. Only
+rows whose text is still a prefix of the answer are generated: a model may spell the answer with other tokens than
 the tokenizer's ('R'+'AB'+'B'+'IT' for 'RABBIT', seen with SmolLM2 prompted zero-shot), and counting those as wrong
 would penalise prompting baselines for a tokenisation detail. `token_matches` alone (the first pass) is a lower bound,
 fast enough to pick checkpoints during training.
@@ -117,30 +119,62 @@ def answer_loss(model: nn.Module, data: TaskData, batch: int = 16) -> float:
 
 
 @torch.no_grad()
-def token_matches(model: nn.Module, data: TaskData, batch: int = 16, logits=None) -> torch.Tensor:
-    """(N,) bool: every answer position's argmax is the answer's token (teacher forcing), so the greedy completion is
-    the answer's tokens followed by the end of turn. `logits(model, x, A)` -> (n, A, V): default `answer_logits` on
-    tokens; a suite passes its own for cached prefix states."""
+def greedy_tokens(model: nn.Module, data: TaskData, batch: int = 16, logits=None) -> torch.Tensor:
+    """(N, A) the argmax token at every answer position with the answer fed in (teacher forcing). `logits(model, x,
+    A)` -> (n, A, V): default `answer_logits` on tokens; a suite passes its own for cached prefix states."""
     model.eval()
     logits = logits or answer_logits
-    out = []
-    for i in range(0, len(data.y), batch):
-        y = data.y[i : i + batch]
-        pred = logits(model, data.x[i : i + batch], y.shape[1]).argmax(-1)  # (n, A)
-        out.append(((pred == y) | (y == IGNORE)).all(1))
-    return torch.cat(out)
+    return torch.cat([logits(model, data.x[i : i + batch], data.y.shape[1]).argmax(-1) for i in range(0, len(data.y), batch)])
+
+
+def token_matches(model: nn.Module, data: TaskData, batch: int = 16, logits=None) -> torch.Tensor:
+    """(N,) bool: every answer position's argmax is the answer's token (teacher forcing), so the greedy completion is
+    the answer's tokens followed by the end of turn (`logits` as in greedy_tokens)."""
+    pred = greedy_tokens(model, data, batch, logits)
+    return ((pred == data.y) | (data.y == IGNORE)).all(1)
+
+
+def _settled(tokenizer, end: str, target: list[int], pred: list[int], answer: str) -> bool | None:
+    """Whether a greedy completion is the answer, from teacher forcing alone, or None when only generating it can tell.
+    Greedy decoding follows the answer's tokens up to the first position j where the argmax differs, then emits
+    pred[j]: if the text so far already ends the turn, or already strays from the answer's text, the completion is
+    settled without generating; otherwise the model may be spelling the answer with other tokens."""
+    j = next((i for i, (t, p) in enumerate(zip(target, pred)) if t != p), None)
+    if j is None:
+        return True
+    text = tokenizer.decode(target[:j] + [pred[j]], skip_special_tokens=False)
+    if end in text:
+        return text.split(end, 1)[0].strip() == answer.strip()
+    if "\ufffd" in text:  # a character cut between byte tokens: its text is not known yet
+        return None
+    so_far, want = text.lstrip(), answer.strip()
+    return None if want.startswith(so_far) or so_far.strip() == want else False
 
 
 @torch.no_grad()
 def exact_matches(model: nn.Module, tokenizer, data: TaskData, answers: list[str], batch: int = 16,
-                  extra_tokens: int = 4) -> torch.Tensor:
-    """(N,) bool: the greedy completion of each query is its answer (string comparison, whitespace stripped). Rows
-    that pass `token_matches` are not generated; the others are, with `extra_tokens` beyond the answer window (a
-    different spelling may take more tokens)."""
+                  extra_tokens: int = 4, teacher: TaskData | None = None, logits=None) -> torch.Tensor:
+    """(N,) bool: the greedy completion of each query is its answer (string comparison, whitespace stripped). One
+    teacher-forced pass settles most rows (`_settled`); the rest are generated from `data`'s tokens, with
+    `extra_tokens` beyond the answer window (a different spelling may take more tokens). `teacher` (default `data`)
+    and `logits` say what the teacher-forced pass runs on: the suite's cached prefix states and their logits, which
+    must come from the same rows."""
     if len(answers) != len(data.y):
         raise ConfigError(f"expected one answer per row of data; found {len(answers)} answers and {len(data.y)} rows")
-    hits = token_matches(model, data, batch)
-    todo = (~hits).nonzero().flatten().tolist()
+    teacher = teacher if teacher is not None else data
+    if not torch.equal(teacher.y, data.y):
+        raise ConfigError("expected the teacher-forced rows to be the same rows as the tokens (their answers differ)")
+    pred = greedy_tokens(model, teacher, batch, logits)
+    end = end_of_turn(tokenizer)
+    hits = torch.zeros(len(answers), dtype=torch.bool)
+    todo = []
+    for i, answer in enumerate(answers):
+        keep = data.y[i] != IGNORE
+        settled = _settled(tokenizer, end, data.y[i][keep].tolist(), pred[i][keep].tolist(), answer)
+        if settled is None:
+            todo.append(i)
+        else:
+            hits[i] = settled
     if todo:
         prompts = []
         for i in todo:  # a row's prompt: its real tokens without the answer's

@@ -49,7 +49,8 @@ DEFAULTS = {
 # quick: seconds, for tests; the numbers mean nothing
 _QUICK_PDIFF = {"ae_steps": 40, "diffusion_steps": 40, "ae_channels": (8, 8), "latent_dim": 16, "width": 32, "depth": 1,
                 "cond_draws": 4, "sample_steps": 5, "checkpoint_every": 20}
-_QUICK_HYPER = {"steps": 40, "width": 32, "cond_dim": 16, "tasks_per_step": 4, "examples_per_task": 8, "checkpoint_every": 20}
+_QUICK_HYPER = {"steps": 40, "width": 32, "cond_dim": 16, "tasks_per_step": 4, "examples_per_task": 8, "cond_draws": 4,
+                "checkpoint_every": 20}
 
 
 def _quick(d: SuiteDefaults, finetune_steps: int, **changes) -> SuiteDefaults:
@@ -62,8 +63,10 @@ QUICK = {
                              max_heldout=2),
     "text-topics": _quick(DEFAULTS["text-topics"], 10, task_stride=6, max_heldout=1),
     "digits-gen": _quick(DEFAULTS["digits-gen"], 40, task_stride=6, max_heldout=2),
-    # the top layer only, so that any model of two layers or more (the tests' tiny Llama) has a cached prefix
-    "llm-tasks": _quick(DEFAULTS["llm-tasks"], 10, suite_kwargs={"top_layers": 1, "n_train": 24, "n_val": 12, "n_test": 12},
+    # the top layer only, so that any model of two layers or more (the tests' tiny Llama) has a cached prefix; 128
+    # tokens: a small vocabulary spells the longest rows in more than the default 96
+    "llm-tasks": _quick(DEFAULTS["llm-tasks"], 10,
+                        suite_kwargs={"top_layers": 1, "n_train": 24, "n_val": 12, "n_test": 12, "max_tokens": 128},
                         task_stride=12, max_heldout=1),
 }
 

@@ -65,13 +65,15 @@ class LlmTasks(Suite):
 
     def __init__(self, model_path: str | Path = "smollm2", target_modules: list[str] | None = None,
                  top_layers: int | None = 4, k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16,
-                 n_test: int = 32, max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None):
+                 n_test: int = 32, max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None,
+                 families: list[str] | tuple[str, ...] | None = None):
         """model_path: 'smollm2' (the packaged model, converted into the cache on first use) or a local causal-LM
         folder; target_modules: linear modules LoRA adapts, by name suffix (default q_proj, v_proj); top_layers: adapt
         only the top N decoder layers and train from cached prefix states (None: every layer, trained through the
         whole model); k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples
         per split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window
-        (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word)."""
+        (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word); families: keep
+        only the tasks of these families (None: every family)."""
         if top_layers is not None and top_layers < 1:
             raise ConfigError(f"top_layers must be >= 1, or None for every layer; found {top_layers}")
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
@@ -79,6 +81,12 @@ class LlmTasks(Suite):
         self.targets = list(target_modules) if target_modules is not None else list(DEFAULT_TARGETS)
         self.cache_dir = cache_root(cache_dir)
         specs = all_task_specs()
+        if families is not None:
+            known = sorted({s.family for s in specs})
+            unknown = sorted(set(families) - set(known))
+            if unknown or not families:
+                raise ConfigError(f"expected families among {known}; found {list(families)}")
+            specs = [s for s in specs if s.family in families]
         self._specs: dict[str, TaskSpec] = {s.name: s for s in specs}
         self._tasks = {s.name: Task(s.name, s.heldout, {"family": s.family, "param": s.param, "where": s.where, **s.extra})
                        for s in specs}
@@ -151,9 +159,10 @@ class LlmTasks(Suite):
         return out
 
     def condition_pool(self, task: str) -> Condition:
-        """The first training description and every training example as a line."""
-        return Condition(task=task, text=self.descriptions(task, "train")[0],
-                         examples=self._lines(self.examples(task, "train")))
+        """The training descriptions (the first as text, the others as paraphrases a draw chooses among) and every
+        training example as a line."""
+        first, *others = self.descriptions(task, "train")
+        return Condition(task=task, text=first, examples=self._lines(self.examples(task, "train")), paraphrases=others)
 
     def folds(self, k: int) -> list[Fold]:
         """k folds over the inside and categorical tasks (each evaluated as unseen once); outside tasks (extrapolation)
@@ -260,11 +269,23 @@ class LlmTasks(Suite):
                               f"prefix states; found a floating-point tensor {tuple(x.shape)}")
         return top_logits(model, x, self.cut(), self.answer_tokens).transpose(1, 2)
 
+    def _shares_prefix(self, model: nn.Module) -> bool:
+        """Whether `model`'s embeddings and prefix layers are the base model's own parameters (the same tensors), so
+        that the cached prefix states are its own."""
+        ours, theirs = decoder_parts(self.base_model()), decoder_parts(model)
+        pick = lambda p: list(p.embed.parameters()) + list(p.layers[: self.cut()].parameters())  # noqa: E731
+        a, b = pick(ours), pick(theirs)
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+    def _answer_logits(self, model: nn.Module, x: torch.Tensor, answer_tokens: int) -> torch.Tensor:
+        """(N, A, V): `forward` with the answer positions second, as completion's teacher-forced passes take it."""
+        return self.forward(model, x).transpose(1, 2)
+
     @torch.no_grad()
     def accuracy(self, model: nn.Module, data: TaskData, batch: int = 16) -> float:
         """Teacher-forced exact match in percent: the answer's own tokens are the greedy ones (see the module
         docstring); on tokens or on cached prefix states."""
-        hits = completion.token_matches(model, data, batch, lambda m, x, a: self.forward(m, x).transpose(1, 2))
+        hits = completion.token_matches(model, data, batch, self._answer_logits)
         return 100.0 * hits.float().mean().item()
 
     def _scored(self, task: str, split: str, context: Context, wording: Wording, limit: int | None) -> TaskData:
@@ -275,10 +296,18 @@ class LlmTasks(Suite):
 
     def exact_match(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",
                     wording: Wording = "eval", limit: int | None = None, batch: int = 16) -> float:
-        """Fraction of the split's queries whose greedy completion is exactly the answer."""
+        """Fraction of the split's queries whose greedy completion is exactly the answer. With top_layers and no
+        context, the teacher-forced pass runs on the cached prefix states (the top layers only): valid for the base
+        model, merged with or wrapping any adapter of this suite's layout, whose LoRA stays above the cut; any other
+        model (a copy, or one whose prefix weights were trained) is teacher-forced on tokens through every layer."""
         answers = [y for _, y in self.examples(task, split)[:limit]]
-        hits = completion.exact_matches(model, self.tokenizer(), self._scored(task, split, context, wording, limit),
-                                        answers, batch)
+        tokens = self._scored(task, split, context, wording, limit)
+        teacher, logits = None, None
+        if context == "none" and self.top_layers is not None and self._shares_prefix(model):
+            states = self.data(task, split)
+            teacher = TaskData(states.x[:limit], states.y[:limit])
+            logits = self._answer_logits
+        hits = completion.exact_matches(model, self.tokenizer(), tokens, answers, batch, teacher=teacher, logits=logits)
         return hits.float().mean().item()
 
     def answer_loss(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",

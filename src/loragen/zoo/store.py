@@ -138,6 +138,8 @@ class Zoo:
         atomic.save_safetensors(self.path / shard, tensors)
         cond = {"text": condition.text, "examples": condition.examples, "label": condition.label,
                 "images": "condition.images" if condition.images is not None else None}
+        if condition.paraphrases:
+            cond["paraphrases"] = condition.paraphrases
         lines = []
         for row, a in enumerate(adapters):
             entry = {"task": task, "step": a.meta.get("step", row), "val_acc": a.meta.get("val_acc"), "shard": shard,
@@ -213,7 +215,8 @@ class Zoo:
         e = self.task_entries(task)[0]
         c = e["condition"]
         images = self._shard(e["shard"])[c["images"]] if c.get("images") else None
-        return Condition(task=task, text=c.get("text"), examples=c.get("examples"), images=images, label=c.get("label"))
+        return Condition(task=task, text=c.get("text"), examples=c.get("examples"), images=images, label=c.get("label"),
+                         paraphrases=c.get("paraphrases"))
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

@@ -1,0 +1,78 @@
+"""`loragen chat`: a causal LM, with a PEFT adapter when given, answering one chat message, its reply streamed.
+
+The base model is the adapter's own (`base_model_name_or_path` in its adapter_config.json, what loragen writes), or
+`--model` (a local folder, or 'smollm2': the packaged model, converted once into the cache). The adapter is loaded
+with PEFT's `PeftModel.from_pretrained`, exactly as a user's own code would; the reply is greedy and ends at the chat
+template's end of turn. Streaming uses transformers' TextStreamer, writing to a given stream instead of printing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from torch import nn
+from transformers import GenerationConfig, TextStreamer  # only `loragen chat` imports this module
+
+from loragen.errors import ConfigError
+from loragen.suites.causal_lm import load_model, load_tokenizer, model_folder
+from loragen.suites.completion import end_of_turn, pad_id, prompt_text
+
+
+def adapter_base(adapter: Path) -> str:
+    """The base model a PEFT adapter folder names; the folder must be a CAUSAL_LM LoRA adapter."""
+    config = Path(adapter) / "adapter_config.json"
+    if not config.is_file():
+        raise ConfigError(f"expected a PEFT adapter folder with adapter_config.json at {adapter}; found none")
+    info = json.loads(config.read_text())
+    if info.get("task_type") != "CAUSAL_LM":
+        raise ConfigError(f"expected an adapter for a causal LM (task_type CAUSAL_LM) at {adapter}; found task_type "
+                          f"{info.get('task_type')!r}")
+    if not info.get("base_model_name_or_path"):
+        raise ConfigError(f"{config} names no base model (base_model_name_or_path); pass --model")
+    return info["base_model_name_or_path"]
+
+
+def load_chat_model(adapter: Path | None = None, model: str | Path | None = None) -> tuple[nn.Module, object]:
+    """(model, tokenizer): the base causal LM (from `model`, else the adapter's base, else the packaged SmolLM2) with
+    the adapter loaded by PEFT when given."""
+    base = model if model is not None else (adapter_base(adapter) if adapter is not None else "smollm2")
+    folder = model_folder(base)
+    lm = load_model(folder)
+    if adapter is not None:
+        from peft import PeftModel
+
+        adapter_base(adapter)  # a clear error before PEFT's own
+        lm = PeftModel.from_pretrained(lm, str(adapter))
+    return lm.eval(), load_tokenizer(folder)
+
+
+class StreamWriter(TextStreamer):
+    """transformers' TextStreamer, writing finished text to `stream` (its documented on_finalized_text hook) instead of
+    printing it."""
+
+    def __init__(self, tokenizer, stream: TextIO):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.stream = stream
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.stream.write(text + ("\n" if stream_end else ""))
+        self.stream.flush()
+
+
+@torch.no_grad()
+def stream_reply(lm: nn.Module, tokenizer, prompt: str, max_new_tokens: int, stream: TextIO) -> str:
+    """Write the greedy reply to `prompt` (one user message) to `stream` as it is generated; returns it whole (cut at
+    the end of turn, stripped)."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1; found {max_new_tokens}")
+    end = end_of_turn(tokenizer)
+    ids = tokenizer(prompt_text(tokenizer, [{"role": "user", "content": prompt}]), add_special_tokens=False,
+                    return_tensors="pt")["input_ids"]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id(tokenizer),
+                              eos_token_id=tokenizer(end, add_special_tokens=False)["input_ids"][0])
+    out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                      streamer=StreamWriter(tokenizer, stream))
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=False).split(end, 1)[0].strip()
