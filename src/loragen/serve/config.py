@@ -37,7 +37,7 @@ class ServeConfig:
     max_examples: int = 64  # most labelled examples in a condition
     max_images: int = 128  # most exemplar images in a condition
     max_upload_bytes: int = 8 * 2**20  # largest request body (JSON or a safetensors upload)
-    threads: int = 2  # torch intra-op threads of the model thread
+    threads: int = 1  # torch intra-op threads of the model thread (the event loop needs a core too; on 2 busy cores, 2 threads made a 0.5 ms generation take 64 ms)
 
     def __post_init__(self):
         self.generator = Path(self.generator)

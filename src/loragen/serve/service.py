@@ -59,6 +59,12 @@ class Service:
             self.codec = InputCodec(self.suite)
         except RequestError:
             self.codec = None  # adapters only: predict answers 501
+        if self.suite.tasks():  # warm up (first-call allocations), so that a client's first request is not the one to pay
+            first = self.suite.tasks()[0].name
+            try:
+                self.gen.generate(self.suite.condition(first), n=1)
+            except LoragenError:
+                pass  # a generator that takes another kind of condition: no warm-up
         self._samples = None  # a few test images of the suite's first task, for the page to try (image suites)
         if self.codec is not None and self.codec.kind == "images":
             self._samples = self.suite.data(self.suite.tasks()[0].name, "test").x[:8].tolist()
