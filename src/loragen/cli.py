@@ -349,6 +349,28 @@ def generate(text: Annotated[Optional[str], typer.Argument(help="Text condition:
     console.print(f"{n} adapters for {cond.task!r} from {gen.name} in {1000 * dt:.1f} ms, written to {out}/adapter_*/ (PEFT folders)")
 
 
+@app.command()
+@_friendly
+def serve(generator: Annotated[Path, typer.Option(help="Trained generator folder (hyper or pdiff); it records its suite.")],
+          host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --api-key-file.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          api_key_file: Annotated[Optional[Path], typer.Option(help="File holding the API key every route but /healthz and /readyz needs.")] = None,
+          mode: Annotated[str, typer.Option(help="batched: many adapters in one forward; merge: one request at a time (a baseline).")] = "batched",
+          max_batch: Annotated[int, typer.Option(help="Most samples in one micro-batch.")] = 64,
+          max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a micro-batch to fill.")] = 5.0,
+          queue_size: Annotated[int, typer.Option(help="Most waiting predict requests; more get 429.")] = 256,
+          cache_adapters: Annotated[int, typer.Option(help="Most generated adapters kept (LRU).")] = 512,
+          threads: Annotated[int, typer.Option(help="torch threads of the model thread.")] = 1):
+    """Serve adapters on demand over HTTP: /v1/adapters, /v1/predict (micro-batched), /docs, a web page at /."""
+    from loragen.serve.config import ServeConfig
+    from loragen.serve.server import run
+
+    config = ServeConfig(generator, host=host, port=port, api_key_file=api_key_file, mode=mode, max_batch=max_batch,
+                         max_wait_ms=max_wait_ms, queue_size=queue_size, cache_adapters=cache_adapters, threads=threads)
+    console.print(f"serving {generator} on http://{host}:{port} (docs: /docs, page: /)")
+    run(config)
+
+
 def default_generator_dir(suite: str) -> Path:
     """Where `train --suite S` puts the suite's default generator and `generate --suite S` finds it."""
     from loragen.suites.suite import cache_root

@@ -31,3 +31,11 @@ class ConditionError(LoragenError, ValueError):
 
 class ConfigError(LoragenError):
     """A configuration value is outside what is allowed."""
+
+
+class RequestError(LoragenError):
+    """A service request is malformed, outside the service's limits or names nothing it knows (an HTTP 4xx)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status

@@ -52,8 +52,9 @@ def generator_class(name: str):
     raise LoragenError(f"unknown generator {name!r}; expected one of {GENERATORS}")
 
 
-def load_generator(path: str | Path) -> Generator:
-    """Any trained generator from its folder."""
+def load_generator(path: str | Path, suite=None) -> Generator:
+    """Any trained generator from its folder; `suite` (a built suite object) is shared with generators that read
+    conditions through its base model (hyper's examples encoder) instead of their building another."""
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise LoragenError(f"expected a trained generator ({CONFIG_FILE}) in {path}; found none")
@@ -61,4 +62,5 @@ def load_generator(path: str | Path) -> Generator:
         name = json.loads((path / CONFIG_FILE).read_text()).get("generator")
     except json.JSONDecodeError as e:
         raise LoragenError(f"{path / CONFIG_FILE} is not valid JSON: {e}") from e
-    return generator_class(name).load(path)
+    cls = generator_class(name)
+    return cls.load(path, suite=suite) if suite is not None and name == "hyper" else cls.load(path)

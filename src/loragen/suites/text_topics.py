@@ -324,9 +324,13 @@ class TextTopics(Suite):
             self._data_cache[key] = self._encode(*self.texts(task, split))
         return self._data_cache[key]
 
-    def _encode(self, xs: list[str], ys: list[int]) -> TaskData:
+    def encode_texts(self, xs: list[str]) -> torch.Tensor:
+        """(N, 2, L) model inputs of texts: input ids and attention mask, truncated or padded to L = MAX_LEN."""
         tok = self.tokenizer()(xs, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
-        return TaskData(torch.stack([tok["input_ids"], tok["attention_mask"]], 1), torch.tensor(ys))  # (N, 2, L), (N,)
+        return torch.stack([tok["input_ids"], tok["attention_mask"]], 1)
+
+    def _encode(self, xs: list[str], ys: list[int]) -> TaskData:
+        return TaskData(self.encode_texts(xs), torch.tensor(ys))  # (N, 2, L), (N,)
 
     def example_batch(self, condition: Condition) -> TaskData:
         """The condition's examples (`'text' -> yes|no`) tokenised like task data, labels 1 (yes) and 0 (no)."""

@@ -1,0 +1,61 @@
+"""InputCodec: a suite's inputs as JSON (texts or (H, W) images) -> a model batch, checked before it is queued, so
+that a malformed input fails its own request and never a micro-batch."""
+
+from __future__ import annotations
+
+import torch
+
+from loragen.errors import RequestError
+
+CODECS = ("digits-domains", "text-topics")  # suites whose inputs the service takes
+
+
+def images_tensor(images: list, size: tuple[int, int], what: str) -> torch.Tensor:
+    """(N, H, W) float32 from nested lists; the shape must be (N, *size) and every value finite."""
+    try:
+        x = torch.tensor(images, dtype=torch.float32)
+    except (ValueError, TypeError) as e:
+        raise RequestError(f"{what}: expected a list of {size[0]}×{size[1]} images (rows of equal length); found ragged "
+                           f"or non-numeric rows ({e})") from e
+    if x.ndim != 3 or tuple(x.shape[1:]) != size:
+        raise RequestError(f"{what}: expected shape (N, {size[0]}, {size[1]}); found {tuple(x.shape)}")
+    bad = ~torch.isfinite(x)
+    if bad.any():
+        raise RequestError(f"{what}: expected finite pixel values; found {int(bad.sum())} NaN/Inf of {x.numel()}")
+    return x
+
+
+class InputCodec:
+    """How one suite's inputs arrive over HTTP: `kind` ("images" or "texts"), and `batch` that turns them into the
+    tensor `suite.forward` takes: (N, H, W) images, or (N, 2, L) token ids and mask for texts."""
+
+    def __init__(self, suite):
+        if suite.name not in CODECS:
+            raise RequestError(f"predict: expected a generator of one of {CODECS}; found one of {suite.name!r}", 501)
+        self.suite = suite
+        if suite.name == "digits-domains":
+            from loragen.suites.digits_domains import SIZE
+
+            self.kind, self.image_size, self.labels = "images", (SIZE, SIZE), None
+        else:
+            from loragen.suites.text_topics import LABELS
+
+            self.kind, self.image_size = "texts", None
+            self.labels = [name for name, _ in sorted(LABELS.items(), key=lambda kv: kv[1])]  # class id -> name
+
+    def batch(self, texts: list[str] | None, images: list | None, max_inputs: int, max_text_chars: int) -> torch.Tensor:
+        """(N, ...) model inputs of one request."""
+        given, other = (texts, images) if self.kind == "texts" else (images, texts)
+        if other is not None:
+            wrong = "images" if self.kind == "texts" else "texts"
+            raise RequestError(f"{wrong}: expected {self.kind} for a {self.suite.name} generator; found {wrong}")
+        if not given:
+            raise RequestError(f"{self.kind}: expected 1 … {max_inputs} inputs; found {'none' if given is None else 0}")
+        if len(given) > max_inputs:
+            raise RequestError(f"{self.kind}: expected at most {max_inputs} inputs; found {len(given)}", 413)
+        if self.kind == "images":
+            return images_tensor(images, self.image_size, "images")
+        longest = max(len(t) for t in texts)
+        if longest > max_text_chars:
+            raise RequestError(f"texts: expected at most {max_text_chars} characters each; found one of {longest}", 413)
+        return self.suite.encode_texts(texts)
