@@ -25,6 +25,7 @@ from loragen.finetune import FinetuneConfig
 from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
 from loragen.suites import get_suite
+from loragen.suites.defaults import suite_defaults
 
 # Families whose fine-tuned adapter reached ≥ 0.3 exact match with a training loss < 1.5 on validation items in the
 # family survey (docs/llm-adapters/family-survey.md: one task per family, 150 steps): fine-tuning clearly beats the
@@ -44,12 +45,9 @@ def config(quick: bool) -> tuple[PromptingStudyConfig, dict]:
             pdiff=PDiffConfig(encoder="text", k_exemplars=8, ae_patch=64, ae_steps=20, diffusion_steps=20, ae_channels=(8, 8),
                               latent_dim=16, width=32, depth=1, cond_draws=4, sample_steps=5, checkpoint_every=10))
         return cfg, {"families": QUICK_FAMILIES, "n_train": 24, "n_val": 16, "n_test": 12}
-    cfg = PromptingStudyConfig(
-        folds=3, seen_per_fold=4, multitask_steps=300, pdiff_samples=3,
-        finetune=FinetuneConfig(rank=4, alpha=8.0, steps=120, lr=2e-3, batch_size=8, keep_last=5, save_every=10),
-        hyper=HyperConfig(encoder="text", rank=4, lora_alpha=8.0, k_exemplars=8, cond_draws=16, width=256, steps=400,
-                          tasks_per_step=4, examples_per_task=8, checkpoint_every=50),
-        pdiff=PDiffConfig(encoder="text", k_exemplars=8, ae_patch=64, ae_steps=1000, diffusion_steps=1000, cond_draws=16))
+    d = suite_defaults("llm-tasks")  # the suite's defaults are this benchmark's settings
+    cfg = PromptingStudyConfig(folds=3, seen_per_fold=4, multitask_steps=300, pdiff_samples=3,
+                               finetune=FinetuneConfig(**d.finetune), hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff))
     return cfg, {"families": FAMILIES, "n_train": 48, "n_val": 16, "n_test": 24}
 
 
