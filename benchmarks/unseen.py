@@ -30,6 +30,7 @@ from loragen.generators.pdiff import PDiffConfig
 from loragen.evaluate.cost import interleaved_times
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
+from loragen.zoo.workers import RayConfig
 
 
 def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfig, dict]:
@@ -184,11 +185,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny configuration (minutes; numbers mean nothing)")
     ap.add_argument("--seeds", default="0", help="hyper training seeds, comma-separated; the first is the main run")
     ap.add_argument("--sweep-points", type=int, default=21, help="digits-domains: points of the rotation sweep (0: none)")
+    ap.add_argument("--ray", action="store_true", help="collect the zoo's fine-tunes as Ray tasks on this machine")
+    ap.add_argument("--ray-address", default=None, help="... or on a running Ray cluster ('auto', ray://HOST:10001)")
+    ap.add_argument("--ray-workers", type=int, default=None, help="with --ray: fine-tunes at once")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     cfg, suite_kwargs = config(args.suite, args.quick, seeds)
     suite = get_suite(args.suite, **suite_kwargs)
-    study = run_study(suite, args.out, cfg)
+    ray = RayConfig(args.ray_address, workers=args.ray_workers) if args.ray or args.ray_address else None
+    study = run_study(suite, args.out, cfg, ray=ray)
     rows, first = study["rows"], study["runs"][0]
     methods = [m for m in METHODS if m in rows[0]]
     r = {"suite": args.suite, "command": "python " + " ".join(sys.argv), "tasks": len(rows), "folds": cfg.folds,

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loragen.conditions import ENCODERS
@@ -58,7 +59,7 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LoragenError as e:
-            console.print(f"[red]error:[/red] {e}")
+            console.print(f"[red]error:[/red] {escape(str(e))}")  # escaped: "loragen[ray]" is text, not rich markup
             raise typer.Exit(2)
 
     return wrapper
@@ -160,7 +161,7 @@ def base(suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite
 
 @zoo_app.command("collect")
 @_friendly
-def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or resumed if it exists).")],
+def zoo_collect(out: Annotated[str, typer.Option(help="Zoo folder or fsspec URL, e.g. s3://bucket/zoo (created, or resumed if it exists).")],
                 suite: Annotated[SuiteName, typer.Option(help="Built-in suite.")] = SuiteName("digits-domains"),
                 tasks: Annotated[str, typer.Option(help="'seen', 'heldout', 'all' or comma-separated task names.")] = "seen",
                 keep_last: Annotated[Optional[int], typer.Option(help="N: checkpoints kept per task (default: the suite's).")] = None,
@@ -169,7 +170,14 @@ def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or 
                 rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
                 model: Model = None,
                 targets: Targets = None,
-                quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False):
+                quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False,
+                ray: Annotated[bool, typer.Option(help="Run the fine-tunes as Ray tasks (pip install 'loragen[ray]'); "
+                                                       "Ray starts on this machine unless --ray-address is given.")] = False,
+                ray_address: Annotated[Optional[str], typer.Option(help="Join a running Ray cluster: 'auto' or ray://HOST:10001 "
+                                                                     "(loragen installed on its nodes); implies --ray.")] = None,
+                workers: Annotated[Optional[int], typer.Option(help="With --ray: fine-tunes at once (default: CPUs // --cpus-per-task).")] = None,
+                cpus_per_task: Annotated[int, typer.Option(help="With --ray: CPUs (and torch threads) of each fine-tune.")] = 1,
+                retries: Annotated[int, typer.Option(help="With --ray: reruns of a fine-tune whose worker process died.")] = 2):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
     from loragen.finetune import FinetuneConfig
     from loragen.suites import get_suite
@@ -185,7 +193,14 @@ def zoo_collect(out: Annotated[Path, typer.Option(help="Zoo folder (created, or 
     cfg = FinetuneConfig(**defaults.finetune | {k: v for k, v in given.items() if v is not None})
     if rank is not None:
         cfg = replace(cfg, alpha=2.0 * rank)
-    zoo, summary = collect(s, out, names, cfg)
+    fan_out = None
+    if ray or ray_address is not None:
+        from loragen.zoo.workers import RayConfig
+
+        fan_out = RayConfig(address=ray_address, workers=workers, cpus_per_task=cpus_per_task, retries=retries)
+    elif workers is not None:
+        raise LoragenError("--workers sets how many Ray workers run fine-tunes; expected --ray with it, found none")
+    zoo, summary = collect(s, out, names, cfg, ray=fan_out)
     console.print(f"zoo {out}: {len(zoo.tasks())} tasks, {len(zoo.entries)} checkpoints "
                   f"({summary['collected']} collected now, {summary['resumed_skipped']} already there)")
 
@@ -199,9 +214,9 @@ def zoo_import(folders: Annotated[list[Path], typer.Argument(help="PEFT LoRA ada
                example: Annotated[Optional[list[str]], typer.Option(help="A few-shot example line of the task (repeatable).")] = None):
     """Build or extend a zoo from PEFT adapters trained by anyone."""
     from loragen.zoo.peft_import import import_peft
-    from loragen.zoo.store import INFO_FILE, Zoo
+    from loragen.zoo.store import Zoo
 
-    before = len(Zoo.open(out).entries) if (out / INFO_FILE).exists() else 0
+    before = len(Zoo.open(out).entries) if Zoo.exists(out) else 0
     zoo = import_peft(out, folders, task, condition, list(example or []) or None)
     console.print(f"zoo {out}: imported {len(zoo.entries) - before} adapters; {len(zoo.tasks())} tasks, "
                   f"{len(zoo.entries)} checkpoints")
@@ -209,7 +224,7 @@ def zoo_import(folders: Annotated[list[Path], typer.Argument(help="PEFT LoRA ada
 
 @zoo_app.command("info")
 @_friendly
-def zoo_info(path: Annotated[Path, typer.Argument(help="Zoo folder.")]):
+def zoo_info(path: Annotated[str, typer.Argument(help="Zoo folder or fsspec URL.")]):
     """Summarise a zoo: tasks, checkpoints, layout, validation accuracy, size."""
     from loragen.zoo.store import Zoo
 

@@ -9,6 +9,11 @@ Stages: a fit in stages (pdiff: an autoencoder, then a latent denoiser) calls `t
 file. A stage runs the global steps first_step .. first_step + total - 1 with its own optimiser and schedule, and keeps
 the earlier stages' modules in its state (`keep`). On a resume, a stage the state has gone past only restores its
 modules from it, and the stage the state belongs to continues.
+
+Several processes (`accelerate launch`, process_group.py): every process runs the loop on its share of each step's
+batch; gradients and the reported loss are averaged over the processes; only the main process shows progress and
+writes states, which hold every process's RNG state, so a resume (with the same number of processes) continues as
+the uninterrupted run would. One process, the default, runs exactly as without a launcher.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import nn
 from loragen.checkpoint import load_state, read_meta, save_state
 from loragen.errors import LoragenError
 from loragen.lr import cosine
+from loragen.process_group import process_group
 from loragen.progress import progress_bar
 
 SCHEDULES = ("cosine", "constant")
@@ -45,6 +51,9 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
         raise ValueError(f"schedule must be one of {SCHEDULES}; found {schedule!r}")
     fingerprint = json.loads(json.dumps(fingerprint or {}))
     saved, end = modules | (keep or {}), first_step + total
+    pg = process_group()
+    if pg.world > 1:  # each process its own global RNG (noise of its samples); a resume restores each one's state
+        torch.manual_seed((seed * 1_000_003 + first_step) * 7919 + pg.rank)
     step, ema, spent = first_step, float("nan"), 0.0  # spent: this stage's seconds in earlier calls
     if state_path is not None and state_path.exists():
         meta = read_meta(state_path)
@@ -54,17 +63,22 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
             load_state(state_path, saved, {})
             step = end
         elif meta["step"] >= first_step:  # this stage's state (an earlier stage's is ignored: this stage starts afresh)
+            if meta.get("processes", 1) != pg.world:
+                raise LoragenError(f"{state_path} was saved by a run of {meta.get('processes', 1)} processes; expected "
+                                   f"the same number to resume it, found {pg.world}. Relaunch with that number, or "
+                                   "remove the state to train afresh")
             try:
                 extra, meta = load_state(state_path, saved, {"opt": optimizer})
-                torch.set_rng_state(extra["rng"])
+                torch.set_rng_state(extra["rng" if pg.rank == 0 else f"rng.{pg.rank}"])
             except KeyError as e:
                 raise LoragenError(f"{state_path} lacks {e} (written by an older loragen?); remove it to train afresh") from e
             step, ema, spent = meta["step"], meta.get("loss", float("nan")), meta.get("stage_s", 0.0)
     resumed_at = step - first_step
     sched = cosine(optimizer, total, resumed_at) if schedule == "cosine" else None
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    pg.broadcast([t for m in saved.values() for t in m.state_dict().values()])  # every process starts from the main's
     t0 = time.perf_counter()
-    with progress_bar(show) as bar, torch.enable_grad():  # also when called under no_grad (test-time training)
+    with progress_bar(show and pg.is_main) as bar, torch.enable_grad():  # also when called under no_grad (test-time training)
         job = bar.add_task(name, total=total, completed=resumed_at)
         while step < end:
             for m in modules.values():
@@ -72,6 +86,8 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
             loss = step_fn(step, torch.Generator().manual_seed(seed * 1_000_003 + step))
             optimizer.zero_grad()
             loss.backward()
+            if pg.world > 1:
+                loss = _average_gradients(pg, params, loss)
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
@@ -84,9 +100,24 @@ def train(name: str, modules: dict[str, nn.Module], optimizer: torch.optim.Optim
             if step % 25 == 0 or step == end:
                 bar.update(job, completed=step - first_step, description=f"{name} loss {ema:.4f}")
             if state_path is not None and step % checkpoint_every == 0 and step < end:
-                save_state(state_path, saved, {"opt": optimizer}, {"rng": torch.get_rng_state()},
-                           {"step": step, "fingerprint": fingerprint, "loss": ema,
-                            "stage_s": spent + time.perf_counter() - t0})
+                rngs = pg.gather(torch.get_rng_state())
+                if pg.is_main:
+                    save_state(state_path, saved, {"opt": optimizer},
+                               {"rng": rngs[0]} | {f"rng.{r}": x for r, x in enumerate(rngs) if r > 0},
+                               {"step": step, "fingerprint": fingerprint, "loss": ema,
+                                "stage_s": spent + time.perf_counter() - t0} | ({"processes": pg.world} if pg.world > 1 else {}))
     for m in modules.values():
         m.eval()
     return {"loss": ema, "steps": total, "fit_s": spent + time.perf_counter() - t0, "resumed_at": resumed_at}
+
+
+def _average_gradients(pg, params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+    """Average the gradients and the loss over the processes (one all-reduce); a parameter no process gave a gradient
+    keeps none (AdamW skips it, as in one process). Returns the averaged loss."""
+    has = torch.tensor([float(p.grad is not None) for p in params])
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    mean_loss = loss.detach().reshape(1).clone()
+    pg.average(grads + [has, mean_loss])
+    for p, g, h in zip(params, grads, has.tolist()):
+        p.grad = g if h > 0 else None
+    return mean_loss[0]

@@ -35,6 +35,7 @@ from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.progress import progress_bar
 from loragen.suites.suite import Fold, Suite, TaskData
 from loragen.zoo.collect import collect
+from loragen.zoo.workers import RayConfig
 from loragen.zoo.store import Zoo
 
 METHODS = ("generated", "hyper_recon", "pdiff", "nearest", "merge", "multitask")
@@ -269,13 +270,15 @@ def summarize(rows: list[dict], methods: list[str], min_gap: float, seed: int = 
     return out
 
 
-def run_study(suite: Suite, out: Path, cfg: UnseenConfig, show: bool = True, log=print) -> dict:
-    """Collect (or resume) the zoo of every task, then run every fold; returns rows, fold details and timings."""
+def run_study(suite: Suite, out: Path, cfg: UnseenConfig, show: bool = True, log=print, ray: RayConfig | None = None
+              ) -> dict:
+    """Collect (or resume) the zoo of every task (`ray`: its fine-tunes as Ray tasks), then run every fold; returns
+    rows, fold details and timings."""
     out = Path(out)
     folds = suite.folds(cfg.folds)
     every = sorted({t for f in folds for t in f.train + f.test})
     t0 = time.perf_counter()
-    zoo, _ = collect(suite, out / "zoo", every, cfg.finetune, show)
+    zoo, _ = collect(suite, out / "zoo", every, cfg.finetune, show, ray=ray)
     zoo_s = sum(statistics.mean(e["finetune_s"] for e in zoo.task_entries(t)) for t in zoo.tasks())
     rows, details, fit_s, runs = [], [], [], []
     with progress_bar(show) as bar:

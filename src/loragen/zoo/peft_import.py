@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.conditions import Condition
 from loragen.errors import ZooError
-from loragen.zoo.store import INFO_FILE, Zoo
+from loragen.zoo.store import Zoo
 
 SIDECAR = "loragen_task.json"
 
@@ -29,8 +28,7 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
     """
     if not folders:
         raise ZooError("expected at least one PEFT adapter folder to import; found none")
-    zoo_path = Path(zoo_path)
-    existing = Zoo.open(zoo_path) if (zoo_path / INFO_FILE).exists() else None
+    existing = Zoo.open(zoo_path) if Zoo.exists(zoo_path) else None
     layout = existing.layout if existing else None
     peft = None  # the PEFT task type and base model the folders agree on
     groups: dict[str, list[Adapter]] = {}  # task -> its checkpoints, in the order given
@@ -65,7 +63,7 @@ def import_peft(zoo_path: str | Path, folders: list[str | Path], task: str | Non
     zoo = existing or Zoo.create(zoo_path, layout, {"suite": None, "imported": True, "peft": peft})
     if zoo.info.get("peft") != peft:  # the new folders name what the zoo did not know yet
         zoo.info["peft"] = peft
-        atomic.write_json(zoo.path / INFO_FILE, zoo.info)
+        zoo.save_info()
     for name, adapters in groups.items():
         zoo.add_task(name, adapters, conditions[name], {"source": "import"})
     return zoo

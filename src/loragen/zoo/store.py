@@ -10,23 +10,25 @@
 A task's shard is written first (atomic rename), then all its manifest lines in one appended write. A crash can leave
 at most a torn tail of the manifest; `Zoo.open` drops any task with fewer lines than its `n_in_task` and rewrites the
 manifest atomically, so an interrupted collection resumes without losing or duplicating entries.
+
+A zoo's path is a local folder or an fsspec URL (memory://, s3://, gs://, az://): storage.py gives the same
+guarantees there, or refuses a backend that cannot.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import torch
 
-from loragen import atomic
 from loragen.adapters.adapter import Adapter, check_finite
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition
 from loragen.errors import LayoutMismatchError, UnknownTaskError, ZooError
+from loragen.zoo.storage import Storage, is_url
 
 INFO_FILE, MANIFEST_FILE, SHARDS = "zoo.json", "manifest.jsonl", "shards"
 
@@ -41,8 +43,10 @@ def _shard_name(task: str) -> str:
 class Zoo:
     """Read and append access to a zoo folder."""
 
-    def __init__(self, path: Path, info: dict, entries: list[dict]):
-        self.path, self.info, self.entries = path, info, entries
+    def __init__(self, path: str | Path, info: dict, entries: list[dict]):
+        self.storage = Storage(path)
+        self.path = self.storage.root  # a Path for a local zoo, the URL otherwise
+        self.info, self.entries = info, entries
         self.layout = LoraLayout.from_dict(info["layout"])
         self._shard_cache: dict[str, dict[str, torch.Tensor]] = {}
         self.read_only = False  # True for views made by subset()
@@ -51,37 +55,47 @@ class Zoo:
     @classmethod
     def create(cls, path: str | Path, layout: LoraLayout, info: dict | None = None) -> "Zoo":
         """Start an empty zoo; an existing zoo with the same layout is opened instead (resume)."""
-        path = Path(path)
-        if (path / INFO_FILE).exists():
+        store = Storage(path)
+        if store.exists(INFO_FILE):
             zoo = cls.open(path)
             if zoo.layout != layout:
                 raise LayoutMismatchError(f"zoo at {path} has another layout: {zoo.layout.describe_difference(layout)}")
             return zoo
-        if path.exists() and any(path.iterdir()):
+        if not store.is_empty():
             raise ZooError(f"{path} exists and is not a zoo (no {INFO_FILE}); expected an empty or new folder")
         full = {"format": 1, **(info or {}), "layout": layout.to_dict()}
-        (path / SHARDS).mkdir(parents=True, exist_ok=True)
-        atomic.write_json(path / INFO_FILE, full)
-        (path / MANIFEST_FILE).touch()
-        return cls(path, full, [])
+        store.make_root(SHARDS)
+        zoo = cls(path, full, [])
+        zoo.save_info()
+        store.append(MANIFEST_FILE, b"")
+        return zoo
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """True when `path` (a folder or URL) holds a zoo."""
+        return Storage(path).exists(INFO_FILE)
+
+    def save_info(self) -> None:
+        """Write zoo.json (atomically) from `self.info`."""
+        self.storage.write_bytes(INFO_FILE, (json.dumps(self.info, indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
     def open(cls, path: str | Path) -> "Zoo":
-        path = Path(path)
-        if not (path / INFO_FILE).is_file():
-            raise ZooError(f"expected a zoo folder with {INFO_FILE} at {path}; found {'no folder' if not path.exists() else 'none'}")
+        store = Storage(path if is_url(path) else Path(path))
+        if not store.is_file(INFO_FILE):
+            raise ZooError(f"expected a zoo folder with {INFO_FILE} at {path}; found {'no folder' if not store.exists() else 'none'}")
         try:
-            info = json.loads((path / INFO_FILE).read_text())
+            info = json.loads(store.read_bytes(INFO_FILE))
         except json.JSONDecodeError as e:
-            raise ZooError(f"{path / INFO_FILE} is not valid JSON: {e}") from e
-        lines = (path / MANIFEST_FILE).read_text().splitlines() if (path / MANIFEST_FILE).exists() else []
+            raise ZooError(f"{store.where(INFO_FILE)} is not valid JSON: {e}") from e
+        lines = store.read_bytes(MANIFEST_FILE).decode().splitlines() if store.exists(MANIFEST_FILE) else []
         entries, torn = [], False
         for i, line in enumerate(lines):
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:
                 if i != len(lines) - 1:
-                    raise ZooError(f"{path / MANIFEST_FILE} line {i + 1} is not JSON (only a torn last line is repaired)")
+                    raise ZooError(f"{store.where(MANIFEST_FILE)} line {i + 1} is not JSON (only a torn last line is repaired)")
                 torn = True
         counts: dict[str, int] = {}
         for e in entries:
@@ -90,7 +104,7 @@ class Zoo:
         seen = set()
         for e in complete:
             if (e["task"], e["step"]) in seen:
-                raise ZooError(f"{path / MANIFEST_FILE} holds task {e['task']!r} step {e['step']} twice")
+                raise ZooError(f"{store.where(MANIFEST_FILE)} holds task {e['task']!r} step {e['step']} twice")
             seen.add((e["task"], e["step"]))
         zoo = cls(path, info, complete)
         if torn or len(complete) != len(entries):
@@ -110,7 +124,7 @@ class Zoo:
         return view
 
     def _rewrite_manifest(self) -> None:
-        atomic.write_bytes(self.path / MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in self.entries).encode())
+        self.storage.write_bytes(MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in self.entries).encode())
 
     # ---- append -------------------------------------------------------------------------------------------------
     def add_task(self, task: str, adapters: list[Adapter], condition: Condition, extra: dict | None = None) -> None:
@@ -135,7 +149,9 @@ class Zoo:
         owner = next((e["task"] for e in self.entries if e["shard"] == shard), None)
         if owner is not None:  # never overwrite another task's checkpoints (a hash collision, or a hand-made manifest)
             raise ZooError(f"task {task!r}: expected a shard file of its own; found {shard} already holds task {owner!r}")
-        atomic.save_safetensors(self.path / shard, tensors)
+        from safetensors.torch import save
+
+        self.storage.write_bytes(shard, save({k: v.contiguous() for k, v in tensors.items()}))
         cond = {"text": condition.text, "examples": condition.examples, "label": condition.label,
                 "images": "condition.images" if condition.images is not None else None}
         if condition.paraphrases:
@@ -145,10 +161,8 @@ class Zoo:
             entry = {"task": task, "step": a.meta.get("step", row), "val_acc": a.meta.get("val_acc"), "shard": shard,
                      "row": row, "n_in_task": len(adapters), "condition": cond, **(extra or {})}
             lines.append(entry)
-        with open(self.path / MANIFEST_FILE, "a") as f:  # one write: all of a task's lines or (after repair) none
-            f.write("".join(json.dumps(e) + "\n" for e in lines))
-            f.flush()
-            os.fsync(f.fileno())
+        # one write: all of a task's lines or (after repair) none
+        self.storage.append(MANIFEST_FILE, "".join(json.dumps(e) + "\n" for e in lines).encode())
         self.entries.extend(lines)
 
     # ---- read ---------------------------------------------------------------------------------------------------
@@ -157,13 +171,13 @@ class Zoo:
         return list(dict.fromkeys(e["task"] for e in self.entries))
 
     def _shard(self, shard: str) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
         if shard not in self._shard_cache:
             try:
-                self._shard_cache[shard] = load_file(str(self.path / shard))
+                self._shard_cache[shard] = load(self.storage.read_bytes(shard))
             except Exception as e:
-                raise ZooError(f"zoo shard {self.path / shard} is missing or unreadable: {e}") from e
+                raise ZooError(f"zoo shard {self.storage.where(shard)} is missing or unreadable: {e}") from e
         return self._shard_cache[shard]
 
     def require_nonempty(self) -> None:
@@ -218,5 +232,15 @@ class Zoo:
         return Condition(task=task, text=c.get("text"), examples=c.get("examples"), images=images, label=c.get("label"),
                          paraphrases=c.get("paraphrases"))
 
+    def digest(self, ignore: tuple[str, ...] = ("finetune_s",)) -> str:
+        """sha256 of the zoo's content: zoo.json, then each task in order with its manifest lines (less the fields in
+        `ignore`: timings differ between runs) and its shard's bytes. Equal digests: the same zoo bit for bit."""
+        h = hashlib.sha256(json.dumps(self.info, sort_keys=True).encode())
+        for t in self.tasks():
+            rows = self.task_entries(t)
+            h.update(json.dumps([{k: v for k, v in e.items() if k not in ignore} for e in rows], sort_keys=True).encode())
+            h.update(self.storage.read_bytes(rows[0]["shard"]))
+        return h.hexdigest()
+
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return self.storage.size_bytes()

@@ -35,6 +35,7 @@ from loragen.generators.composer.mlp_generator import MLPGenerator
 from loragen.generators.composer.per_class_lora import PerClassLoRA
 from loragen.generators.composer.static_lora import StaticLoRA
 from loragen.training import train
+from loragen.process_group import process_group
 
 GENERATORS = ("transformer", "mlp", "static", "per-class")
 CONFIG_FILE, WEIGHTS_FILE, STATE_FILE = "composer.json", "composer.safetensors", "train_state.safetensors"
@@ -139,10 +140,12 @@ class ComposerGenerator:
             data = type(data)(data.x[keep], data.y[keep])
         opt = torch.optim.AdamW(gen.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
+        pg = process_group()  # several processes: each computes its slice of the batch drawn in every process
+
         def step_fn(step: int, g: torch.Generator) -> torch.Tensor:  # batch and noise from g: the same on resume
-            idx = context_batch(data.y, config.batch_size, config.context_share, g)
+            idx = context_batch(data.y, config.batch_size, config.context_share, g)[pg.local(config.batch_size)]
             with gen.applied(backbone, cond_KE[data.y[idx]]):
-                return suite.diffusion.training_loss(backbone, data.x[idx], data.y[idx], generator=g)
+                return suite.diffusion.training_loss(backbone, data.x[idx], data.y[idx], generator=pg.fork(g))
 
         state_path = Path(out) / STATE_FILE if out else None
         summary = train(desc or f"composer ({config.generator})", {"net": gen.net}, opt, config.steps, step_fn,
@@ -151,9 +154,10 @@ class ComposerGenerator:
                         checkpoint_every=config.checkpoint_every, seed=config.seed, clip=None, show=show)
         gen.finalize()
         gen.fit_summary = summary
-        if out:
+        if out and pg.is_main:
             gen.save(out, overwrite=True)
             state_path.unlink(missing_ok=True)
+        pg.barrier()  # the other processes return once the result is there
         return gen
 
     def finalize(self) -> None:

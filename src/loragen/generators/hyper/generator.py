@@ -33,6 +33,7 @@ from loragen.conditions import Condition
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators.hyper.items import ITEM_ENCODERS, ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
+from loragen.process_group import process_group
 from loragen.training import train
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
@@ -198,19 +199,25 @@ class HyperGenerator:
         k = items.per_condition or config.k_exemplars
         tb, n = min(config.tasks_per_step, len(tasks)), config.examples_per_task
 
-        def draw_items(g: torch.Generator) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
+        pg = process_group()  # several processes: each computes its slice of the Tb tasks drawn in every process
+
+        def draw_tasks(g: torch.Generator) -> tuple[torch.Tensor, list[torch.Tensor]]:
             ti = torch.randperm(len(tasks), generator=g)[:tb]  # (Tb,) distinct tasks
-            sets = [pools[t][torch.randperm(len(pools[t]), generator=g)[:k]] for t in ti.tolist()]
-            return ti, gen._inputs(torch.stack(sets))  # (Tb,), ((Tb, K, D), (Tb, C, F) | None)
+            return ti, [torch.randperm(len(pools[t]), generator=g)[:k] for t in ti.tolist()]  # Tb × (K,) items
+
+        def inputs_of(ti: torch.Tensor, sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return gen._inputs(torch.stack([pools[t][s] for t, s in zip(ti.tolist(), sets)]))  # ((Tb, K, D), (Tb, C, F) | None)
 
         if config.objective == "task":
             base.requires_grad_(False).eval()
             data = [suite.data(t, "train") for t in tasks]
 
             def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, inputs = draw_items(g)
-                tensors = gen.net(*inputs)
+                ti, sets = draw_tasks(g)
                 idx = [torch.randint(len(data[t].y), (n,), generator=g) for t in ti.tolist()]
+                mine = pg.local(tb)
+                ti, sets, idx = ti[mine], sets[mine], idx[mine]
+                tensors = gen.net(*inputs_of(ti, sets))
                 x = torch.cat([data[t].x[i] for t, i in zip(ti.tolist(), idx)])  # (Tb·n, ...)
                 y = torch.cat([data[t].y[i] for t, i in zip(ti.tolist(), idx)])
                 with batched_lora(base, layout, tensors, per_adapter=n):
@@ -225,8 +232,10 @@ class HyperGenerator:
             full_var = {s.key: targets[:, s.offset : s.offset + s.numel].var().clamp_min(1e-8) for s in layout.full_segments}
 
             def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, inputs = draw_items(g)
-                out = gen.net(*inputs)
+                ti, sets = draw_tasks(g)
+                mine = pg.local(tb)
+                ti, sets = ti[mine], sets[mine]
+                out = gen.net(*inputs_of(ti, sets))
                 want = [layout.unflatten(targets[t]) for t in ti.tolist()]
                 loss = 0.0
                 for m in layout.modules:
@@ -245,9 +254,10 @@ class HyperGenerator:
         summary = train(f"hyper ({config.objective})", {"net": gen.net}, opt, config.steps, step_fn, state_path=state,
                         fingerprint=fingerprint, checkpoint_every=config.checkpoint_every, seed=config.seed, show=show)
         gen.fit_summary = summary | {"tasks": len(tasks)}
-        if out is not None:
+        if out is not None and pg.is_main:
             gen.save(out, overwrite=True)
             state.unlink(missing_ok=True)  # only once the result is safely written
+        pg.barrier()  # the other processes return once the result is there
         return gen
 
     # ---- persistence --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from loragen.generators.pdiff.denoiser import LatentDenoiser
 from loragen.generators.pdiff.normalizer import MODES, Normalizer
 from loragen.training import train
 from loragen.zoo.store import Zoo
+from loragen.process_group import process_group
 
 STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.safetensors", "generator.json"
 
@@ -154,13 +155,16 @@ class PDiffGenerator:
         run = dict(state_path=state_path, fingerprint={"config": asdict(cfg), "tasks": tasks, "n_checkpoints": len(names)},
                    checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, clip=None, show=show)
 
+        pg = process_group()  # several processes: each computes its slice of the batch drawn in every process
+
         def ae_step(step: int, g: torch.Generator) -> torch.Tensor:  # 2. autoencoder
-            idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=g)
+            idx = torch.randint(0, len(xn_MP), (cfg.batch_size,), generator=g)[pg.local(cfg.batch_size)]
             return torch.nn.functional.mse_loss(ae(xn_MP[idx]), xn_MP[idx])
 
         def den_step(step: int, g: torch.Generator) -> torch.Tensor:  # 3. latent diffusion
             idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
             draw = torch.randint(0, cfg.cond_draws, (cfg.batch_size,), generator=g)
+            idx, draw = idx[pg.local(cfg.batch_size)], draw[pg.local(cfg.batch_size)]
             return gen.diffusion.training_loss(den, latents[idx], conds_TRE[task_M[idx], draw])
 
         ae_fit = train("pdiff autoencoder", {"ae": ae}, ae_opt, cfg.ae_steps, ae_step, **run)
@@ -169,9 +173,10 @@ class PDiffGenerator:
                         first_step=cfg.ae_steps, **run)
         gen.fit_summary = {"ae_loss": ae_fit["loss"], "diffusion_loss": den_fit["loss"],
                            "fit_s": ae_fit["fit_s"] + den_fit["fit_s"], "tasks": len(tasks), "checkpoints": len(names)}
-        if out:
+        if out and pg.is_main:
             gen.save(out, overwrite=True)
             state_path.unlink(missing_ok=True)
+        pg.barrier()  # the other processes return once the result is there
         return gen
 
     @torch.no_grad()
