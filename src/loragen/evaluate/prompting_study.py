@@ -98,7 +98,8 @@ class PromptingStudy:
     def references(self, zoo: Zoo, tasks: list[str]) -> dict[str, dict]:
         """zero_shot, few_shot and finetune per task (they do not depend on the fold), kept in references.json."""
         path = self.out / "references.json"
-        key = _key([asdict(self.cfg.finetune), self.cfg.test_limit, self.suite.shots])
+        key = _key([asdict(self.cfg.finetune), self.cfg.test_limit, self.suite.shots, str(self.suite.model_folder()),
+                    {t: self.suite.examples(t, "test")[: self.cfg.test_limit] for t in tasks}])
         done = json.loads(path.read_text()) if path.exists() else {}
         done = done if done.get("key") == key else {"key": key, "tasks": {}}
         with progress_bar(self.show) as bar:
