@@ -174,7 +174,8 @@ def test_adapters_are_cached_and_download_as_peft_folders(client, digits, local,
     assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     x = digits.data(task, "test").x[:16]
     want, adapter = expected_probs(local, images, x, n=2, seed=3, which=1)
-    assert torch.equal(Adapter.load(folder).vector(), adapter.vector())
+    # the same adapter up to float rounding: the server runs torch on one thread, this process on OMP_NUM_THREADS
+    assert torch.allclose(Adapter.load(folder).vector(), adapter.vector(), atol=1e-6, rtol=0)
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(get_suite("digits-domains").base_model(), str(folder)).eval()
