@@ -1,4 +1,4 @@
-"""Command line: `loragen demo | base | zoo collect/import/info | train | generate | chat | composer train/sample/bench`.
+"""Command line: `loragen demo | base | zoo collect/import/info | train | generate | chat | serve | composer train/sample/bench`.
 
 One meaning per option name across commands: --out is always a folder, --arch a generator architecture,
 --generator-dir a trained generator's folder, --steps optimiser steps. Closed sets of choices are Enums of the
