@@ -34,8 +34,8 @@ from loragen.adapters.adapter import Adapter
 from loragen.adapters.apply import merged
 from loragen.errors import LoragenError
 from loragen.evaluate.stats import bootstrap_ci
-from loragen.evaluate.unseen import load_or_fit
-from loragen.finetune import FinetuneConfig, multitask
+from loragen.evaluate.unseen import load_or_fit, load_or_train_multitask
+from loragen.finetune import FinetuneConfig
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.progress import progress_bar
@@ -163,18 +163,10 @@ class PromptingFold:
             raise LoragenError(f"fold {self.fold.index}: held-out tasks reached {what}: {leak[:5]}")
 
     def _multitask(self) -> Adapter:
-        folder = self.out / "multitask"
         cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=max(1, self.cfg.multitask_steps // 10),
                       keep_last=1)
-        want = {"trained_on": list(self.fold.train), "config": asdict(cfg)}
-        if (folder / "adapter_config.json").exists():
-            adapter = Adapter.load(folder)
-            if {k: adapter.meta.get(k) for k in want} == json.loads(json.dumps(want)):
-                return adapter
-        adapter = multitask(self.suite, self.study.base, self.zoo.layout, list(self.fold.train), cfg)
-        adapter.meta |= want
-        adapter.save(folder, overwrite=True)
-        return adapter
+        return load_or_train_multitask(self.suite, self.study.base, self.zoo.layout, list(self.fold.train), cfg,
+                                       self.out / "multitask")
 
     def seen_tasks(self) -> list[str]:
         order = torch.randperm(len(self.fold.train), generator=rng("seen-sample", self.fold.index)).tolist()

@@ -74,6 +74,19 @@ def load_or_fit(cls, folder: Path, fit, expected: dict):
     return fit()
 
 
+def load_or_train_multitask(suite: Suite, base, layout, tasks: list[str], cfg: FinetuneConfig, folder: Path) -> Adapter:
+    """The multi-task LoRA of `tasks` from `folder` when it was trained on them with `cfg`, else trained and saved there."""
+    want = {"trained_on": list(tasks), "config": asdict(cfg)}
+    if (folder / "adapter_config.json").exists():
+        adapter = Adapter.load(folder)
+        if {k: adapter.meta.get(k) for k in want} == json.loads(json.dumps(want)):
+            return adapter
+    adapter = multitask(suite, base, layout, list(tasks), cfg)
+    adapter.meta |= want
+    adapter.save(folder, overwrite=True)
+    return adapter
+
+
 class FoldRun:
     """Everything one fold trains, and the scoring of its test tasks."""
 
@@ -120,16 +133,8 @@ class FoldRun:
         return gen
 
     def multitask(self) -> Adapter:
-        folder = self.out / "multitask"
         cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=min(100, self.cfg.multitask_steps), keep_last=1)
-        if (folder / "adapter_config.json").exists():
-            adapter = Adapter.load(folder)
-            if adapter.meta.get("trained_on") == list(self.fold.train) and adapter.meta.get("config") == asdict(cfg):
-                return adapter
-        adapter = multitask(self.suite, self.base, self.zoo.layout, list(self.fold.train), cfg)
-        adapter.meta |= {"trained_on": list(self.fold.train), "config": asdict(cfg)}
-        adapter.save(folder, overwrite=True)
-        return adapter
+        return load_or_train_multitask(self.suite, self.base, self.zoo.layout, list(self.fold.train), cfg, self.out / "multitask")
 
     # ---- retrieval baselines ------------------------------------------------------------------------------------
     def neighbours(self, gen: HyperGenerator) -> tuple[list[str], torch.Tensor]:

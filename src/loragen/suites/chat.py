@@ -38,13 +38,12 @@ def adapter_base(adapter: Path) -> str:
 def load_chat_model(adapter: Path | None = None, model: str | Path | None = None) -> tuple[nn.Module, object]:
     """(model, tokenizer): the base causal LM (from `model`, else the adapter's base, else the packaged SmolLM2) with
     the adapter loaded by PEFT when given."""
-    base = model if model is not None else (adapter_base(adapter) if adapter is not None else "smollm2")
-    folder = model_folder(base)
+    named = adapter_base(adapter) if adapter is not None else None  # checks the folder: a clear error before PEFT's
+    folder = model_folder(model if model is not None else named or "smollm2")
     lm = load_model(folder)
     if adapter is not None:
         from peft import PeftModel
 
-        adapter_base(adapter)  # a clear error before PEFT's own
         lm = PeftModel.from_pretrained(lm, str(adapter))
     return lm.eval(), load_tokenizer(folder)
 
