@@ -134,8 +134,8 @@ def test_fold_run_refuses_a_generator_that_saw_a_test_task():
     run = FoldRun.__new__(FoldRun)
     run.fold = Fold(0, ("a",), ("b",))
     with pytest.raises(LoragenError, match="evaluated-as-unseen tasks reached"):
-        run._check_unseen(Stub.tasks, "the generator's training tasks")
-    run._check_unseen(["a"], "the generator's training tasks")  # a training task is fine
+        run.fold.check_unseen(Stub.tasks, "the generator's training tasks")
+    run.fold.check_unseen(["a"], "the generator's training tasks")  # a training task is fine
 
 
 def test_merge_carries_a_whole_head_as_the_weighted_average(tiny):

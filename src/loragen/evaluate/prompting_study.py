@@ -84,8 +84,8 @@ def _key(obj) -> str:
 class PromptingStudy:
     """Collects the zoo, scores the fold-independent references once per task, then runs every fold."""
 
-    def __init__(self, suite: LlmTasks, out: Path, cfg: PromptingStudyConfig, show: bool = True, log=print):
-        self.suite, self.out, self.cfg, self.show, self.log = suite, Path(out), cfg, show, log
+    def __init__(self, suite: LlmTasks, out: Path, cfg: PromptingStudyConfig, show: bool = True):
+        self.suite, self.out, self.cfg, self.show = suite, Path(out), cfg, show
         self.base = suite.base_model()
         self.folds = suite.folds(cfg.folds)
 
@@ -138,29 +138,24 @@ class PromptingFold:
         self.study, self.fold, self.suite, self.cfg = study, fold, study.suite, study.cfg
         self.out = study.out / f"fold{fold.index}"
         self.zoo = zoo.subset(list(fold.train))
-        self._check_unseen(self.zoo.tasks(), "the fold's zoo")
+        self.fold.check_unseen(self.zoo.tasks(), "the fold's zoo")
         train = list(fold.train)
         folder = self.out / "hyper"
         self.hyper = load_or_fit(HyperGenerator, folder,
                                  lambda: HyperGenerator.fit(self.cfg.hyper, suite=self.suite, tasks=train, zoo=self.zoo, out=folder,
                                                             show=study.show),
                                  {"config": asdict(self.cfg.hyper), "tasks": train})
-        self._check_unseen(self.hyper.tasks, "the hyper generator's training tasks")
+        self.fold.check_unseen(self.hyper.tasks, "the hyper generator's training tasks")
         self.pdiff = None
         if self.cfg.pdiff is not None:
             folder = self.out / "pdiff"
             self.pdiff = load_or_fit(PDiffGenerator, folder,
                                      lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=study.show),
                                      {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
-            self._check_unseen(self.pdiff.tasks, "the pdiff generator's zoo")
+            self.fold.check_unseen(self.pdiff.tasks, "the pdiff generator's zoo")
         self.multi = self._multitask()
         self.zoo_tasks = self.zoo.tasks()
         self.zoo_emb = self.hyper.embed([self.suite.condition(t) for t in self.zoo_tasks])  # (T, Z)
-
-    def _check_unseen(self, trained: list[str], what: str) -> None:
-        leak = sorted(set(self.fold.test) & set(trained))
-        if leak:
-            raise LoragenError(f"fold {self.fold.index}: held-out tasks reached {what}: {leak[:5]}")
 
     def _multitask(self) -> Adapter:
         cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=max(1, self.cfg.multitask_steps // 10),

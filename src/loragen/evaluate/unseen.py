@@ -94,13 +94,8 @@ class FoldRun:
         self.suite, self.fold, self.cfg, self.out, self.show = suite, fold, cfg, out, show
         self.base = suite.base_model()
         self.zoo = zoo.subset(list(fold.train))
-        self._check_unseen(self.zoo.tasks(), "the fold's zoo")
+        self.fold.check_unseen(self.zoo.tasks(), "the fold's zoo")
         self._hypers: dict[int, HyperGenerator] = {}  # by training seed: loaded or fitted once per fold
-
-    def _check_unseen(self, trained: list[str], what: str) -> None:
-        leak = sorted(set(self.fold.test) & set(trained))
-        if leak:
-            raise LoragenError(f"fold {self.fold.index}: evaluated-as-unseen tasks reached {what}: {leak[:5]}")
 
     # ---- training ---------------------------------------------------------------------------------------------
     def hyper(self, seed: int) -> HyperGenerator:
@@ -112,7 +107,7 @@ class FoldRun:
         gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
                                                                                zoo=self.zoo, out=folder, show=self.show),
                            {"config": asdict(cfg), "tasks": list(self.fold.train)})
-        self._check_unseen(gen.tasks, "the hyper generator's training tasks")
+        self.fold.check_unseen(gen.tasks, "the hyper generator's training tasks")
         self._hypers[seed] = gen
         return gen
 
@@ -122,14 +117,14 @@ class FoldRun:
         gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, zoo=self.zoo, out=folder,
                                                                                show=self.show),
                            {"config": asdict(cfg), "tasks": self.zoo.tasks()})
-        self._check_unseen(gen.tasks, "the recon generator's training tasks")
+        self.fold.check_unseen(gen.tasks, "the recon generator's training tasks")
         return gen
 
     def pdiff(self) -> PDiffGenerator:
         folder = self.out / "pdiff"
         gen = load_or_fit(PDiffGenerator, folder, lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=self.show),
                            {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
-        self._check_unseen(gen.tasks, "the pdiff generator's zoo")
+        self.fold.check_unseen(gen.tasks, "the pdiff generator's zoo")
         return gen
 
     def multitask(self) -> Adapter:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import ConditionError, UnknownTaskError
+from loragen.errors import ConditionError, LoragenError, UnknownTaskError
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -55,6 +55,12 @@ class Fold:
         clash = set(self.train) & set(self.test)
         if clash:
             raise ValueError(f"fold {self.index}: evaluated-as-unseen tasks must not be trained on; found {sorted(clash)[:5]}")
+
+    def check_unseen(self, trained, what: str) -> None:
+        """Raise when any of the `trained` tasks (what a generator or baseline of this fold learnt from) is a test task."""
+        leak = sorted(set(self.test) & set(trained))
+        if leak:
+            raise LoragenError(f"fold {self.index}: evaluated-as-unseen tasks reached {what}: {leak[:5]}")
 
 
 def spread_folds(suite_name: str, trained: list[str], never_trained: list[str], k: int) -> list[Fold]:
