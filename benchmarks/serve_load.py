@@ -36,10 +36,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +44,7 @@ from pathlib import Path
 import torch
 
 from loragen import atomic
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loragen.serve.process import ServerProcess
 
 
 def rss_mb(pid: int) -> float:
@@ -60,34 +52,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-class Server:
-    """`loragen serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, generator: Path, log: Path, *args: str):
-        import httpx
-
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-c", "from loragen.cli import app; app()", "serve", "--generator",
-                                      str(generator), "--port", self.url.rsplit(":", 1)[1], *args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline and self.proc.poll() is None:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"the server did not come up; see {log}")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
 
 
 @dataclass(frozen=True)
@@ -299,7 +263,7 @@ def main() -> None:
     results = {"suite": args.suite, "clients": clients_n, "quick": args.quick, "generator": str(gen_dir),
                "inputs_per_request": INPUTS_PER_REQUEST, "server_threads": args.threads, "cpu_count": os.cpu_count()}
     common = ["--threads", str(args.threads), "--cache-adapters", "256", "--queue-size", "1024"]
-    server = Server(gen_dir, args.out / "server-batched.log", *common, "--max-batch", "128", "--max-wait-ms", "5")
+    server = ServerProcess(gen_dir, args.out / "server-batched.log", *common, "--max-batch", "128", "--max-wait-ms", "5")
     try:
         ids, client_ms, server_ms = asyncio.run(make_adapters(server.url, conditions))
         for c, i in zip(clients, ids):
@@ -317,7 +281,7 @@ def main() -> None:
     results["rss_at_requests"] = list(rss_at)
     results["rss_mb_1k"], results["rss_mb_10k"] = (round(rss[k], 1) if k in rss else None for k in rss_at)
 
-    server = Server(gen_dir, args.out / "server-merge.log", *common, "--mode", "merge")
+    server = ServerProcess(gen_dir, args.out / "server-merge.log", *common, "--mode", "merge")
     try:
         ids, _, _ = asyncio.run(make_adapters(server.url, conditions))
         if ids != [c["id"] for c in clients]:

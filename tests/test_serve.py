@@ -6,11 +6,8 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 import zipfile
 
@@ -27,51 +24,12 @@ from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.serve.batcher import MicroBatcher
 from loragen.serve.cache import AdapterCache
 from loragen.serve.config import ServeConfig
+from loragen.serve.process import ServerProcess
 from loragen.suites import get_suite
 
 KEY = "serve-test-key-0123456789"
 TINY = dict(width=32, cond_dim=16, module_dim=8, tasks_per_step=3, examples_per_task=16, checkpoint_every=20)
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`loragen serve` in a subprocess; `url` once /readyz answers 200."""
-
-    def __init__(self, generator, tmp, *args):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / f"server-{self.port}.log", "w+")
-        cmd = [sys.executable, "-c", "from loragen.cli import app; app()", "serve", "--generator", str(generator),
-               "--port", str(self.port), "--threads", "1", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"server not ready in 90 s: {self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-3000:]
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(20)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +49,8 @@ def digits_gen_dir(digits, tmp_path_factory):
 def server(digits_gen_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("server")
     (tmp / "key").write_text(KEY + "\n")
-    s = Server(digits_gen_dir, tmp, "--api-key-file", str(tmp / "key"), "--max-wait-ms", "20")
+    s = ServerProcess(digits_gen_dir, tmp / "server.log", "--threads", "1", "--api-key-file", str(tmp / "key"), "--max-wait-ms", "20",
+                      env=os.environ | {"OMP_NUM_THREADS": "1"})
     yield s
     s.stop()
 
@@ -352,7 +311,7 @@ def test_text_generator_predictions_carry_their_heads(tiny_bert_folder, tmp_path
              {"description": "Is it about trains?", "examples": [{"text": "the train is late", "label": "yes"},
                                                                   {"text": "a bowl of soup", "label": "no"}]}]
     texts = ["a plate of pasta", "the bus is delayed", "hello there"]
-    s = Server(tmp_path / "gen", tmp_path)
+    s = ServerProcess(tmp_path / "gen", tmp_path / "server.log", "--threads", "1", env=os.environ | {"OMP_NUM_THREADS": "1"})
     try:
         with httpx.Client(base_url=s.url, timeout=60) as c:
             assert c.get("/v1/info").json()["labels"] == ["no", "yes"]
