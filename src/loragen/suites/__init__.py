@@ -6,7 +6,7 @@ import inspect
 
 from loragen.errors import ConfigError, UnknownTaskError
 
-SUITES = ["digits-domains", "text-topics", "digits-gen", "llm-tasks"]
+SUITES = ["digits-domains", "text-topics", "digits-gen", "llm-tasks", "digits-control"]
 
 
 def get_suite(name: str, **kwargs):
@@ -19,6 +19,8 @@ def get_suite(name: str, **kwargs):
         from loragen.suites.digits_gen import DigitsGen as cls
     elif name == "llm-tasks":
         from loragen.suites.llm_tasks import LlmTasks as cls
+    elif name == "digits-control":
+        from loragen.suites.digits_control import DigitsControl as cls
     else:
         raise UnknownTaskError(f"unknown suite {name!r}; expected one of {SUITES}")
     accepted = set(inspect.signature(cls).parameters)

@@ -55,10 +55,12 @@ class Attention(nn.Module):
         self.q, self.k, self.v = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BND: torch.Tensor, mask_NN: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention; `mask_NN` (True = may attend), e.g. VAR's block-causal mask, or None for full attention."""
         B, N, D = x_BND.shape
         split = lambda t: t.view(B, N, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731 (B, h, N, D/h)
-        o = F.scaled_dot_product_attention(split(self.q(x_BND)), split(self.k(x_BND)), split(self.v(x_BND)))
+        o = F.scaled_dot_product_attention(split(self.q(x_BND)), split(self.k(x_BND)), split(self.v(x_BND)),
+                                           attn_mask=mask_NN)
         return self.proj(o.transpose(1, 2).reshape(B, N, D))
 
 
@@ -74,9 +76,9 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, x_BND: torch.Tensor, c_BD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_BND: torch.Tensor, c_BD: torch.Tensor, mask_NN: torch.Tensor | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c_BD).chunk(6, -1)
-        x_BND = x_BND + gate1[:, None] * self.attn(modulate(self.norm1(x_BND), shift1, scale1))
+        x_BND = x_BND + gate1[:, None] * self.attn(modulate(self.norm1(x_BND), shift1, scale1), mask_NN)
         return x_BND + gate2[:, None] * self.mlp(modulate(self.norm2(x_BND), shift2, scale2))
 
 

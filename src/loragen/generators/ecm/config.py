@@ -1,0 +1,52 @@
+"""Settings of a control module trained on the digits-control backbone: ECM, its ablations, or the full fine-tune."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from loragen.errors import ConfigError
+from loragen.suites.spatial_controls import CONTROLS
+
+METHODS = ("ecm", "full_finetune")
+SCALE_SAMPLINGS = ("early", "uniform")
+
+
+@dataclass(frozen=True)
+class ECMConfig:
+    control: Literal["edges", "mask"] = "edges"  # the spatial control the module follows
+    method: Literal["ecm", "full_finetune"] = "ecm"  # ecm: adapters on the frozen backbone; full_finetune: the whole
+    # backbone trained with control tokens added to its input (ControlVAR-style baseline)
+    adapters: int = 3  # ECM adapter blocks, spread evenly over the backbone's blocks
+    width: int = 32  # Da: adapter and control-feature width
+    heads: int = 2  # attention heads of an adapter block
+    ffn_ratio: int = 4  # FFN hidden width = ffn_ratio · Da
+    shared_ffn: bool = True  # one FFN for every adapter block with layer-specific gates; False: one FFN per block
+    encoder_width: int = 16  # hidden channels of the control encoder (a small CNN over the control map)
+    scale_sampling: Literal["early", "uniform"] = "early"  # early: each step trains on the scales up to a random last
+    # scale, biased to early ones (ECM's early-centric sampling); uniform: every scale in every step (all L tokens)
+    early_decay: float = 0.7  # early-centric sampling: P(last scale = k) ∝ early_decay^k, k = 0 … K − 1
+    steps: int = 1500  # optimiser steps
+    batch_size: int = 32  # images per step
+    lr: float = 3e-3  # AdamW learning rate, cosine-decayed to 0
+    augment: float = 0.5  # strength of the random affine warp of training images (DigitsControlConfig.augment);
+    # the bench chooses it on validation
+    class_dropout: float = 0.1  # labels dropped to the null class, as the backbone was trained (guidance keeps working)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.control not in CONTROLS:
+            raise ConfigError(f"control must be one of {CONTROLS}; found {self.control!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}; found {self.method!r}")
+        if self.scale_sampling not in SCALE_SAMPLINGS:
+            raise ConfigError(f"scale_sampling must be one of {SCALE_SAMPLINGS}; found {self.scale_sampling!r}")
+        if self.adapters < 1 or self.width % self.heads:
+            raise ConfigError(f"expected adapters >= 1 and width a multiple of heads; found {self.adapters}, "
+                              f"{self.width}, {self.heads}")
+        if not 0.0 < self.early_decay <= 1.0:
+            raise ConfigError(f"early_decay must lie in (0, 1]; found {self.early_decay}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
