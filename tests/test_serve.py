@@ -88,9 +88,15 @@ def test_health_auth_docs_and_metrics(server, client):
     assert r.status_code == 401
     info = client.get("/v1/info", headers={"Authorization": "", "X-API-Key": KEY}).json()
     assert info["suite"] == "digits-domains" and info["inputs"] == "images" and info["image_size"] == [16, 16]
-    schema = httpx.get(server.url + "/openapi.json").json()
+    for path in ("/", "/docs", "/openapi.json"):  # the page and the docs too; a browser is asked for Basic credentials
+        r = httpx.get(server.url + path)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(server.url + path, auth=("anyone", "wrong-key-wrong-key-wrong")).status_code == 401
+        assert httpx.get(server.url + path, auth=("anyone", KEY)).status_code == 200
+    assert httpx.get(server.url + "/v1/info", headers={"Authorization": "Basic !!!"}).status_code == 401  # malformed
+    schema = client.get("/openapi.json").json()
     assert {"/v1/adapters", "/v1/adapters/{adapter_id}", "/v1/predict", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
-    assert httpx.get(server.url + "/docs").status_code == 200
+    assert 'id="keybox"' in client.get("/").text
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "text/plain" in metrics.headers["content-type"]
     assert 'loragen_requests_total{route="/v1/info",status="401"}' in metrics.text
@@ -346,7 +352,7 @@ def test_page_in_headless_chromium(server, digits, tmp_path):
     if browser is None:
         pytest.skip("Debian's Chromium is not installed (apt-get install -y chromium); the page test needs it")
     task = urllib.parse.quote(digits.tasks()[0].name, safe="")
-    url = f"{server.url}/#key={KEY}&task={task}"
+    url = f"{server.url.replace('://', f'://loragen:{KEY}@')}/#task={task}"  # the page asks for the key as Basic credentials
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--window-size=1000,1100"]
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
     assert "a <b>hyper</b> generator for <b>digits-domains</b>" in dom  # it reached the API with the key

@@ -26,7 +26,8 @@ from loragen.serve.schemas import AdapterRequest, AdapterResponse, PredictReques
 from loragen.serve.service import Service
 
 log = logging.getLogger("loragen.serve")
-OPEN = ("/healthz", "/readyz", "/", "/docs", "/openapi.json", "/docs/oauth2-redirect")  # no key: health, the page, the docs
+OPEN = ("/healthz", "/readyz")  # the routes that need no key: health
+BROWSER = ("/", "/docs", "/openapi.json", "/docs/oauth2-redirect")  # a 401 here asks the browser for Basic credentials
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -95,7 +96,8 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         if api_key is not None and path not in OPEN:
             problem = api_key.problem(request.headers)
             if problem is not None:
-                response = JSONResponse({"detail": problem}, 401, headers={"WWW-Authenticate": "Bearer"})
+                challenge = 'Basic realm="loragen", charset="UTF-8"' if path in BROWSER else "Bearer"
+                response = JSONResponse({"detail": problem}, 401, headers={"WWW-Authenticate": challenge})
                 _count(request, response, t0)
                 return response
         try:
