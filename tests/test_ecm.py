@@ -174,6 +174,8 @@ def test_cli_train_sample_and_bad_control(tmp_path):
     from PIL import Image
 
     runner = CliRunner()
+    r = runner.invoke(app, ["base", "--suite", "digits-control", "--quick"])
+    assert r.exit_code == 0 and "tokenizer codes used" in r.output, r.output
     r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m"), "--quick", "--steps", "4"])
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
