@@ -35,7 +35,8 @@ def _choices(name: str, values) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)
 
 
-SuiteName = _choices("SuiteName", SUITES)
+SuiteName = _choices("SuiteName", [s for s in SUITES if s != "digits-control"])  # suites of tasks and LoRA adapters
+BaseSuiteName = _choices("BaseSuiteName", SUITES)  # every suite with a base model (digits-control: `loragen ecm`)
 Arch = _choices("Arch", GENERATORS)  # hyper | pdiff
 ComposerArch = _choices("ComposerArch", COMPOSER_ARCHS)  # transformer | mlp | static | per-class
 Attention = _choices("Attention", ATTENTIONS)
@@ -134,7 +135,7 @@ def demo(out: Annotated[Path, typer.Option(help="Output folder: zoo, generator, 
 
 @app.command()
 @_friendly
-def base(suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite (default: digits-domains, or llm-tasks with --model).")] = None,
+def base(suite: Annotated[Optional[BaseSuiteName], typer.Option(help="Built-in suite (default: digits-domains, or llm-tasks with --model).")] = None,
          model: Annotated[Optional[str], typer.Option(help="llm-tasks: 'smollm2' (converted once into the cache) or a local causal-LM folder; text-topics: a local model folder.")] = None,
          rebuild: Annotated[bool, typer.Option(help="Retrain (or convert again) even if cached.")] = False,
          quick: Annotated[bool, typer.Option(help="digits-gen, digits-control: the tiny test configuration (other suites have one base).")] = False):
