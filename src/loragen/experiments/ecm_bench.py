@@ -28,12 +28,13 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 
 from loragen import atomic
 from loragen.errors import ConfigError, LoragenError
 from loragen.evaluate.cost import interleaved_times, peak_memory
 from loragen.generators.ecm.config import ECMConfig
-from loragen.generators.ecm.trained_control import TrainedControl, expected_tokens, train_control, training_step
+from loragen.generators.ecm.trained_control import TrainedControl, expected_tokens, train_control, training_rounds
 from loragen.suites.digits_control import QUICK, DigitsControl, DigitsControlConfig
 from loragen.suites.var_sampling import SamplingConfig, temperature_schedule
 
@@ -97,10 +98,14 @@ class Bench:
         self.out, self.cfg, self.show, self.log = out, cfg, show, log
         self.suite = DigitsControl(cfg.suite)
         self.tokenizer, self.backbone = self.suite.networks(show=show)
-        self.val = self.suite.controls("edges", "val")  # (controls, labels)
-        self.test = self.suite.controls("edges", "test")
-
+        self._controls: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.augment = self.cfg.ecm.augment  # until chosen on validation
+
+    def controls(self, kind: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A split's controls (N, 1, S, S) and labels (N,), computed once."""
+        if (kind, split) not in self._controls:
+            self._controls[kind, split] = self.suite.controls(kind, split)
+        return self._controls[kind, split]
 
     def method_config(self, method: str, lr: float, seed: int, control: str = "edges") -> ECMConfig:
         return replace(self.cfg.ecm, **TRAINED[method], lr=lr, seed=seed, control=control, augment=self.augment)
@@ -115,8 +120,7 @@ class Bench:
 
     def images(self, tc: TrainedControl | None, temperatures, split: str, n: int, seed: int, control: str = "edges"):
         """Samples (n, 1, S, S) for the first n controls of `split` (None: the backbone, without control)."""
-        controls, labels = (self.val if split == "val" else self.test) if control == "edges" else self.suite.controls(control, split)
-        controls, labels = controls[:n], labels[:n]
+        controls, labels = (x[:n] for x in self.controls(control, split))
         model = (lambda x, y: self.backbone(x, y)) if tc is None else tc.model_fn(controls)
         return self.suite.generate(model, labels, self.cfg.sampling(temperatures), seed), controls, labels
 
@@ -168,43 +172,32 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
     # 3. ECM's temperature schedule, on validation digits-FD
     ecm0 = b.trained("ecm", lr["ecm"], 0)
     K = len(b.backbone.scales)
-    val_fd = {f"{late:g}@{switch}": b.score(ecm0, temperature_schedule(K, 1.0, late, switch), "val", cfg.val_samples,
-                                            VAL_SEED)["fd"] for late, switch in cfg.schedules}
+    fd_of = {(late, switch): b.score(ecm0, temperature_schedule(K, 1.0, late, switch), "val", cfg.val_samples,
+                                     VAL_SEED)["fd"] for late, switch in cfg.schedules}
+    schedule = temperature_schedule(K, 1.0, *min(fd_of, key=fd_of.get))
+    val_fd = {f"{late:g}@{switch}": fd for (late, switch), fd in fd_of.items()}
     val_fd["constant"] = b.score(ecm0, 1.0, "val", cfg.val_samples, VAL_SEED)["fd"]
-    best = min((k for k in val_fd if k != "constant"), key=val_fd.get)
-    late, switch = dict(zip((f"{t:g}@{s}" for t, s in cfg.schedules), cfg.schedules))[best]
-    schedule = temperature_schedule(K, 1.0, late, switch)
     log(f"ECM temperature schedule: validation digits-FD {val_fd}; chosen {schedule}")
 
     # 4-5. every trained method x training seeds; test scores
     runs = {m: [b.trained(m, lr[m], s) for s in range(cfg.train_seeds)] for m in TRAINED}
+    runs["ecm_constant_temperature"] = runs["ecm"]  # the same trained modules, sampled at a constant temperature
     temps = {"backbone": 1.0, "full_finetune": 1.0, "ecm": schedule, "ecm_separate_ffn": schedule,
              "ecm_uniform_scales": schedule, "ecm_constant_temperature": 1.0}
     scores: dict[str, list[dict]] = {"backbone": [b.score(None, 1.0, "test", cfg.n_samples, s) for s in range(cfg.train_seeds)]}
     for m in METHODS[1:]:
-        trained = runs["ecm" if m == "ecm_constant_temperature" else m]
-        scores[m] = [b.score(tc, temps[m], "test", cfg.n_samples, s) for s, tc in enumerate(trained)]
-    grids = {m: b.images(None if m == "backbone" else runs["ecm" if m == "ecm_constant_temperature" else m][0],
-                         temps[m], "test", 40, 0) for m in METHODS}
+        scores[m] = [b.score(tc, temps[m], "test", cfg.n_samples, s) for s, tc in enumerate(runs[m])]
+    grids = {m: b.images(runs[m][0] if m in runs else None, temps[m], "test", 40, 0) for m in METHODS}
 
     # 6. cost
-    params = {m: (runs["ecm" if m == "ecm_constant_temperature" else m][0].trainable_params if m != "backbone" else 0)
-              for m in METHODS}
+    params = {m: runs[m][0].trainable_params if m in runs else 0 for m in METHODS}
     backbone_params = sum(p.numel() for p in b.backbone.parameters())
-    steps = {m: training_step(b.suite, b.method_config(m, lr[m], 0)) for m in TRAINED}
-
-    def timed(step_fn):
-        def go():
-            for i in range(cfg.timing_steps):
-                step_fn(i)
-        return go
-
-    step_s = {m: t / cfg.timing_steps for m, t in
-              interleaved_times({m: timed(s) for m, s in steps.items()}, repeats=cfg.timing_repeats).items()}
+    rounds = {m: training_rounds(b.suite, b.method_config(m, lr[m], 0), cfg.timing_steps) for m in TRAINED}
+    step_s = {m: t / cfg.timing_steps for m, t in interleaved_times(rounds, repeats=cfg.timing_repeats).items()}
     step_s["ecm_constant_temperature"], step_s["backbone"] = step_s["ecm"], 0.0
     target = cfg.target_share * min(runs["ecm"][0].history[-1]["val_control_f1"], runs["full_finetune"][0].history[-1]["val_control_f1"])
     to_target = {m: seconds_to_target(runs[m][0].history, target) for m in TRAINED}
-    cost_controls, cost_labels = b.test[0][: cfg.cost_batch], b.test[1][: cfg.cost_batch]
+    cost_controls, cost_labels = (x[: cfg.cost_batch] for x in b.controls("edges", "test"))
     samplers = {"backbone": lambda x, y: b.backbone(x, y), "ecm": runs["ecm"][0].model_fn(cost_controls),
                 "full_finetune": runs["full_finetune"][0].model_fn(cost_controls)}
     sampling = {m: (lambda f=f, t=temps[m]: b.suite.generate(f, cost_labels, cfg.sampling(t), 0)) for m, f in samplers.items()}

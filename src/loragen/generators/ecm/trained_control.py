@@ -144,20 +144,13 @@ def _objective(suite: DigitsControl, config: ECMConfig, module: nn.Module, backb
     return loss
 
 
-def training_step(suite: DigitsControl, config: ECMConfig) -> Callable[[int], None]:
-    """One optimiser step `i` of a fresh module (for timing): the batches and cut scales of training's step i."""
+def training_rounds(suite: DigitsControl, config: ECMConfig, steps: int) -> Callable[[], None]:
+    """A fresh module and a function that runs `steps` optimiser steps of the training loop on it (for timing):
+    every call draws the same batches and cut scales, those of training's first `steps` steps."""
     torch.manual_seed(config.seed)
     module, backbone, params = _setup(suite, config, show=False)
     loss_fn, opt = _objective(suite, config, module, backbone), torch.optim.AdamW(params, lr=config.lr)
-
-    def step(i: int) -> None:
-        loss = loss_fn(i, torch.Generator().manual_seed(config.seed * 1_000_003 + i))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    return step
+    return lambda: train("timing", {"module": module}, opt, steps, loss_fn, seed=config.seed, show=False)
 
 
 def train_control(suite: DigitsControl, config: ECMConfig, out: str | Path | None = None, show: bool = True,
@@ -176,21 +169,20 @@ def train_control(suite: DigitsControl, config: ECMConfig, out: str | Path | Non
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     modules = {"module": module} | ({"backbone": backbone} if config.method == "full_finetune" else {})
     loss_fn = _objective(suite, config, module, backbone)
-    clock = {"eval_s": 0.0, "t0": time.perf_counter(), "step": 0}
+    clock = {"eval_s": 0.0, "t0": time.perf_counter(), "done": 0}  # done: steps finished by the last step_fn
 
     def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-        clock["step"] = step
+        clock["done"] = step + 1
         return loss_fn(step, g)
 
     def after_step() -> None:  # a resumed run's history starts at the resume
-        clock["step"] += 1
-        if clock["step"] % eval_every:
+        if clock["done"] % eval_every:
             return
         t = time.perf_counter()
         module.eval()
         score = evaluate(trained)
         module.train()
-        trained.history.append({"step": clock["step"], "train_s": t - clock["t0"] - clock["eval_s"],
+        trained.history.append({"step": clock["done"], "train_s": t - clock["t0"] - clock["eval_s"],
                                 "val_control_f1": score})
         clock["eval_s"] += time.perf_counter() - t
 
