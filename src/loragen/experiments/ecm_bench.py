@@ -121,7 +121,7 @@ class Bench:
     def images(self, tc: TrainedControl | None, temperatures, split: str, n: int, seed: int, control: str = "edges"):
         """Samples (n, 1, S, S) for the first n controls of `split` (None: the backbone, without control)."""
         controls, labels = (x[:n] for x in self.controls(control, split))
-        model = (lambda x, y: self.backbone(x, y)) if tc is None else tc.model_fn(controls)
+        model = self.backbone if tc is None else tc.model_fn(controls)
         return self.suite.generate(model, labels, self.cfg.sampling(temperatures), seed), controls, labels
 
     def score(self, tc: TrainedControl | None, temperatures, split: str, n: int, seed: int, control: str = "edges") -> dict:
@@ -198,7 +198,7 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
     target = cfg.target_share * min(runs["ecm"][0].history[-1]["val_control_f1"], runs["full_finetune"][0].history[-1]["val_control_f1"])
     to_target = {m: seconds_to_target(runs[m][0].history, target) for m in TRAINED}
     cost_controls, cost_labels = (x[: cfg.cost_batch] for x in b.controls("edges", "test"))
-    samplers = {"backbone": lambda x, y: b.backbone(x, y), "ecm": runs["ecm"][0].model_fn(cost_controls),
+    samplers = {"backbone": b.backbone, "ecm": runs["ecm"][0].model_fn(cost_controls),
                 "full_finetune": runs["full_finetune"][0].model_fn(cost_controls)}
     sampling = {m: (lambda f=f, t=temps[m]: b.suite.generate(f, cost_labels, cfg.sampling(t), 0)) for m, f in samplers.items()}
     sample_s = interleaved_times(sampling, repeats=5)

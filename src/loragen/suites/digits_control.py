@@ -119,20 +119,23 @@ class DigitsControl:
     def teacher(self, split: str) -> TeacherData:
         """A split's images as codes and teacher-forced inputs of the cached tokenizer (once per suite object)."""
         if split not in self._teacher:
-            tokenizer, d = self._tokenizer or self.networks()[0], self.split(split)
-            codes = tokenizer.encode(d.x)
-            self._teacher[split] = TeacherData(tokenizer.teacher_inputs(codes), torch.cat(codes, 1), d.y, d.x)
+            d = self.split(split)
+            self._teacher[split] = self._encode(d.x, d.y)
         return self._teacher[split]
+
+    def _encode(self, images_N1SS: torch.Tensor, labels_N: torch.Tensor) -> TeacherData:
+        """Images as the transformer trains on them: the tokenizer's codes and teacher-forced inputs."""
+        tokenizer = self._tokenizer or self.networks()[0]  # while the transformer trains, only the tokenizer is set
+        codes = tokenizer.encode(images_N1SS)
+        return TeacherData(tokenizer.teacher_inputs(codes), torch.cat(codes, 1), labels_N, images_N1SS)
 
     def train_batch(self, idx_B: torch.Tensor, augment: float, g: torch.Generator) -> TeacherData:
         """Train images idx_B, randomly warped (strength `augment`, draws from g), as codes and teacher inputs."""
         if not augment:
             d = self.teacher("train")
             return TeacherData(d.inputs[idx_B], d.codes[idx_B], d.labels[idx_B], d.images[idx_B])
-        tokenizer, d = self._tokenizer or self.networks()[0], self.split("train")
-        x = random_affine(d.x[idx_B], augment, g)
-        codes = tokenizer.encode(x)
-        return TeacherData(tokenizer.teacher_inputs(codes), torch.cat(codes, 1), d.y[idx_B], x)
+        d = self.split("train")
+        return self._encode(random_affine(d.x[idx_B], augment, g), d.y[idx_B])
 
     def controls(self, kind: ControlKind, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Controls (N, 1, S, S) of kind `kind` computed from a split's images, and the images' labels (N,)."""
@@ -252,12 +255,13 @@ class DigitsControl:
     def base_summary(self, model=None) -> dict[str, str]:
         tokenizer, var = self.networks()
         test = self.split("test")
-        recon = tokenizer.decode(tokenizer.encode(test.x))
+        codes = tokenizer.encode(test.x)
+        recon = tokenizer.decode(codes)
         labels = test.y[:500]
-        images = self.generate(lambda x, y: var(x, y), labels)
+        images = self.generate(var, labels)
         m = self.metrics("edges", control_map("edges", test.x[:500]), images, labels)
         return {"tokenizer reconstruction MSE (test)": f"{F.mse_loss(recon, test.x).item():.4f}",
-                "tokenizer codes used (test)": f"{len(torch.cat(tokenizer.encode(test.x), 1).unique())} / {tokenizer.config.codebook}",
+                "tokenizer codes used (test)": f"{len(torch.cat(codes, 1).unique())} / {tokenizer.config.codebook}",
                 "backbone digits-FD (500 samples)": f"{m['fd']:.2f}",
                 "backbone class consistency": f"{m['class_acc']:.1f}%",
                 "backbone edge F1 to unrelated test digits of its class": f"{m['control_f1']:.1f}%",
