@@ -31,9 +31,7 @@ def save_control_grid(controls_N1SS: torch.Tensor, samples_N1SS: torch.Tensor, l
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 0.7, rows * 0.75 + 0.4), squeeze=False)
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.axis("off")
+        ax.axis("off")  # no frame or ticks (an empty cell stays blank)
     for i in range(n):
         r, c = divmod(i, columns)
         axes[r, 2 * c].imshow(controls_N1SS[i, 0].numpy(), cmap="magma", vmin=0, vmax=1)
