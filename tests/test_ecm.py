@@ -12,7 +12,7 @@ from loragen.cli import app
 from loragen.errors import ConditionError, ConfigError
 from loragen.generators.ecm.config import ECMConfig
 from loragen.generators.ecm.control_module import ECMControl, adapter_positions
-from loragen.generators.ecm.trained_control import expected_tokens, last_scale_probs, load_control, train_control
+from loragen.generators.ecm.trained_control import _objective, expected_tokens, last_scale_probs, load_control, train_control
 from loragen.suites.digits_control import DigitsControl
 from loragen.suites.spatial_controls import check_control, control_map, control_metrics, load_control as load_control_map
 from loragen.suites.var import VAR, VARConfig, block_causal_mask, prefix_lengths
@@ -128,11 +128,43 @@ def test_ecm_config_and_scale_sampling():
     with pytest.raises(ConfigError, match="control must be one of"):
         ECMConfig(control="depth")
     scales = (1, 2, 3, 4, 6, 8)
-    early, uniform = last_scale_probs(ECMConfig(), 6), last_scale_probs(ECMConfig(scale_sampling="uniform"), 6)
+    with pytest.raises(ConfigError, match="cut_per must be one of"):
+        ECMConfig(cut_per="step")
+    early, uniform = last_scale_probs(ECMConfig(early_decay=0.7), 6), last_scale_probs(ECMConfig(scale_sampling="uniform"), 6)
     assert early.sum() == pytest.approx(1.0) and (early[:-1] > early[1:]).all()  # biased to early scales
+    assert last_scale_probs(ECMConfig(early_decay=1.0), 6).tolist() == pytest.approx([1 / 6] * 6)  # every cut alike
     assert uniform.tolist() == [0, 0, 0, 0, 0, 1]
     assert expected_tokens(ECMConfig(scale_sampling="uniform"), scales) == 130
-    assert expected_tokens(ECMConfig(), scales) < 0.3 * 130
+    assert expected_tokens(ECMConfig(early_decay=1.0), scales) == pytest.approx((1 + 5 + 14 + 30 + 66 + 130) / 6)
+    assert expected_tokens(ECMConfig(early_decay=0.7), scales) < 0.3 * 130
+
+
+@pytest.mark.parametrize("cut_per", ["sample", "batch"])
+def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_last_scale(suite, cut_per):
+    """The objective's grouped forward passes (one per distinct cut) give the loss of every image's own prefix, read
+    from one full-sequence pass (exact under the block-causal mask)."""
+    _, var = suite.networks()
+    config = ECMConfig(**{**TINY.__dict__, "cut_per": cut_per, "early_decay": 1.0, "batch_size": 12})
+    torch.manual_seed(0)
+    module = ECMControl(config, var)
+    with torch.no_grad():
+        for p in module.parameters():  # away from the zero-initialised start, so the control matters
+            p.add_(0.05 * torch.randn_like(p))
+    loss = _objective(suite, config, module, var)(0, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws, in the objective's order
+    batch = suite.train_batch(torch.randint(0, len(suite.split("train").y), (12,), generator=g), config.augment, g)
+    probs = last_scale_probs(config, len(var.scales))
+    cuts = (torch.multinomial(probs, 12, replacement=True, generator=g) if cut_per == "sample"
+            else torch.multinomial(probs, 1, generator=g).expand(12))
+    labels = batch.labels.clone()
+    labels[torch.rand(12, generator=g) < config.class_dropout] = var.null_class
+    assert cut_per == "batch" or len(cuts.unique()) > 1
+    with torch.no_grad():
+        logits = module(var, batch.inputs, labels, control_map("edges", batch.images))  # (B, L, V)
+    starts = prefix_lengths(var.scales)
+    ce = [torch.nn.functional.cross_entropy(logits[i, : starts[k + 1]], batch.codes[i, : starts[k + 1]], reduction="sum")
+          for i, k in enumerate(cuts.tolist())]
+    assert float(loss) == pytest.approx(float(sum(ce) / sum(starts[k + 1] for k in cuts.tolist())), rel=1e-4)
     assert adapter_positions(4, 3) == [0, 1, 3] and adapter_positions(4, 1) == [0]
 
 

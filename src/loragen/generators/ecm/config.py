@@ -11,6 +11,7 @@ from loragen.suites.spatial_controls import CONTROLS
 
 METHODS = ("ecm", "full_finetune")
 SCALE_SAMPLINGS = ("early", "uniform")
+CUTS_PER = ("batch", "sample")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,11 @@ class ECMConfig:
     encoder_width: int = 16  # hidden channels of the control encoder (a small CNN over the control map)
     scale_sampling: Literal["early", "uniform"] = "early"  # early: each step trains on the scales up to a random last
     # scale, biased to early ones (ECM's early-centric sampling); uniform: every scale in every step (all L tokens)
-    early_decay: float = 0.7  # early-centric sampling: P(last scale = k) ∝ early_decay^k, k = 0 … K − 1
+    early_decay: float = 1.0  # early-centric sampling: P(last scale = k) ∝ early_decay^k, k = 0 … K − 1 (1.0: every
+    # cut equally likely, so scale k is trained in a share (K − k) / K of the sequences); the bench chooses it
+    cut_per: Literal["batch", "sample"] = "sample"  # early-centric sampling draws one last scale per image (the batch
+    # runs as one forward pass per distinct cut, so late scales get a few images in every step) or one for the whole
+    # batch (late scales get a whole batch in a few steps); the bench chooses it
     steps: int = 1500  # optimiser steps
     batch_size: int = 32  # images per step
     lr: float = 3e-3  # AdamW learning rate, cosine-decayed to 0
@@ -42,6 +47,8 @@ class ECMConfig:
             raise ConfigError(f"method must be one of {METHODS}; found {self.method!r}")
         if self.scale_sampling not in SCALE_SAMPLINGS:
             raise ConfigError(f"scale_sampling must be one of {SCALE_SAMPLINGS}; found {self.scale_sampling!r}")
+        if self.cut_per not in CUTS_PER:
+            raise ConfigError(f"cut_per must be one of {CUTS_PER}; found {self.cut_per!r}")
         if self.adapters < 1 or self.width % self.heads:
             raise ConfigError(f"expected adapters >= 1 and width a multiple of heads; found {self.adapters}, "
                               f"{self.width}, {self.heads}")

@@ -1,10 +1,10 @@
 """Training, saving and loading a control module on the digits-control backbone (ECM or the full fine-tune).
 
-Training (teacher-forced, the VAR loss): each step draws a batch of train images with their controls, cuts the
+Training (teacher-forced, the VAR loss): each step draws a batch of train images with their controls, cuts each
 sequence after a last scale k' and minimises the cross-entropy of the codes of scales ≤ k' under the control.
-With `scale_sampling="early"` (ECM's early-centric sampling) k' is drawn with P(k' = k) ∝ early_decay^k, so most
-steps see only the early scales' few tokens; the block-causal mask makes a cut sequence's logits exactly those of the
-full one. With "uniform" every step sees all scales. ECM trains only its module; the backbone is frozen. The full
+With `scale_sampling="early"` (ECM's early-centric sampling) k' is drawn with P(k' = k) ∝ early_decay^k, per image
+or per batch (`cut_per`), so a step sees mostly the early scales' few tokens; the block-causal mask makes a cut
+sequence's logits exactly those of the full one. With "uniform" every step sees all scales. ECM trains only its module; the backbone is frozen. The full
 fine-tune trains a copy of the backbone with its control tokens.
 A folder holds config.json, module.safetensors and, for the full fine-tune, backbone.safetensors; an interrupted
 training resumes from its state file there.
@@ -134,12 +134,20 @@ def _objective(suite: DigitsControl, config: ECMConfig, module: nn.Module, backb
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         batch = suite.train_batch(torch.randint(0, n, (config.batch_size,), generator=g), config.augment, g)
-        T = starts[int(torch.multinomial(probs, 1, generator=g)) + 1]  # tokens of scales 0 … k'
+        if config.cut_per == "sample" and config.scale_sampling == "early":
+            cuts = torch.multinomial(probs, config.batch_size, replacement=True, generator=g)  # (B,) k' per image
+        else:
+            cuts = torch.multinomial(probs, 1, generator=g).expand(config.batch_size)
         labels = batch.labels.clone()
         labels[torch.rand(len(labels), generator=g) < config.class_dropout] = backbone.null_class
         control = control_map(config.control, batch.images)  # (B, 1, S, S)
-        logits = module(backbone, batch.inputs[:, : T - 1], labels, control)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), batch.codes[:, :T].flatten())
+        total, tokens = 0.0, 0
+        for k in cuts.unique().tolist():  # one forward pass per distinct cut
+            rows, T = cuts == k, starts[k + 1]  # T: tokens of scales 0 … k
+            logits = module(backbone, batch.inputs[rows, : T - 1], labels[rows], control[rows])  # (b, T, V)
+            total = total + F.cross_entropy(logits.flatten(0, 1), batch.codes[rows, :T].flatten(), reduction="sum")
+            tokens += int(rows.sum()) * T
+        return total / tokens  # the mean over every token the step saw
 
     return loss
 
