@@ -208,9 +208,14 @@ def test_cli_train_sample_and_bad_control(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["base", "--suite", "digits-control", "--quick"])
     assert r.exit_code == 0 and "tokenizer codes used" in r.output, r.output
-    r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m"), "--quick", "--steps", "4"])
+    r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m"), "--quick", "--steps", "4", "--early-decay", "0.8",
+                            "--cut-per", "batch"])
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["ecm"]
+    assert (saved["early_decay"], saved["cut_per"], saved["steps"]) == (0.8, "batch", 4)
+    r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m2"), "--quick", "--early-decay", "1.5"])
+    assert r.exit_code != 0 and "early_decay must lie in (0, 1]; found 1.5" in r.output
     grey = np.zeros((16, 16), dtype=np.uint8)
     grey[3:12, 7] = 255
     Image.fromarray(grey).save(tmp_path / "c.png")

@@ -346,6 +346,48 @@ def test_text_generator_predictions_carry_their_heads(tiny_bert_folder, tmp_path
         assert r.json()["labels"] == [["no", "yes"][p] for p in want.argmax(-1).tolist()]
 
 
+# ---- llm-tasks: a causal LM replies, each prompt under its own request's adapter -----------------------------------
+def test_causal_lm_generator_replies_under_per_sample_adapters(tiny_llm_folder, tmp_path):
+    from loragen.conditions import Condition
+    from loragen.suites.completion import greedy_complete
+    from loragen.suites.defaults import suite_defaults
+
+    suite = get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, answer_tokens=24, max_tokens=128,
+                      n_train=24, n_val=12, n_test=12)
+    cfg = HyperConfig(**suite_defaults("llm-tasks", quick=True).hyper | {"steps": 4, "cond_draws": 2})
+    HyperGenerator.fit(cfg, suite=suite, tasks=["add-2", "format-uppercase"], out=tmp_path / "gen", show=False)
+    conds = [{"description": "Add two to the number.", "examples": [{"text": "3", "label": "5"}, {"text": "10", "label": "12"}]},
+             {"description": "Write the word in capitals.", "examples": [{"text": "cat", "label": "CAT"}]}]
+    prompts = [["7", "41"], ["dog", "a red bird", "sun"]]
+    s = ServerProcess(tmp_path / "gen", tmp_path / "server.log", "--threads", "1", "--max-wait-ms", "1000",
+                      env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        with httpx.Client(base_url=s.url, timeout=120) as c:
+            assert c.get("/v1/info").json()["inputs"] == "prompts"
+
+            async def fire():
+                async with httpx.AsyncClient(base_url=s.url, timeout=120) as ac:
+                    return await asyncio.gather(*(ac.post("/v1/predict", json={"condition": cond, "texts": texts})
+                                                  for cond, texts in zip(conds, prompts)))
+
+            answers = asyncio.run(fire())
+            bad = c.post("/v1/predict", json={"condition": conds[0], "images": [[[0.0]]]})
+            assert bad.status_code == 422 and "expected texts for a llm-tasks generator" in bad.json()["detail"]
+    finally:
+        s.stop()
+    gen, base = load_generator(tmp_path / "gen", suite=suite), suite.base_model()
+    assert any(r.json()["batch_size"] == 5 for r in answers)  # both requests in one generation batch
+    for cond, texts, r in zip(conds, prompts, answers):
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] is None and len(r.json()["completions"]) == len(texts)
+        adapter = gen.generate(Condition(task="custom", text=cond["description"],
+                                         examples=[f"{e['text']!r} -> {e['label']}" for e in cond["examples"]]))[0]
+        with merged(base, adapter):
+            want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
+                                   suite.answer_tokens)
+        assert r.json()["completions"] == want
+
+
 # ---- the page in a real browser -----------------------------------------------------------------------------------
 def test_page_in_headless_chromium(server, digits, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,13 +1,14 @@
-"""InputCodec: a suite's inputs as JSON (texts or (H, W) images) -> a model batch, checked before it is queued, so
-that a malformed input fails its own request and never a micro-batch."""
+"""InputCodec: a suite's inputs as JSON (texts, chat prompts or (H, W) images) -> a model batch, checked before it is
+queued, so that a malformed input fails its own request and never a micro-batch."""
 
 from __future__ import annotations
 
 import torch
 
 from loragen.errors import RequestError
+from loragen.suites import completion
 
-CODECS = ("digits-domains", "text-topics")  # suites whose inputs the service takes
+CODECS = ("digits-domains", "text-topics", "llm-tasks")  # suites whose inputs the service takes
 
 
 def images_tensor(images: list, size: tuple[int, int], what: str) -> torch.Tensor:
@@ -26,8 +27,9 @@ def images_tensor(images: list, size: tuple[int, int], what: str) -> torch.Tenso
 
 
 class InputCodec:
-    """How one suite's inputs arrive over HTTP: `kind` ("images" or "texts"), and `batch` that turns them into the
-    tensor `suite.forward` takes: (N, H, W) images, or (N, 2, L) token ids and mask for texts."""
+    """How one suite's inputs arrive over HTTP: `kind` ("images", "texts" to classify, or "prompts" a causal LM
+    replies to; the last two come as `texts`), and `batch` that turns them into a model batch: (N, H, W) images, or
+    (N, 2, L) token ids and mask (prompts: the chat template, left-padded); `collate` joins requests' batches."""
 
     def __init__(self, suite):
         if suite.name not in CODECS:
@@ -37,6 +39,8 @@ class InputCodec:
             from loragen.suites.digits_domains import SIZE
 
             self.kind, self.image_size, self.labels = "images", (SIZE, SIZE), None
+        elif suite.name == "llm-tasks":
+            self.kind, self.image_size, self.labels = "prompts", None, None
         else:
             from loragen.suites.text_topics import LABELS
 
@@ -45,17 +49,37 @@ class InputCodec:
 
     def batch(self, texts: list[str] | None, images: list | None, max_inputs: int, max_text_chars: int) -> torch.Tensor:
         """(N, ...) model inputs of one request."""
-        given, other = (texts, images) if self.kind == "texts" else (images, texts)
+        field = "images" if self.kind == "images" else "texts"
+        given, other = (images, texts) if field == "images" else (texts, images)
         if other is not None:
-            wrong = "images" if self.kind == "texts" else "texts"
-            raise RequestError(f"{wrong}: expected {self.kind} for a {self.suite.name} generator; found {wrong}")
+            wrong = "texts" if field == "images" else "images"
+            raise RequestError(f"{wrong}: expected {field} for a {self.suite.name} generator; found {wrong}")
         if not given:
-            raise RequestError(f"{self.kind}: expected 1 … {max_inputs} inputs; found {'none' if given is None else 0}")
+            raise RequestError(f"{field}: expected 1 … {max_inputs} inputs; found {'none' if given is None else 0}")
         if len(given) > max_inputs:
-            raise RequestError(f"{self.kind}: expected at most {max_inputs} inputs; found {len(given)}", 413)
+            raise RequestError(f"{field}: expected at most {max_inputs} inputs; found {len(given)}", 413)
         if self.kind == "images":
             return images_tensor(images, self.image_size, "images")
         longest = max(len(t) for t in texts)
         if longest > max_text_chars:
             raise RequestError(f"texts: expected at most {max_text_chars} characters each; found one of {longest}", 413)
-        return self.suite.encode_texts(texts)
+        if self.kind == "texts":
+            return self.suite.encode_texts(texts)
+        tok = self.suite.tokenizer()
+        prompts = [tok(completion.prompt_text(tok, [{"role": "user", "content": t}]), add_special_tokens=False)["input_ids"]
+                   for t in texts]
+        return completion.left_pad(prompts, completion.pad_id(tok))
+
+    def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """One batch of several requests' (prompts: left-padded again to the longest)."""
+        if self.kind != "prompts":
+            return torch.cat(xs)
+        width = max(x.shape[-1] for x in xs)
+        pad = completion.pad_id(self.suite.tokenizer())
+        out = torch.zeros((sum(len(x) for x in xs), 2, width), dtype=torch.long)
+        out[:, 0] = pad
+        row = 0
+        for x in xs:
+            out[row : row + len(x), :, width - x.shape[-1] :] = x
+            row += len(x)
+        return out

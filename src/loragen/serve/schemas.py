@@ -46,15 +46,16 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     adapter_id: str | None = Field(None, max_length=64, description="an id from POST /v1/adapters")
     condition: AdapterRequest | None = Field(None, description="or an inline condition (its first adapter is used)")
-    texts: list[str] | None = Field(None, description="inputs of a text suite")
+    texts: list[str] | None = Field(None, description="inputs of a text suite (a causal LM's: prompts it replies to)")
     images: list[Image] | None = Field(None, description="inputs of an image suite (N, H, W)")
 
 
 class PredictResponse(BaseModel):
     adapter_id: str
-    predictions: list[int]  # (N,) class ids
-    labels: list[str] | None  # (N,) class names where the suite has them
-    probabilities: list[list[float]]  # (N, C) softmax of the logits
+    predictions: list[int] | None = None  # (N,) class ids (classifiers)
+    labels: list[str] | None = None  # (N,) class names where the suite has them
+    probabilities: list[list[float]] | None = None  # (N, C) softmax of the logits (classifiers)
+    completions: list[str] | None = None  # (N,) greedy replies to the texts as chat prompts (causal LMs)
     batch_size: int  # samples in the micro-batch that served this request (the merge baseline: this request's)
 
 

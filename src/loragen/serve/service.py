@@ -14,10 +14,11 @@ from loragen.adapters.apply import merged
 from loragen.adapters.batched import batched_lora, stack_adapters
 from loragen.conditions import Condition
 from loragen.errors import LoragenError, RequestError
+from loragen.suites import completion
 from loragen.serve.batcher import Job, MicroBatcher
 from loragen.serve.cache import AdapterCache, request_key
 from loragen.serve.config import ServeConfig
-from loragen.serve.inputs import InputCodec, images_tensor
+from loragen.serve.inputs import CODECS, InputCodec, images_tensor
 from loragen.serve.metrics import Metrics
 from loragen.serve.schemas import AdapterRequest, ConditionBody, PredictRequest, check_condition
 
@@ -183,8 +184,7 @@ class Service:
         """Logits of the inputs under the request's adapter, through the micro-batcher."""
         self._ready()
         if self.codec is None:
-            raise RequestError(f"predict: expected a generator of digits-domains or text-topics; found one of "
-                               f"{self.suite.name!r}", 501)
+            raise RequestError(f"predict: expected a generator of one of {CODECS}; found one of {self.suite.name!r}", 501)
         if (body.adapter_id is None) == (body.condition is None):
             raise RequestError("expected exactly one of adapter_id, condition; found "
                                + ("both" if body.adapter_id is not None else "neither"))
@@ -198,30 +198,41 @@ class Service:
         else:
             ids, _, _ = await self.adapters(body.condition)
             adapter_id = ids[0]
-        logits, batch = await self.batcher.submit(adapter_id, self.adapter(adapter_id), x)
-        probs = torch.softmax(logits.float(), -1)  # (N, C)
+        out, batch = await self.batcher.submit(adapter_id, self.adapter(adapter_id), x)
+        if self.codec.kind == "prompts":
+            return {"adapter_id": adapter_id, "completions": out, "batch_size": batch}
+        probs = torch.softmax(out.float(), -1)  # (N, C)
         pred = probs.argmax(-1).tolist()
         return {"adapter_id": adapter_id, "predictions": pred, "probabilities": probs.tolist(), "batch_size": batch,
                 "labels": [self.codec.labels[p] for p in pred] if self.codec.labels else None}
 
+    def _infer(self, x: torch.Tensor) -> torch.Tensor | list[str]:
+        """The base model's answer to a batch, under whatever adapter is applied: logits (B, C), or a causal LM's
+        greedy replies (B strings)."""
+        if self.codec.kind == "prompts":
+            return completion.greedy_replies(self.base, self.suite.tokenizer(), x, self.suite.answer_tokens)
+        return self.suite.forward(self.base, x)
+
     @torch.no_grad()
-    def _run_batched(self, jobs: list[Job]) -> list[torch.Tensor]:
-        """One forward over every job's inputs, sample b under its own job's adapter (per-sample batched LoRA)."""
+    def _run_batched(self, jobs: list[Job]) -> list:
+        """One forward over every job's inputs, sample b under its own job's adapter (per-sample batched LoRA; a
+        causal LM's whole generation runs so, its KV cache included)."""
         order = list(dict.fromkeys(j.adapter_id for j in jobs))  # C distinct adapters
         adapters = {j.adapter_id: j.adapter for j in jobs}
         stacked = stack_adapters([adapters[i] for i in order])  # {key: (C, ...)}
         which = torch.cat([torch.full((len(j.x),), order.index(j.adapter_id)) for j in jobs])  # (B,) adapter of each sample
         tensors = {k: v[which] for k, v in stacked.items()}  # {key: (B, ...)}
-        x = torch.cat([j.x for j in jobs])  # (B, ...)
+        x = self.codec.collate([j.x for j in jobs])  # (B, ...)
         with batched_lora(self.base, self.gen.layout, tensors):
-            logits = self.suite.forward(self.base, x)  # (B, C)
-        return list(logits.split([len(j.x) for j in jobs]))
+            out = self._infer(x)
+        ends = torch.tensor([len(j.x) for j in jobs]).cumsum(0).tolist()
+        return [out[e - len(j.x) : e] for j, e in zip(jobs, ends)]
 
     @torch.no_grad()
-    def _run_merged(self, jobs: list[Job]) -> list[torch.Tensor]:
+    def _run_merged(self, jobs: list[Job]) -> list:
         """The baseline: each job alone, its adapter merged into the weights and restored after."""
         out = []
         for j in jobs:
             with merged(self.base, j.adapter):
-                out.append(self.suite.forward(self.base, j.x))
+                out.append(self._infer(j.x))
         return out

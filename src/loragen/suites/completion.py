@@ -193,9 +193,20 @@ def greedy_complete(model: nn.Module, tokenizer, queries: list[list[dict]], max_
     return _greedy(model, tokenizer, prompts, max_new_tokens, batch)
 
 
+def left_pad(prompts: list[list[int]], pad: int) -> torch.Tensor:
+    """(N, 2, L) token ids and attention mask of tokenised prompts, left-padded to the longest."""
+    width = max(map(len, prompts))
+    x = torch.zeros((len(prompts), 2, width), dtype=torch.long)
+    x[:, 0] = pad
+    for j, p in enumerate(prompts):
+        x[j, 0, width - len(p) :], x[j, 1, width - len(p) :] = torch.tensor(p), 1
+    return x
+
+
 @torch.no_grad()
-def _greedy(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch: int) -> list[str]:
-    """Greedy replies to tokenised prompts, generated in left-padded batches with the KV cache."""
+def greedy_replies(model: nn.Module, tokenizer, x_N2L: torch.Tensor, max_new_tokens: int) -> list[str]:
+    """Greedy replies to left-padded prompts (ids and mask, as `left_pad` makes them), generated with the KV cache,
+    cut at the end of turn and stripped. The batch order is kept (no beams), so per-sample LoRA hooks apply."""
     from transformers import GenerationConfig
 
     model.eval()
@@ -203,15 +214,12 @@ def _greedy(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_token
     stop = tokenizer(end, add_special_tokens=False)["input_ids"][0]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
                               pad_token_id=pad_id(tokenizer))
-    replies = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), pad_id(tokenizer), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(chunk):
-            ids[j, width - len(p) :], mask[j, width - len(p) :] = torch.tensor(p), 1
-        new = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, width:]  # (n, ≤ max_new)
-        for row in new.tolist():
-            replies.append(tokenizer.decode(row, skip_special_tokens=False).split(end, 1)[0].strip())
-    return replies
+    width = x_N2L.shape[-1]
+    new = model.generate(input_ids=x_N2L[:, 0], attention_mask=x_N2L[:, 1], generation_config=config)[:, width:]
+    return [tokenizer.decode(row, skip_special_tokens=False).split(end, 1)[0].strip() for row in new.tolist()]
+
+
+def _greedy(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch: int) -> list[str]:
+    """Greedy replies to tokenised prompts, generated in left-padded batches."""
+    return [reply for i in range(0, len(prompts), batch)
+            for reply in greedy_replies(model, tokenizer, left_pad(prompts[i : i + batch], pad_id(tokenizer)), max_new_tokens)]
