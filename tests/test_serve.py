@@ -388,6 +388,34 @@ def test_causal_lm_generator_replies_under_per_sample_adapters(tiny_llm_folder, 
         assert r.json()["completions"] == want
 
 
+def test_a_micro_batch_of_prompts_generates_each_under_its_own_adapter(tiny_llm_folder, tmp_path):
+    """The service's batched generation (requests of different prompt lengths, re-padded into one batch, per-sample
+    LoRA through the KV-cached decoding) replies exactly as each request's adapter merged alone; random adapters
+    large enough that the replies differ between adapters."""
+    from types import SimpleNamespace
+
+    from loragen.adapters.layout import LoraLayout
+    from loragen.serve.batcher import Job
+    from loragen.serve.inputs import InputCodec
+    from loragen.serve.service import Service
+
+    suite = get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, answer_tokens=12)
+    base = suite.base_model()
+    layout = LoraLayout.from_model(base, suite.target_modules, 4, 8.0)
+    g = torch.Generator().manual_seed(0)
+    adapters = [Adapter.from_vector(layout, 2.0 * torch.randn(layout.numel, generator=g)) for _ in range(3)]
+    svc = Service(ServeConfig(generator=tmp_path))
+    svc.suite, svc.base, svc.gen, svc.codec = suite, base, SimpleNamespace(layout=layout), InputCodec(suite)
+    prompts = [["What is 2 + 2?", "Spell CAT"], ["a much longer prompt about a red bird in the sun"], ["hi", "7", "41"]]
+    jobs = [Job(f"a{i}", a, svc.codec.batch(t, None, 8, 2000), None) for i, (a, t) in enumerate(zip(adapters, prompts))]
+    assert len({j.x.shape[-1] for j in jobs}) == 3  # three prompt widths, re-padded into one batch
+    batched, alone = svc._run_batched(jobs), svc._run_merged(jobs)
+    assert batched == alone
+    assert [len(r) for r in batched] == [2, 1, 3] and any(reply for r in batched for reply in r)
+    with merged(base, adapters[1]):  # another adapter on the same prompts replies otherwise
+        assert svc._infer(jobs[0].x) != batched[0]
+
+
 # ---- the page in a real browser -----------------------------------------------------------------------------------
 def test_page_in_headless_chromium(server, digits, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
