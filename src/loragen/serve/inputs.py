@@ -4,6 +4,7 @@ queued, so that a malformed input fails its own request and never a micro-batch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from loragen.errors import RequestError
 from loragen.suites import completion
@@ -74,12 +75,7 @@ class InputCodec:
         """One batch of several requests' (prompts: left-padded again to the longest)."""
         if self.kind != "prompts":
             return torch.cat(xs)
-        width = max(x.shape[-1] for x in xs)
-        pad = completion.pad_id(self.suite.tokenizer())
-        out = torch.zeros((sum(len(x) for x in xs), 2, width), dtype=torch.long)
-        out[:, 0] = pad
-        row = 0
-        for x in xs:
-            out[row : row + len(x), :, width - x.shape[-1] :] = x
-            row += len(x)
-        return out
+        width, pad = max(x.shape[-1] for x in xs), completion.pad_id(self.suite.tokenizer())
+        ids = torch.cat([F.pad(x[:, 0], (width - x.shape[-1], 0), value=pad) for x in xs])  # (B, L)
+        mask = torch.cat([F.pad(x[:, 1], (width - x.shape[-1], 0)) for x in xs])  # (B, L)
+        return torch.stack([ids, mask], 1)

@@ -14,13 +14,13 @@ from loragen.adapters.apply import merged
 from loragen.adapters.batched import batched_lora, stack_adapters
 from loragen.conditions import Condition
 from loragen.errors import LoragenError, RequestError
-from loragen.suites import completion
 from loragen.serve.batcher import Job, MicroBatcher
 from loragen.serve.cache import AdapterCache, request_key
 from loragen.serve.config import ServeConfig
 from loragen.serve.inputs import CODECS, InputCodec, images_tensor
 from loragen.serve.metrics import Metrics
 from loragen.serve.schemas import AdapterRequest, ConditionBody, PredictRequest, check_condition
+from loragen.suites import completion
 
 CLEAR_ENCODER_EVERY = 2000  # generations between clearing the condition encoders' caches (they grow per distinct text)
 
@@ -181,7 +181,7 @@ class Service:
 
     # ---- predict -----------------------------------------------------------------------------------------------
     async def predict(self, body: PredictRequest) -> dict:
-        """Logits of the inputs under the request's adapter, through the micro-batcher."""
+        """Predictions (a causal LM: replies) for the inputs under the request's adapter, through the micro-batcher."""
         self._ready()
         if self.codec is None:
             raise RequestError(f"predict: expected a generator of one of {CODECS}; found one of {self.suite.name!r}", 501)

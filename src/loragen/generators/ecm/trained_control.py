@@ -4,8 +4,8 @@ Training (teacher-forced, the VAR loss): each step draws a batch of train images
 sequence after a last scale k' and minimises the cross-entropy of the codes of scales ≤ k' under the control.
 With `scale_sampling="early"` (ECM's early-centric sampling) k' is drawn with P(k' = k) ∝ early_decay^k, per image
 or per batch (`cut_per`), so a step sees mostly the early scales' few tokens; the block-causal mask makes a cut
-sequence's logits exactly those of the full one. With "uniform" every step sees all scales. ECM trains only its module; the backbone is frozen. The full
-fine-tune trains a copy of the backbone with its control tokens.
+sequence's logits exactly those of the full one. With "uniform" every step sees all scales. ECM trains only its
+module; the backbone is frozen. The full fine-tune trains a copy of the backbone with its control tokens.
 A folder holds config.json, module.safetensors and, for the full fine-tune, backbone.safetensors; an interrupted
 training resumes from its state file there.
 Shapes: B batch, T tokens of a prefix, S control side.
