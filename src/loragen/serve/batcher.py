@@ -25,7 +25,7 @@ class Job:
 
     adapter_id: str
     adapter: object  # an Adapter
-    x: torch.Tensor  # (N, ...) model inputs
+    x: torch.Tensor | list  # (N, ...) model inputs (a causal LM's: N prompts' token ids)
     future: asyncio.Future
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -54,7 +54,7 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
 
-    async def submit(self, adapter_id: str, adapter, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    async def submit(self, adapter_id: str, adapter, x: torch.Tensor | list) -> tuple[torch.Tensor, int]:
         """Logits (N, C) of `x` under `adapter` and the number of samples in the batch that computed them; raises
         RequestError(429) when the queue is full."""
         job = Job(adapter_id, adapter, x, asyncio.get_running_loop().create_future())

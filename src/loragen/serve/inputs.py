@@ -4,7 +4,6 @@ queued, so that a malformed input fails its own request and never a micro-batch.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from loragen.errors import RequestError
 from loragen.suites import completion
@@ -29,8 +28,9 @@ def images_tensor(images: list, size: tuple[int, int], what: str) -> torch.Tenso
 
 class InputCodec:
     """How one suite's inputs arrive over HTTP: `kind` ("images", "texts" to classify, or "prompts" a causal LM
-    replies to; the last two come as `texts`), and `batch` that turns them into a model batch: (N, H, W) images, or
-    (N, 2, L) token ids and mask (prompts: the chat template, left-padded); `collate` joins requests' batches."""
+    replies to; the last two come as `texts`), `batch` that checks one request's inputs and encodes them ((N, H, W)
+    images, (N, 2, L) token ids and mask, or N prompts' chat-template token ids), and `collate` that joins requests'
+    inputs into one model batch (prompts: left-padded to the longest)."""
 
     def __init__(self, suite):
         if suite.name not in CODECS:
@@ -48,8 +48,9 @@ class InputCodec:
             self.kind, self.image_size = "texts", None
             self.labels = [name for name, _ in sorted(LABELS.items(), key=lambda kv: kv[1])]  # class id -> name
 
-    def batch(self, texts: list[str] | None, images: list | None, max_inputs: int, max_text_chars: int) -> torch.Tensor:
-        """(N, ...) model inputs of one request."""
+    def batch(self, texts: list[str] | None, images: list | None, max_inputs: int, max_text_chars: int
+              ) -> torch.Tensor | list[list[int]]:
+        """One request's N inputs, encoded."""
         field = "images" if self.kind == "images" else "texts"
         given, other = (images, texts) if field == "images" else (texts, images)
         if other is not None:
@@ -66,16 +67,10 @@ class InputCodec:
             raise RequestError(f"texts: expected at most {max_text_chars} characters each; found one of {longest}", 413)
         if self.kind == "texts":
             return self.suite.encode_texts(texts)
-        tok = self.suite.tokenizer()
-        prompts = [tok(completion.prompt_text(tok, [{"role": "user", "content": t}]), add_special_tokens=False)["input_ids"]
-                   for t in texts]
-        return completion.left_pad(prompts, completion.pad_id(tok))
+        return completion.prompt_ids(self.suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts])
 
-    def collate(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        """One batch of several requests' (prompts: left-padded again to the longest)."""
+    def collate(self, xs: list) -> torch.Tensor:
+        """One model batch (B, ...) of several requests' encoded inputs."""
         if self.kind != "prompts":
             return torch.cat(xs)
-        width, pad = max(x.shape[-1] for x in xs), completion.pad_id(self.suite.tokenizer())
-        ids = torch.cat([F.pad(x[:, 0], (width - x.shape[-1], 0), value=pad) for x in xs])  # (B, L)
-        mask = torch.cat([F.pad(x[:, 1], (width - x.shape[-1], 0)) for x in xs])  # (B, L)
-        return torch.stack([ids, mask], 1)
+        return completion.left_pad([p for x in xs for p in x], completion.pad_id(self.suite.tokenizer()))  # (B, 2, L)

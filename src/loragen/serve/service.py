@@ -234,5 +234,5 @@ class Service:
         out = []
         for j in jobs:
             with merged(self.base, j.adapter):
-                out.append(self._infer(j.x))
+                out.append(self._infer(self.codec.collate([j.x])))
         return out

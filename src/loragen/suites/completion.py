@@ -189,8 +189,12 @@ def exact_matches(model: nn.Module, tokenizer, data: TaskData, answers: list[str
 def greedy_complete(model: nn.Module, tokenizer, queries: list[list[dict]], max_new_tokens: int = 16,
                     batch: int = 8) -> list[str]:
     """The model's greedy replies to chat queries, cut at the end of turn and stripped of surrounding whitespace."""
-    prompts = [tokenizer(prompt_text(tokenizer, q), add_special_tokens=False)["input_ids"] for q in queries]
-    return _greedy(model, tokenizer, prompts, max_new_tokens, batch)
+    return _greedy(model, tokenizer, prompt_ids(tokenizer, queries), max_new_tokens, batch)
+
+
+def prompt_ids(tokenizer, queries: list[list[dict]]) -> list[list[int]]:
+    """The token ids of each query's chat template, the assistant's turn opened."""
+    return [tokenizer(prompt_text(tokenizer, q), add_special_tokens=False)["input_ids"] for q in queries]
 
 
 def left_pad(prompts: list[list[int]], pad: int) -> torch.Tensor:
