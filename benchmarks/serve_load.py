@@ -152,27 +152,21 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
             body = {"images": images.tolist()}
             x = suite.data(task, "test").x[k * i % 40 : k * i % 40 + k]
             inputs = {"images": x.tolist()}
-        elif suite_name == "llm-tasks":
-            drawn = suite.condition(task, draw=i)  # the task's description + 8 example lines of its own draw
+        else:  # a description + labelled examples of the task's own draw (text-topics: 16; llm-tasks: 8 lines)
+            drawn = suite.condition(task, draw=i)
             pairs = drawn.labelled_examples()
             body = {"description": drawn.text, "examples": [{"text": t, "label": y} for t, y in pairs]}
             cond = Condition(task="custom", text=drawn.text, examples=[f"{t!r} -> {y}" for t, y in pairs])  # as the service builds it
-            tests = suite.examples(task, "test")
-            texts = [tests[(k * (i // len(tasks)) + j) % len(tests)][0] for j in range(k)]
-            with merged(base, gen.generate(cond)[0]):
-                want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
-                                       suite.answer_tokens)
-            clients.append({"condition": body, "inputs": {"texts": texts}, "want": want, "want_probs": None})
-            continue
-        else:
-            drawn = suite.condition(task, draw=i)  # the task's description + 16 labelled examples of its own draw
-            pairs = drawn.labelled_examples()
-            body = {"description": drawn.text, "examples": [{"text": t, "label": y} for t, y in pairs]}
-            cond = Condition(task="custom", text=drawn.text, examples=[f"{t!r} -> {y}" for t, y in pairs])  # as the service builds it
-            texts = suite.texts(task, "test")[0]
-            texts = [texts[(k * (i // len(tasks)) + j) % len(texts)] for j in range(k)]
-            x = suite.encode_texts(texts)
+            pool = suite.texts(task, "test")[0] if suite_name == "text-topics" else [x for x, _ in suite.examples(task, "test")]
+            texts = [pool[(k * (i // len(tasks)) + j) % len(pool)] for j in range(k)]
             inputs = {"texts": texts}
+            if suite_name == "llm-tasks":  # the replies of a local greedy completion under the merged adapter
+                with merged(base, gen.generate(cond)[0]):
+                    want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
+                                           suite.answer_tokens)
+                clients.append({"condition": body, "inputs": inputs, "want": want, "want_probs": None})
+                continue
+            x = suite.encode_texts(texts)
         with merged(base, gen.generate(cond)[0]), torch.no_grad():
             probs = torch.softmax(suite.forward(base, x).float(), -1)
         clients.append({"condition": body, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
