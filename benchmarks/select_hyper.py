@@ -11,6 +11,11 @@ Both: candidates are scored by the generated adapters' accuracy on the validatio
 
     .venv/bin/python benchmarks/select_hyper.py --out runs/bench/select-hyper
     .venv/bin/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
+    .venv/bin/python benchmarks/select_hyper.py --task-counts --out runs/bench/select-tasks
+
+--task-counts (digits-domains): how many training tasks the study should sample. The generator (defaults) is fitted on
+the first N of 420 inside tasks of the selection draw for each N in TASK_COUNTS and scored on 24 inside and 24
+extrapolation validation tasks of the same draw (task_seed 1: none is a task of the study).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ CANDIDATES = [  # every field that differs between candidates is named, so the g
 
 
 # text-topics: the study's configuration (suite defaults) with these changes
+TASK_COUNTS = [96, 192, 384]
 TEXT_CANDIDATES = [dict(steps=10), dict(steps=30), dict(steps=100), dict(steps=100, prototype_head=False)]
 
 
@@ -52,18 +58,49 @@ def split(suite_name: str):
         assert not set(inner + val) & set(f0.test), "selection tasks must not be fold 0's test tasks"
         return suite, inner, val, HyperConfig(**d.hyper), TEXT_CANDIDATES
     suite = get_suite("digits-domains", n_tasks=120, n_extrapolation=0, task_seed=1)
-    study = {t.name for t in get_suite("digits-domains", n_tasks=120, n_extrapolation=20).tasks()}
+    study = {t.name for t in get_suite("digits-domains", n_tasks=480, n_extrapolation=20).tasks()}
     names = [t.name for t in suite.tasks()]
     assert not set(names) & study, "selection tasks must not be tasks of the k-fold study"
     val = names[::5]
     return suite, [t for t in names if t not in val], val, HyperConfig(), CANDIDATES
 
 
+def task_counts(out: Path) -> None:
+    """Validation accuracy inside and outside the sampled ranges against the number of training tasks."""
+    suite = get_suite("digits-domains", n_tasks=420, n_extrapolation=24, task_seed=1)
+    study = {t.name for t in get_suite("digits-domains", n_tasks=480, n_extrapolation=20).tasks()}
+    inside = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
+    outside = [t.name for t in suite.tasks() if t.params["where"] == "outside"]
+    assert not set(inside + outside) & study, "selection tasks must not be tasks of the k-fold study"
+    val, pool = inside[:24], inside[24:]
+    base = suite.base_model()
+    rows = []
+    for n in TASK_COUNTS:
+        t0 = time.perf_counter()
+        gen = HyperGenerator.fit(HyperConfig(), suite=suite, tasks=pool[:n], show=False)
+        acc = {name: statistics.mean(adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val"))
+                                     for t in tasks) for name, tasks in (("inside", val), ("outside", outside))}
+        rows.append({"train_tasks": n, "val_inside": acc["inside"], "val_outside": acc["outside"], "fit_s": time.perf_counter() - t0})
+        print(rows[-1], flush=True)
+    lines = ["# hyper: validation accuracy against the number of training tasks (digits-domains)", "",
+             f"Command: `python {' '.join(sys.argv)}`", "",
+             f"Selection draw (task_seed 1); {len(val)} inside and {len(outside)} extrapolation validation tasks; mean "
+             "validation-split accuracy (%) of the generated adapters; HyperConfig defaults.", "",
+             "| training tasks | inside | extrapolation | fit (s) |", "|---|---|---|---|"]
+    lines += [f"| {r['train_tasks']} | {r['val_inside']:.2f} | {r['val_outside']:.2f} | {r['fit_s']:.0f} |" for r in rows]
+    atomic.write_json(out / "results.json", {"rows": rows})
+    atomic.write_bytes(out / "results.md", "\n".join(lines + [""]).encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     args = ap.parse_args()
+    if args.task_counts:
+        return task_counts(args.out)
     suite, inner, val, default, candidates = split(args.suite)
     base = suite.base_model()
     rows = []

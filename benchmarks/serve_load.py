@@ -33,6 +33,10 @@ Suites (`--suite`; sizes in PLANS):
                   merged adapter. Without --generator a hyper generator with llm-tasks' default settings but 50 steps is
                   fitted into --out first (a few minutes: throughput and correctness do not depend on how well it is
                   trained). RSS after 100 and 400 requests.
+Before the load, an idle server with --cold-threads torch threads (default 2, both cores: nothing else runs then)
+times lone new conditions, one after another. --condition-precision bf16 (text-topics) runs the examples encoder's
+MiniLM pass in bfloat16 in every server and in the local check, and reports the test accuracy of the clients' adapters
+with their conditions encoded both ways.
 --quick: a bounded smoke run (8 clients, under 2 minutes on 2 cores); its numbers mean little.
 """
 
@@ -129,10 +133,12 @@ def generator_suite(gen_dir: Path) -> str | None:
     return json.loads(meta.read_text()).get("suite") if meta.is_file() else None
 
 
-def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], bytes]:
+def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32") -> tuple[list[dict], bytes, dict | None]:
     """n clients, each {"condition": a JSON condition, "inputs": {"images" | "texts": ...}, "want": predictions (a
-    causal LM: replies), "want_probs": (4, C) or None} from a local merged() evaluation of its adapter; and a bad
-    predict body (its adapter id is filled in later)."""
+    causal LM: replies), "want_probs": (4, C) or None} from a local merged() evaluation of its adapter (conditions
+    encoded in `precision`, as the server does); a bad predict body (its adapter id is filled in later); and, for a
+    precision other than fp32, what it changes: test accuracy of each client's adapter with conditions encoded in
+    fp32 and in `precision` (means over clients, %) and the share of test predictions the two agree on."""
     from loragen.adapters.apply import merged
     from loragen.conditions import Condition
     from loragen.generators import load_generator
@@ -142,7 +148,9 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
     suite = get_suite(suite_name)
     gen, base = load_generator(gen_dir, suite=suite), suite.base_model().eval()
     tasks = [t.name for t in suite.tasks()]
-    clients = []
+    clients, compare = [], {"fp32": [], precision: [], "agree": []}
+    if precision != "fp32":
+        gen.items.precision = precision  # as the servers encode conditions (the comparison below switches it back and forth)
     for i in range(n):
         task = tasks[i % len(tasks)]
         k = INPUTS_PER_REQUEST
@@ -167,6 +175,15 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
                 clients.append({"condition": body, "inputs": inputs, "want": want, "want_probs": None})
                 continue
             x = suite.encode_texts(texts)
+        if precision != "fp32":  # the same condition encoded both ways: test accuracy of each adapter, and agreement
+            test = suite.data(task, "test")
+            pred = {}
+            for p in ("fp32", precision):
+                gen.items.precision = p
+                with merged(base, gen.generate(cond)[0]), torch.no_grad():
+                    pred[p] = suite.forward(base, test.x).argmax(-1)
+                compare[p].append(100 * (pred[p] == test.y).float().mean().item())
+            compare["agree"].append(100 * (pred["fp32"] == pred[precision]).float().mean().item())
         with merged(base, gen.generate(cond)[0]), torch.no_grad():
             probs = torch.softmax(suite.forward(base, x).float(), -1)
         clients.append({"condition": body, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
@@ -174,7 +191,7 @@ def make_clients(suite_name: str, gen_dir: Path, n: int) -> tuple[list[dict], by
         bad = {"images": [[[float("nan")] * 16] * 16]}
     else:
         bad = {"texts": ["a fine text", float("nan")]}  # json writes NaN; the body parses, the texts do not validate
-    return clients, bad
+    return clients, bad, ({k: round(statistics.fmean(v), 2) for k, v in compare.items()} if precision != "fp32" else None)
 
 
 def wrong_answer(body: dict, client: dict) -> bool:
@@ -240,8 +257,9 @@ async def run_load(url: str, clients: list[dict], bad: dict, total: int, budget_
             "mean_batch": statistics.fmean(stats.pop("batch") or [0]), "rss": rss, **stats}
 
 
-async def make_adapters(url: str, conditions: list[dict]) -> tuple[list[str], list[float], list[float]]:
-    """One adapter per client, all requested at once: ids, client-side and server-side generate times (ms)."""
+async def make_adapters(url: str, conditions: list[dict], lone: int = 3) -> tuple[list[str], list[float], list[float]]:
+    """One adapter per client, the first `lone` one at a time, then the rest all at once: ids, client-side and
+    server-side generate times (ms)."""
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -251,8 +269,8 @@ async def make_adapters(url: str, conditions: list[dict]) -> tuple[list[str], li
             r.raise_for_status()
             return r.json()["ids"][0], 1000 * (time.perf_counter() - t0), r.json()["generate_ms"]
 
-        cold = [await one(c) for c in conditions[:3]]  # lone requests first: nothing queued in front of them
-        cold += await asyncio.gather(*(one(c) for c in conditions[3:]))
+        cold = [await one(c) for c in conditions[:lone]]  # lone requests first: nothing queued in front of them
+        cold += await asyncio.gather(*(one(c) for c in conditions[lone:]))
     return [c[0] for c in cold], [c[1] for c in cold], [c[2] for c in cold]
 
 
@@ -264,7 +282,13 @@ def main() -> None:
     ap.add_argument("--generator", type=Path, help="a trained generator of --suite (default: fit a small one into --out)")
     ap.add_argument("--clients", type=int, help="concurrent clients, each with its own adapter (default 32; --quick 8)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    ap.add_argument("--cold-threads", type=int, default=2,
+                    help="torch threads of a first, idle server that times lone new conditions (default 2: both cores)")
+    ap.add_argument("--condition-precision", choices=("fp32", "bf16"), default="fp32",
+                    help="text-topics: the servers encode conditions' examples in this precision (bf16 is compared with fp32)")
     args = ap.parse_args()
+    if args.condition_precision != "fp32" and args.suite != "text-topics":
+        ap.error(f"--condition-precision: applies to text-topics (the examples encoder); found --suite {args.suite}")
     plan = PLANS[(args.suite, args.quick)]
     clients_n = args.clients or plan.clients
     if clients_n < 4:
@@ -277,12 +301,23 @@ def main() -> None:
         ap.error(f"--generator: expected a trained {args.suite} generator (generator.json recording its suite); "
                  f"found {generator_suite(args.generator) or 'none'} in {args.generator}")
     gen_dir = args.generator or fit_generator(args.out / "generator", args.suite, args.quick)
-    clients, bad = make_clients(args.suite, gen_dir, clients_n)
+    clients, bad, precision_effect = make_clients(args.suite, gen_dir, clients_n, args.condition_precision)
     conditions = [c["condition"] for c in clients]
 
     results = {"suite": args.suite, "clients": clients_n, "quick": args.quick, "generator": str(gen_dir),
-               "inputs_per_request": INPUTS_PER_REQUEST, "server_threads": args.threads, "cpu_count": os.cpu_count()}
-    common = ["--threads", str(args.threads), "--cache-adapters", "256", "--queue-size", "1024"]
+               "inputs_per_request": INPUTS_PER_REQUEST, "server_threads": args.threads, "cpu_count": os.cpu_count(),
+               "condition_precision": args.condition_precision, "precision_effect": precision_effect,
+               "cold_threads": args.cold_threads}
+    common = ["--cache-adapters", "256", "--queue-size", "1024", "--condition-precision", args.condition_precision]
+    # an idle server with --cold-threads: lone new conditions, one after another (the first is also the server's first)
+    server = ServerProcess(gen_dir, args.out / "server-cold.log", *common, "--threads", str(args.cold_threads))
+    try:
+        _, idle_client_ms, idle_server_ms = asyncio.run(make_adapters(server.url, conditions[:6], lone=6))
+    finally:
+        server.stop()
+    results["generate_cold_idle_server_ms"] = round(statistics.median(idle_server_ms[1:]), 2)
+    results["generate_cold_idle_client_ms"] = round(statistics.median(idle_client_ms[1:]), 2)
+    common += ["--threads", str(args.threads)]
     server = ServerProcess(gen_dir, args.out / "server-batched.log", *common, "--max-batch", "128", "--max-wait-ms", "5")
     try:
         ids, client_ms, server_ms = asyncio.run(make_adapters(server.url, conditions))
@@ -329,6 +364,8 @@ def main() -> None:
             ("mean micro-batch (samples)", results["mean_batch"]),
             ("generate a new condition, at the client / in the server (ms)", f"{results['generate_cold_ms']} / {results['generate_cold_server_ms']}"),
             ("the server's first request (ms)", results["generate_first_ms"]),
+            (f"generate a new condition, idle server with {args.cold_threads} threads, at the client / in the server (ms)",
+             f"{results['generate_cold_idle_client_ms']} / {results['generate_cold_idle_server_ms']}"),
             ("HTTP 5xx", results["http_5xx"]), ("wrong answers", results["wrong_answers"]),
             ("bad requests refused (422) / accepted", f"{results['bad_rejected']} / {results['bad_accepted']}"),
             ("429 (queue full) / other 4xx", f"{results['http_429']} / {results['other_4xx']}"),
@@ -338,6 +375,11 @@ def main() -> None:
           f"{args.suite} hyper generator `{gen_dir}`; server torch threads {args.threads}; {os.cpu_count()} CPU cores; "
           "loopback, client and server on one machine.", "", "| measure | value |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in rows]
+    if precision_effect is not None:
+        e = precision_effect
+        md += ["", f"Conditions encoded in {args.condition_precision}: the clients' adapters score {e[args.condition_precision]}% on "
+                   f"their tasks' test splits against {e['fp32']}% when the same conditions are encoded in fp32; the two "
+                   f"adapters agree on {e['agree']}% of the test predictions."]
     if results["rss_mb_10k"] is None:
         md += ["", f"The batched phase stopped at {results['sent']} requests (its {plan.budget_s:.0f} s bound) before "
                    f"{rss_at[1]}: no memory reading there."]

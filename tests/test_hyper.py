@@ -36,6 +36,18 @@ def test_fresh_network_is_the_base_model_and_keeps_whole_modules(tiny):
     assert layout.flatten({k: v[0] for k, v in out.items()}).numel() == layout.numel
 
 
+def test_set_encoder_pools_before_its_last_linear_exactly_as_after(tiny):
+    """embed() averages over the K items before φ's last Linear (cheaper); that must equal DeepSets' mean of φ(x_k),
+    and a condition's embedding must not depend on the order of its items."""
+    layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0)
+    net = HyperNetwork(layout, item_dim=5, width=16, cond_dim=8, module_dim=4)
+    x = torch.randn(3, 7, 5)
+    want = net.set_mlp(net.item_mlp(x).mean(1))  # (3, 8)
+    assert torch.allclose(net.embed(x), want, atol=1e-5)
+    assert torch.allclose(net.embed(x[:, torch.randperm(7)]), want, atol=1e-5)
+    assert not torch.allclose(net.embed(x[:, :3]), want, atol=1e-3)  # fewer items: another condition
+
+
 def test_task_objective_learns_the_training_tasks(suite, tmp_path):
     """Through the base model's loss alone (no zoo), generated adapters beat the base model on the training tasks."""
     tasks = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
@@ -146,6 +158,18 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         gen.generate(Condition(task="x", text="about nothing"))
     with pytest.raises(ConditionError, match="need labels \\['no', 'yes'\\]; found \\['maybe'\\]"):
         gen.generate(Condition(task="x", examples=["'hi' -> maybe"]))
+    # the examples encoder's base-model pass in bfloat16: close to fp32, not the same, cached apart
+    cond = s.condition(unseen)
+    gen.items.clear_cache()
+    fp32 = gen.items(cond)
+    gen.items.precision = "bf16"
+    bf16 = gen.items(cond)
+    assert not torch.equal(bf16, fp32) and torch.allclose(bf16, fp32, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.999
+    gen.items.precision = "fp32"
+    assert torch.equal(gen.items(cond), fp32)  # the fp32 rows were not overwritten by the bf16 ones
+    with pytest.raises(ConfigError, match="condition precision must be one of"):
+        ConditionItems("examples", s, "head", precision="fp16")
 
 
 def test_examples_encoder_needs_a_classification_head(suite):

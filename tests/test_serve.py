@@ -112,6 +112,22 @@ def test_refuses_to_bind_beyond_loopback_without_a_key(tmp_path):
     assert r.exit_code == 2 and "needs an API key" in " ".join(r.output.split())
 
 
+def test_condition_precision_is_checked(digits_gen_dir, tmp_path):
+    with pytest.raises(ConfigError, match="condition_precision must be 'fp32' or 'bf16'; found 'fp16'"):
+        ServeConfig(tmp_path, condition_precision="fp16")
+    from loragen.serve.service import Service
+
+    service = Service(ServeConfig(digits_gen_dir, condition_precision="bf16"))  # an image-set generator: no examples pass
+    threads = torch.get_num_threads()  # load() sets the process's torch threads
+    try:
+        with pytest.raises(ConfigError, match="applies to the examples encoder of a hyper generator; found a 'hyper' "
+                                              "generator with encoder 'image-set'"):
+            service.load()
+    finally:
+        torch.set_num_threads(threads)
+        service.executor.shutdown()
+
+
 def test_adapters_are_cached_and_download_as_peft_folders(client, digits, local, tmp_path):
     task = digits.tasks()[0].name
     images = digits.condition(task).images  # (K, 16, 16)

@@ -13,7 +13,7 @@ import torch
 from loragen.adapters.apply import merged
 from loragen.adapters.batched import batched_lora, stack_adapters
 from loragen.conditions import Condition
-from loragen.errors import LoragenError, RequestError
+from loragen.errors import ConfigError, LoragenError, RequestError
 from loragen.serve.batcher import Job, MicroBatcher
 from loragen.serve.cache import AdapterCache, request_key
 from loragen.serve.config import ServeConfig
@@ -54,6 +54,12 @@ class Service:
             raise LoragenError(f"{path}: expected a generator that records its suite; found none")
         self.suite = get_suite(meta["suite"], **(meta.get("suite_args") or {}))
         self.gen = load_generator(path, suite=self.suite)
+        if self.config.condition_precision != "fp32":
+            encoder = getattr(getattr(self.gen, "items", None), "encoder", None)
+            if encoder != "examples":
+                raise ConfigError(f"condition_precision {self.config.condition_precision!r} applies to the examples encoder of a "
+                                  f"hyper generator; found a {self.gen.name!r} generator with encoder {encoder!r}")
+            self.gen.items.precision = self.config.condition_precision
         self.base = self.suite.base_model().eval().requires_grad_(False)
         self.gen.layout.check_model(self.base)
         try:

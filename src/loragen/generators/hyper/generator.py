@@ -108,10 +108,14 @@ class HyperGenerator:
         proto = ConditionItems.prototypes(raw_BKD, self.n_classes) if self.proto_module is not None else None
         return self._standardise(raw_BKD), proto
 
+    def _eval(self) -> None:
+        if self.net.training:  # eval() walks every module on each call: a tenth of a small generate
+            self.net.eval()
+
     @torch.no_grad()
     def embed(self, conditions: list[Condition]) -> torch.Tensor:
         """(B,) conditions -> (B, Z): the learned condition embedding (used to find the nearest zoo task)."""
-        self.net.eval()
+        self._eval()
         return torch.cat([self.net.embed(self._standardise(self.items(c))[None]) for c in conditions])
 
     # ---- generation ---------------------------------------------------------------------------------------------
@@ -122,7 +126,7 @@ class HyperGenerator:
         text condition)."""
         if n < 1:
             raise ConfigError(f"number of adapters to generate must be >= 1; found {n}")
-        self.net.eval()
+        self._eval()
         items = self.items(condition)  # (K, D)
         g = torch.Generator().manual_seed(seed)
         sets = [items] + [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
@@ -136,7 +140,7 @@ class HyperGenerator:
     @torch.no_grad()
     def generate_batch(self, conditions: list[Condition]) -> torch.Tensor:
         """(B, P): one adapter per condition, all in one forward pass (conditions of one size: K exemplars each)."""
-        self.net.eval()
+        self._eval()
         items = [self.items(c) for c in conditions]
         if len({len(i) for i in items}) != 1:
             raise ConditionError(f"a batch of conditions needs the same number of exemplars each; found {sorted({len(i) for i in items})}")
