@@ -33,6 +33,8 @@ from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
 
+from unseen import config as study_config  # benchmarks/unseen.py (this script's folder is on sys.path)
+
 CANDIDATES = [  # every field that differs between candidates is named, so the grid does not move with HyperConfig's defaults
     dict(width=256, steps=1500, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
     dict(width=256, steps=4000, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
@@ -47,6 +49,11 @@ TASK_COUNTS = [96, 192, 384]
 TEXT_CANDIDATES = [dict(steps=10), dict(steps=30), dict(steps=100), dict(steps=100, prototype_head=False)]
 
 
+def study_tasks() -> set[str]:
+    """Names of the digits-domains k-fold study's tasks (benchmarks/unseen.py's suite): selection must use none."""
+    return {t.name for t in get_suite("digits-domains", **study_config("digits-domains", False, (0,))[1]).tasks()}
+
+
 def split(suite_name: str):
     """(suite, training tasks, validation tasks, the study's default HyperConfig) for the selection."""
     if suite_name == "text-topics":
@@ -58,9 +65,8 @@ def split(suite_name: str):
         assert not set(inner + val) & set(f0.test), "selection tasks must not be fold 0's test tasks"
         return suite, inner, val, HyperConfig(**d.hyper), TEXT_CANDIDATES
     suite = get_suite("digits-domains", n_tasks=120, n_extrapolation=0, task_seed=1)
-    study = {t.name for t in get_suite("digits-domains", n_tasks=480, n_extrapolation=20).tasks()}
     names = [t.name for t in suite.tasks()]
-    assert not set(names) & study, "selection tasks must not be tasks of the k-fold study"
+    assert not set(names) & study_tasks(), "selection tasks must not be tasks of the k-fold study"
     val = names[::5]
     return suite, [t for t in names if t not in val], val, HyperConfig(), CANDIDATES
 
@@ -68,10 +74,9 @@ def split(suite_name: str):
 def task_counts(out: Path) -> None:
     """Validation accuracy inside and outside the sampled ranges against the number of training tasks."""
     suite = get_suite("digits-domains", n_tasks=420, n_extrapolation=24, task_seed=1)
-    study = {t.name for t in get_suite("digits-domains", n_tasks=480, n_extrapolation=20).tasks()}
     inside = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
     outside = [t.name for t in suite.tasks() if t.params["where"] == "outside"]
-    assert not set(inside + outside) & study, "selection tasks must not be tasks of the k-fold study"
+    assert not set(inside + outside) & study_tasks(), "selection tasks must not be tasks of the k-fold study"
     val, pool = inside[:24], inside[24:]
     base = suite.base_model()
     rows = []

@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 
 from loragen import atomic
+from loragen.generators.hyper.items import PRECISIONS
 from loragen.serve.process import ServerProcess
 
 
@@ -150,7 +151,7 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
     tasks = [t.name for t in suite.tasks()]
     clients, compare = [], {"fp32": [], precision: [], "agree": []}
     if precision != "fp32":
-        gen.items.precision = precision  # as the servers encode conditions (the comparison below switches it back and forth)
+        gen.items.precision = precision  # as the servers encode conditions
     for i in range(n):
         task = tasks[i % len(tasks)]
         k = INPUTS_PER_REQUEST
@@ -175,16 +176,19 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
                 clients.append({"condition": body, "inputs": inputs, "want": want, "want_probs": None})
                 continue
             x = suite.encode_texts(texts)
+        adapter = gen.generate(cond)[0]  # its condition encoded in `precision`
         if precision != "fp32":  # the same condition encoded both ways: test accuracy of each adapter, and agreement
+            gen.items.precision = "fp32"
+            adapters = {"fp32": gen.generate(cond)[0], precision: adapter}
+            gen.items.precision = precision
             test = suite.data(task, "test")
             pred = {}
-            for p in ("fp32", precision):
-                gen.items.precision = p
-                with merged(base, gen.generate(cond)[0]), torch.no_grad():
+            for p, a in adapters.items():
+                with merged(base, a), torch.no_grad():
                     pred[p] = suite.forward(base, test.x).argmax(-1)
                 compare[p].append(100 * (pred[p] == test.y).float().mean().item())
             compare["agree"].append(100 * (pred["fp32"] == pred[precision]).float().mean().item())
-        with merged(base, gen.generate(cond)[0]), torch.no_grad():
+        with merged(base, adapter), torch.no_grad():
             probs = torch.softmax(suite.forward(base, x).float(), -1)
         clients.append({"condition": body, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
     if suite_name == "digits-domains":
@@ -284,7 +288,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     ap.add_argument("--cold-threads", type=int, default=2,
                     help="torch threads of a first, idle server that times lone new conditions (default 2: both cores)")
-    ap.add_argument("--condition-precision", choices=("fp32", "bf16"), default="fp32",
+    ap.add_argument("--condition-precision", choices=PRECISIONS, default="fp32",
                     help="text-topics: the servers encode conditions' examples in this precision (bf16 is compared with fp32)")
     args = ap.parse_args()
     if args.condition_precision != "fp32" and args.suite != "text-topics":

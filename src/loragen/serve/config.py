@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from loragen.errors import ConfigError
+from loragen.generators.hyper.items import PRECISIONS
 
 
 def is_loopback(host: str) -> bool:
@@ -50,8 +51,8 @@ class ServeConfig:
                      "max_images", "max_upload_bytes", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
-        if self.condition_precision not in ("fp32", "bf16"):
-            raise ConfigError(f"condition_precision must be 'fp32' or 'bf16'; found {self.condition_precision!r}")
+        if self.condition_precision not in PRECISIONS:
+            raise ConfigError(f"condition_precision must be {' or '.join(map(repr, PRECISIONS))}; found {self.condition_precision!r}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0; found {self.max_wait_ms}")
         if self.max_inputs > self.max_batch:
