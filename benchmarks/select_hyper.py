@@ -12,10 +12,13 @@ Both: candidates are scored by the generated adapters' accuracy on the validatio
     .venv/bin/python benchmarks/select_hyper.py --out runs/bench/select-hyper
     .venv/bin/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
     .venv/bin/python benchmarks/select_hyper.py --task-counts --out runs/bench/select-tasks
+    .venv/bin/python benchmarks/select_hyper.py --widths --out runs/bench/select-widths
 
 --task-counts (digits-domains): how many training tasks the study should sample. The generator (defaults) is fitted on
 the first N of 420 inside tasks of the selection draw for each N in TASK_COUNTS and scored on 24 inside and 24
 extrapolation validation tasks of the same draw (task_seed 1: none is a task of the study).
+--widths (digits-domains): at 384 training tasks of that draw, the same validation accuracy and the cold cost per width
+(see `widths` for the rule).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
 
-from unseen import config as study_config  # benchmarks/unseen.py (this script's folder is on sys.path)
+from unseen import config as study_config, timing  # benchmarks/unseen.py (this script's folder is on sys.path)
 
 CANDIDATES = [  # every field that differs between candidates is named, so the grid does not move with HyperConfig's defaults
     dict(width=256, steps=1500, weight_decay=1e-4, tasks_per_step=16, examples_per_task=32),
@@ -46,6 +49,8 @@ CANDIDATES = [  # every field that differs between candidates is named, so the g
 
 # text-topics: the study's configuration (suite defaults) with these changes
 TASK_COUNTS = [96, 192, 384]
+WIDTHS = [128, 192, 256, 384, 512]
+MIN_SPEEDUP = 1000
 TEXT_CANDIDATES = [dict(steps=10), dict(steps=30), dict(steps=100), dict(steps=100, prototype_head=False)]
 
 
@@ -98,14 +103,59 @@ def task_counts(out: Path) -> None:
     print("\n".join(lines))
 
 
+def widths(out: Path) -> None:
+    """Validation accuracy and cold cost against the network's width, at the study's fold size (384 training tasks).
+    Rule, fixed before the runs: the most accurate width (mean of inside and extrapolation validation accuracy) whose
+    cold generation is at least MIN_SPEEDUP times faster than fine-tuning (the issue's cost target) on this machine;
+    if none is, the fastest."""
+    suite = get_suite("digits-domains", n_tasks=420, n_extrapolation=24, task_seed=1)
+    inside = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
+    outside = [t.name for t in suite.tasks() if t.params["where"] == "outside"]
+    assert not set(inside + outside) & study_tasks(), "selection tasks must not be tasks of the k-fold study"
+    val, pool = inside[:24], inside[24 : 24 + TASK_COUNTS[-1]]
+    base, ft = suite.base_model(), study_config("digits-domains", False, (0,))[0].finetune
+    rows = []
+    for w in WIDTHS:
+        t0 = time.perf_counter()
+        gen = HyperGenerator.fit(replace(HyperConfig(), width=w), suite=suite, tasks=pool, show=False)
+        fit_s = time.perf_counter() - t0
+        acc = {name: statistics.mean(adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val"))
+                                     for t in tasks) for name, tasks in (("inside", val), ("outside", outside))}
+        t = timing(gen, suite, base, gen.layout, val, ft)
+        rows.append({"width": w, "val_inside": acc["inside"], "val_outside": acc["outside"], "fit_s": fit_s,
+                     "generate_cold_s": t["generate_cold_s"], "finetune_s": t["finetune_s"],
+                     "speedup": t["finetune_s"] / t["generate_cold_s"]})
+        print(rows[-1], flush=True)
+    score = lambda r: (r["val_inside"] + r["val_outside"]) / 2  # noqa: E731
+    fast = [r for r in rows if r["speedup"] >= MIN_SPEEDUP]
+    chosen = max(fast, key=score) if fast else max(rows, key=lambda r: r["speedup"])
+    lines = ["# hyper: validation accuracy and cold cost against the width (digits-domains)", "",
+             f"Command: `python {' '.join(sys.argv)}`", "",
+             f"Selection draw (task_seed 1); {len(pool)} training tasks (a fold's size in the study), {len(val)} inside and "
+             f"{len(outside)} extrapolation validation tasks; mean validation-split accuracy (%) of the generated adapters; "
+             "cold generation (condition encoding included) against fine-tuning, medians of 5 alternating rounds "
+             "(benchmarks/unseen.py's protocol). HyperConfig defaults but the width.", "",
+             "| width | inside | extrapolation | cold generation (ms) | fine-tune (s) | speedup | fit (s) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['width']} | {r['val_inside']:.2f} | {r['val_outside']:.2f} | {1e3 * r['generate_cold_s']:.3f} | "
+              f"{r['finetune_s']:.2f} | {r['speedup']:.0f}x | {r['fit_s']:.0f} |" for r in rows]
+    lines += ["", f"Chosen: width {chosen['width']} (the most accurate of those at least {MIN_SPEEDUP}x faster than fine-tuning; "
+              "if none were, the fastest).", ""]
+    atomic.write_json(out / "results.json", {"rows": rows, "chosen": chosen, "min_speedup": MIN_SPEEDUP})
+    atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
+    ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
     args = ap.parse_args()
     if args.task_counts:
         return task_counts(args.out)
+    if args.widths:
+        return widths(args.out)
     suite, inner, val, default, candidates = split(args.suite)
     base = suite.base_model()
     rows = []

@@ -68,14 +68,13 @@ def sweep_domains(n: int) -> list:
     return [Domain(angle=float(a), thickness=0.25, contrast=0.7) for a in torch.linspace(-75, 75, n).tolist()]
 
 
-def timing(run, n_conditions: int = 10, repeats: int = 5) -> dict:
+def timing(gen, suite, base, layout, tasks: list[str], ft: FinetuneConfig, n_conditions: int = 10, repeats: int = 5) -> dict:
     """Cold time to an adapter from a raw condition (condition encoding included), alone and in a batch, against
     fine-tuning one adapter (the zoo's recipe) in the same minutes: the two alternate (measure.interleaved_times), so
     load from other work on the machine falls on both alike. Each generate round makes one adapter after another for
     `n_conditions` conditions, every one cold (encoder caches cleared first): per adapter, the round's time / n; the
     round's first adapter, right after a fine-tune has filled the CPU caches with other data, is also kept apart."""
-    gen, suite = run.gens["generated"], run.suite
-    conds = [suite.condition(t, draw=7) for t in run.fold.test[:n_conditions]]
+    conds = [suite.condition(t, draw=7) for t in tasks[:n_conditions]]
     first: list[float] = []
 
     def cold_round() -> None:
@@ -87,7 +86,7 @@ def timing(run, n_conditions: int = 10, repeats: int = 5) -> dict:
                 first.append(time.perf_counter() - t0)
 
     def finetune_one() -> None:
-        finetune(suite, run.base, run.zoo.layout, run.fold.test[0], run.cfg.finetune)
+        finetune(suite, base, layout, tasks[0], ft)
 
     med = interleaved_times({"finetune": finetune_one, "generate": cold_round}, repeats=repeats)  # rounds: warm-up + repeats
     gen.items.clear_cache()
@@ -220,7 +219,7 @@ def main() -> None:
                        "never_reached": never, "per_task": [{"task": w["task"], "target_val_acc": w["target_val_acc"], **w["reach"],
                                                                "curves": {k: [c[:2] for c in v] for k, v in w["curves"].items()}}
                                                               for w in warm]}
-    t = timing(first, repeats=2 if args.quick else 5)
+    t = timing(first.gens["generated"], suite, first.base, first.zoo.layout, first.fold.test, cfg.finetune, repeats=2 if args.quick else 5)
     ft_s = t["finetune_s"]
     # median over folds: one fit slowed by other work on the machine should not move the cost
     fit_s = statistics.median(s for s in study["hyper_fit_s"] if s is not None) if any(study["hyper_fit_s"]) else float("nan")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loragen.adapters.layout import LoraLayout
-from loragen.conditions import Condition
+from loragen.conditions import Condition, ImageSetEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
@@ -48,6 +48,22 @@ def test_set_encoder_pools_before_its_last_linear_exactly_as_after(tiny):
     assert not torch.allclose(net.embed(x[:, :3]), want, atol=1e-3)  # fewer items: another condition
 
 
+def test_image_features_are_pixels_and_central_moments():
+    """The moments come from one matmul of raw moments; they must equal the textbook central moments."""
+    x = torch.rand(4, 9, 7) ** 3  # (K, H, W), uneven ink
+    k, h, w = x.shape
+    ys, xs = torch.linspace(-1, 1, h).view(1, h, 1), torch.linspace(-1, 1, w).view(1, 1, w)
+    mass = x.sum((1, 2))
+    cy, cx = (x * ys).sum((1, 2)) / mass, (x * xs).sum((1, 2)) / mass
+    dy, dx = ys - cy.view(k, 1, 1), xs - cx.view(k, 1, 1)
+    myy, mxx, mxy = [(x * a * b).sum((1, 2)) / mass for a, b in ((dy, dy), (dx, dx), (dx, dy))]
+    phi2 = torch.atan2(2 * mxy, mxx - myy)
+    want = torch.cat([x.reshape(k, -1), 4.0 * torch.stack([mass / (h * w), cy, cx, myy, mxx, mxy, phi2.cos(), phi2.sin()], 1)], 1)
+    assert torch.allclose(ImageSetEncoder.image_features(x), want, atol=1e-5)
+    rotated = ImageSetEncoder.image_features(x.transpose(1, 2).flip(2))  # a quarter turn: the principal axis turns too
+    assert torch.allclose(rotated[:, -2:], -want[:, -2:], atol=1e-4)  # 2φ moves by 180°: cos 2φ and sin 2φ change sign
+
+
 def test_task_objective_learns_the_training_tasks(suite, tmp_path):
     """Through the base model's loss alone (no zoo), generated adapters beat the base model on the training tasks."""
     tasks = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
@@ -73,6 +89,11 @@ def test_task_objective_learns_the_training_tasks(suite, tmp_path):
     many = gen.generate_vectors(cond, 3, seed=1)
     assert not torch.equal(many[0], many[1])  # samples after the first come from bootstrap resamples of the exemplars
     assert gen.generate(cond, 1)[0].meta["peft"]["base_model_name_or_path"] == "loragen:digits-domains"
+    # the network runs in inference mode; what callers get are ordinary tensors a warm start can train from
+    warm = gen.generate(cond, 2)[0].tensors["fc1.lora_A"]
+    assert not warm.is_inference() and not gen.generate_vectors(cond, 1).is_inference()
+    (warm.requires_grad_() * 2).sum().backward()
+    assert torch.equal(warm.grad, torch.full_like(warm, 2.0))
 
 
 def test_interrupted_fit_resumes_to_the_same_weights(suite, tmp_path, killed_after_save):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -51,6 +52,15 @@ class Condition:
         return pairs
 
 
+@functools.lru_cache(maxsize=8)
+def _moment_basis(h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """(H·W, 6): per pixel [1, y, x, y², x², xy] on a [-1, 1] grid; one matmul then gives every image's raw moments
+    (image features are on the path of every cold generation, where a dozen small reductions cost more than one matmul)."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, dtype=dtype), torch.linspace(-1, 1, w, dtype=dtype), indexing="ij")
+    y, x = ys.reshape(-1), xs.reshape(-1)
+    return torch.stack([torch.ones_like(y), y, x, y * y, x * x, x * y], 1)
+
+
 class ImageSetEncoder:
     """Exemplar images (K, H, W) -> (D,) by pooling per-image statistics over the set; no learned weights.
 
@@ -69,18 +79,15 @@ class ImageSetEncoder:
     def image_features(x_KHW: torch.Tensor) -> torch.Tensor:
         """(K, H, W) -> (K, H·W + 8)."""
         k, h, w = x_KHW.shape
-        ys = torch.linspace(-1, 1, h).view(1, h, 1)
-        xs = torch.linspace(-1, 1, w).view(1, 1, w)
-        mass = x_KHW.sum((1, 2)).clamp_min(1e-6)  # (K,)
-        cy = (x_KHW * ys).sum((1, 2)) / mass
-        cx = (x_KHW * xs).sum((1, 2)) / mass
-        dy, dx = ys - cy.view(k, 1, 1), xs - cx.view(k, 1, 1)
-        myy = (x_KHW * dy * dy).sum((1, 2)) / mass
-        mxx = (x_KHW * dx * dx).sum((1, 2)) / mass
-        mxy = (x_KHW * dx * dy).sum((1, 2)) / mass
+        flat = x_KHW.reshape(k, h * w)
+        raw = flat @ _moment_basis(h, w, x_KHW.dtype)  # (K, 6): Σ x · [1, y, x, y², x², xy]
+        mass = raw[:, 0].clamp_min(1e-6)  # (K,)
+        cy, cx, eyy, exx, exy = (raw[:, 1:] / mass[:, None]).unbind(1)
+        # central second moments from the raw ones: E[(y − cy)²] = E[y²] − cy², and so on
+        myy, mxx, mxy = eyy - cy * cy, exx - cx * cx, exy - cx * cy
         phi2 = torch.atan2(2 * mxy, mxx - myy)  # twice the principal-axis angle
         moments = torch.stack([mass / (h * w), cy, cx, myy, mxx, mxy, torch.cos(phi2), torch.sin(phi2)], 1)  # (K, 8)
-        return torch.cat([x_KHW.reshape(k, h * w), 4.0 * moments], 1)
+        return torch.cat([flat, 4.0 * moments], 1)
 
     def encode_one(self, images_KHW: torch.Tensor) -> torch.Tensor:
         key = hashlib.sha1(images_KHW.detach().float().contiguous().numpy().tobytes()).hexdigest()

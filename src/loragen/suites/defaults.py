@@ -23,7 +23,7 @@ class SuiteDefaults:
 
 
 DEFAULTS = {
-    # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 120 + 20
+    # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 480 + 20
     "digits-domains": SuiteDefaults(suite_kwargs={"n_tasks": 80, "n_extrapolation": 10}),
     # a condition: description + 16 labelled examples; the generator reads each example through the base model and
     # starts the head from class prototypes (training length: benchmarks/select_hyper.py --suite text-topics)

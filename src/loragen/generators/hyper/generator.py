@@ -48,7 +48,9 @@ class HyperConfig:
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
     k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
     cond_draws: int = 32  # text: R random K-example subsets per task, encoded once; one drawn per step
-    width: int = 512  # W: set encoder, trunk and head width (chosen on validation tasks: benchmarks/select_hyper.py)
+    # W: set encoder, trunk and head width; digits-domains, 384 validation-draw tasks: the most accurate width whose cold
+    # generation is ≥ 1000× faster than fine-tuning (benchmarks/select_hyper.py --widths; 512 was as accurate, 712×)
+    width: int = 256
     cond_dim: int = 128  # Z: condition embedding size
     module_dim: int = 32  # M: learned per-module embedding size
     steps: int = 3000  # optimiser steps (chosen on validation tasks with width and weight decay)
@@ -128,9 +130,14 @@ class HyperGenerator:
             raise ConfigError(f"number of adapters to generate must be >= 1; found {n}")
         self._eval()
         items = self.items(condition)  # (K, D)
-        g = torch.Generator().manual_seed(seed)
-        sets = [items] + [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
-        return self.net(*self._inputs(torch.stack(sets)))
+        sets = [items]
+        if n > 1:
+            g = torch.Generator().manual_seed(seed)
+            sets += [items[torch.randint(len(items), (len(items),), generator=g)] for _ in range(n - 1)]
+        # the network pass alone in inference mode (~7% of a cold generate); its outputs are inference tensors, which
+        # callers copy (generate's clone, generate_vectors' cat) before anything can record them for autograd
+        with torch.inference_mode():
+            return self.net(*self._inputs(torch.stack(sets)))
 
     def generate_vectors(self, condition: Condition, n: int = 1, seed: int = 0) -> torch.Tensor:
         """(N, P) adapters for a condition (see `_tensors`)."""

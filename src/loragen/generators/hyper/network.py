@@ -68,8 +68,9 @@ class HyperNetwork(nn.Module):
     def embed(self, items_BKD: torch.Tensor) -> torch.Tensor:
         """(B, K, D) standardised items -> (B, Z) condition embedding."""
         # φ ends in a Linear, which commutes with the mean over K: pool before it (K times fewer multiply-adds there)
-        pooled_BW = self.item_mlp[:-1](items_BKD).mean(1)
-        return self.set_mlp(self.item_mlp[-1](pooled_BW))
+        first, act, last = self.item_mlp  # (slicing the Sequential would build a new module on every call)
+        pooled_BW = act(first(items_BKD)).mean(1)
+        return self.set_mlp(last(pooled_BW))
 
     def forward(self, items_BKD: torch.Tensor, proto_BCF: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Adapter tensors with a leading batch dim: "<m>.lora_A" (B, r, i), "<m>.lora_B" (B, o, r), whole modules'
