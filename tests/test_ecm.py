@@ -12,7 +12,8 @@ from loragen.cli import app
 from loragen.errors import ConditionError, ConfigError
 from loragen.generators.ecm.config import ECMConfig
 from loragen.generators.ecm.control_module import ECMControl, adapter_positions
-from loragen.generators.ecm.trained_control import _objective, expected_tokens, last_scale_probs, load_control, train_control
+from loragen.generators.ecm.trained_control import (_objective, expected_tokens, last_scale_probs, load_control, token_weights,
+                                                    train_control)
 from loragen.suites.digits_control import DigitsControl
 from loragen.suites.spatial_controls import check_control, control_map, control_metrics, load_control as load_control_map
 from loragen.suites.var import VAR, VARConfig, block_causal_mask, prefix_lengths
@@ -139,12 +140,28 @@ def test_ecm_config_and_scale_sampling():
     assert expected_tokens(ECMConfig(early_decay=0.7), scales) < 0.3 * 130
 
 
-@pytest.mark.parametrize("cut_per", ["sample", "batch"])
-def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_last_scale(suite, cut_per):
+def test_inverse_scale_weights_make_early_centric_steps_unbiased_for_the_whole_sequence():
+    """Under "inverse" weighting, a step's expected loss over its random cut is the mean over all L tokens."""
+    scales = (1, 2, 3, 4, 6, 8)
+    starts = prefix_lengths(scales)
+    ce = torch.rand(starts[-1])  # any per-token losses (L,)
+    for config in (ECMConfig(early_decay=0.7, scale_weighting="inverse"), ECMConfig(early_decay=1.0, scale_weighting="inverse")):
+        probs, w = last_scale_probs(config, 6), token_weights(config, scales)
+        expected = sum(float(p) * float((w[: starts[k + 1]] * ce[: starts[k + 1]]).sum()) for k, p in enumerate(probs))
+        assert expected / starts[-1] == pytest.approx(float(ce.mean()), rel=1e-5)
+        assert w[-1] == pytest.approx(1 / float(probs[-1])) and w[0] == pytest.approx(1.0)  # scale 0 is always kept
+    assert torch.equal(token_weights(ECMConfig(scale_sampling="uniform", scale_weighting="inverse"), scales), torch.ones(130))
+    assert torch.equal(token_weights(ECMConfig(early_decay=0.7), scales), torch.ones(130))  # "none"
+    with pytest.raises(ConfigError, match="scale_weighting must be one of"):
+        ECMConfig(scale_weighting="sqrt")
+
+
+@pytest.mark.parametrize("cut_per,weighting", [("sample", "none"), ("batch", "none"), ("sample", "inverse")])
+def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_last_scale(suite, cut_per, weighting):
     """The objective's grouped forward passes (one per distinct cut) give the loss of every image's own prefix, read
-    from one full-sequence pass (exact under the block-causal mask)."""
+    from one full-sequence pass (exact under the block-causal mask); weighted per token under inverse weighting."""
     _, var = suite.networks()
-    config = ECMConfig(**{**TINY.__dict__, "cut_per": cut_per, "early_decay": 1.0, "batch_size": 12})
+    config = ECMConfig(**{**TINY.__dict__, "cut_per": cut_per, "early_decay": 1.0, "batch_size": 12, "scale_weighting": weighting})
     torch.manual_seed(0)
     module = ECMControl(config, var)
     with torch.no_grad():
@@ -162,9 +179,12 @@ def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_la
     with torch.no_grad():
         logits = module(var, batch.inputs, labels, control_map("edges", batch.images))  # (B, L, V)
     starts = prefix_lengths(var.scales)
-    ce = [torch.nn.functional.cross_entropy(logits[i, : starts[k + 1]], batch.codes[i, : starts[k + 1]], reduction="sum")
-          for i, k in enumerate(cuts.tolist())]
-    assert float(loss) == pytest.approx(float(sum(ce) / sum(starts[k + 1] for k in cuts.tolist())), rel=1e-4)
+    w = token_weights(config, var.scales)
+    ce = [(torch.nn.functional.cross_entropy(logits[i, : starts[k + 1]], batch.codes[i, : starts[k + 1]], reduction="none")
+           * w[: starts[k + 1]]).sum() for i, k in enumerate(cuts.tolist())]
+    tokens = 12 * starts[-1] if weighting == "inverse" else sum(starts[k + 1] for k in cuts.tolist())
+    assert float(loss) == pytest.approx(float(sum(ce) / tokens), rel=1e-4)
+    assert weighting == "none" or w.max() > 1  # late scales weigh more
     assert adapter_positions(4, 3) == [0, 1, 3] and adapter_positions(4, 1) == [0]
 
 
@@ -209,11 +229,11 @@ def test_cli_train_sample_and_bad_control(tmp_path):
     r = runner.invoke(app, ["base", "--suite", "digits-control", "--quick"])
     assert r.exit_code == 0 and "tokenizer codes used" in r.output, r.output
     r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m"), "--quick", "--steps", "4", "--early-decay", "0.8",
-                            "--cut-per", "batch"])
+                            "--cut-per", "batch", "--scale-weighting", "inverse"])
     assert r.exit_code == 0, r.output
     assert "trainable parameters" in r.output
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["ecm"]
-    assert (saved["early_decay"], saved["cut_per"], saved["steps"]) == (0.8, "batch", 4)
+    assert (saved["early_decay"], saved["cut_per"], saved["steps"], saved["scale_weighting"]) == (0.8, "batch", 4, "inverse")
     r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m2"), "--quick", "--early-decay", "1.5"])
     assert r.exit_code != 0 and "early_decay must lie in (0, 1]; found 1.5" in r.output
     grey = np.zeros((16, 16), dtype=np.uint8)

@@ -524,6 +524,7 @@ ControlName = _choices("ControlName", ("edges", "mask"))
 ControlMethod = _choices("ControlMethod", ("ecm", "full_finetune"))
 ScaleSampling = _choices("ScaleSampling", ("early", "uniform"))
 CutPer = _choices("CutPer", ("sample", "batch"))
+ScaleWeighting = _choices("ScaleWeighting", ("none", "inverse"))
 
 
 @ecm_app.command("train")
@@ -534,6 +535,7 @@ def ecm_train(out: Annotated[Path, typer.Option(help="Control module folder (an 
               scale_sampling: Annotated[Optional[ScaleSampling], typer.Option(help="early (ECM's early-centric sampling) | uniform (every scale every step).")] = None,
               early_decay: Annotated[Optional[float], typer.Option(help="Early-centric sampling: P(last scale = k) ∝ decay^k, in (0, 1].")] = None,
               cut_per: Annotated[Optional[CutPer], typer.Option(help="Early-centric sampling draws the last scale per image (sample) or per batch.")] = None,
+              scale_weighting: Annotated[Optional[ScaleWeighting], typer.Option(help="Early-centric sampling: none (mean over the tokens seen) | inverse (tokens weighted by 1 / P(their scale is kept): unbiased for uniform sampling's loss).")] = None,
               shared_ffn: Annotated[bool, typer.Option(help="One gated FFN shared by the adapter blocks (--no-shared-ffn: one each).")] = True,
               steps: Annotated[Optional[int], typer.Option(help="Optimiser steps.")] = None,
               lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
@@ -548,7 +550,7 @@ def ecm_train(out: Annotated[Path, typer.Option(help="Control module folder (an 
 
     defaults = BenchConfig.quick().ecm if quick else ECMConfig()
     given = {"control": control.value, "method": method.value, "scale_sampling": _value(scale_sampling), "steps": steps,
-             "early_decay": early_decay, "cut_per": _value(cut_per),
+             "early_decay": early_decay, "cut_per": _value(cut_per), "scale_weighting": _value(scale_weighting),
              "lr": lr, "seed": seed, "shared_ffn": shared_ffn}
     cfg = replace(defaults, **{k: v for k, v in given.items() if v is not None})
     tc = train_control(DigitsControl(quick=quick), cfg, out)

@@ -5,7 +5,8 @@ ablations, and its costs, all measured in one run.
 2. Choices on the validation split, each by the edge F1 of `val_samples` validation controls (seed-0 runs):
    first the strength of the training images' random warp (`augment_grid`, ECM at its defaults), used by every
    trained method; then ECM's early-centric sampling (`early_grid`: decay and whether the last scale is drawn per
-   image or per batch), used by ECM and its separate-FFN ablation; then the learning rate of ECM and of the full
+   image or per batch, and whether late scales' tokens are weighted up to make a step unbiased for the whole
+   sequence), used by ECM and its separate-FFN ablation; then the learning rate of ECM and of the full
    fine-tune, each from its `lr_grid`. ECM's ablations (separate FFNs, uniform scale sampling) use ECM's lr.
 3. ECM's inference temperature schedule (early scales at 1.0, later ones at `late`, from scale `switch` on) is
    chosen on validation digits-FD among `schedules`, with ECM's seed-0 run; `ecm_constant_temperature` samples the
@@ -55,8 +56,9 @@ class BenchConfig:
     suite: DigitsControlConfig = field(default_factory=DigitsControlConfig)
     ecm: ECMConfig = field(default_factory=ECMConfig)  # ECM's settings; lr and seed are set by the bench
     augment_grid: tuple[float, ...] = (0.0, 0.5, 1.0)  # warp strengths tried (ECM, its default lr, seed 0)
-    early_grid: tuple[tuple[float, str], ...] = ((0.7, "batch"), (0.7, "sample"), (1.0, "sample"))  # ECM's
-    # early-centric sampling candidates (early_decay, cut_per)
+    early_grid: tuple[tuple[float, str, str], ...] = ((0.7, "batch", "none"), (0.7, "sample", "none"), (1.0, "sample", "none"),
+                                                      (1.0, "sample", "inverse"))
+    # ECM's early-centric sampling candidates (early_decay, cut_per, scale_weighting)
     lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {"ecm": (1e-3, 3e-3), "full_finetune": (3e-4, 1e-3)})
     # lrs ECM and the full fine-tune are tried at (seed 0)
     schedules: tuple[tuple[float, int], ...] = ((0.8, 3), (0.8, 4), (0.6, 3), (0.6, 4))  # (late temperature, switch
@@ -87,7 +89,7 @@ class BenchConfig:
     def quick(cls) -> "BenchConfig":
         """Seconds; for tests. The numbers mean nothing."""
         return cls(suite=QUICK, ecm=ECMConfig(steps=8, batch_size=8, adapters=2, width=16, encoder_width=8),
-                   augment_grid=(0.0, 0.5), early_grid=((0.7, "batch"), (1.0, "sample")), lr_grid={"ecm": (1e-3, 3e-3), "full_finetune": (1e-3,)}, schedules=((0.6, 2),), val_samples=10, n_samples=10, train_seeds=2,
+                   augment_grid=(0.0, 0.5), early_grid=((0.7, "batch", "none"), (1.0, "sample", "inverse")), lr_grid={"ecm": (1e-3, 3e-3), "full_finetune": (1e-3,)}, schedules=((0.6, 2),), val_samples=10, n_samples=10, train_seeds=2,
                    eval_every=4, curve_samples=4, timing_steps=2, timing_repeats=1, cost_batch=4, mask_control=True)
 
     def sampling(self, temperatures: tuple[float, ...] | float = 1.0) -> SamplingConfig:
@@ -103,7 +105,7 @@ class Bench:
         self.tokenizer, self.backbone = self.suite.networks(show=show)
         self._controls: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.augment = self.cfg.ecm.augment  # until chosen on validation
-        self.early = (self.cfg.ecm.early_decay, self.cfg.ecm.cut_per)  # early-centric sampling, until chosen
+        self.early = (self.cfg.ecm.early_decay, self.cfg.ecm.cut_per, self.cfg.ecm.scale_weighting)  # until chosen
 
     def controls(self, kind: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A split's controls (N, 1, S, S) and labels (N,), computed once."""
@@ -113,12 +115,14 @@ class Bench:
 
     def method_config(self, method: str, lr: float, seed: int, control: str = "edges") -> ECMConfig:
         config = replace(self.cfg.ecm, **TRAINED[method], lr=lr, seed=seed, control=control, augment=self.augment)
-        return config if config.scale_sampling == "uniform" else replace(config, early_decay=self.early[0],
-                                                                         cut_per=self.early[1])
+        if config.scale_sampling == "uniform":
+            return config
+        return replace(config, early_decay=self.early[0], cut_per=self.early[1], scale_weighting=self.early[2])
 
     def trained(self, method: str, lr: float, seed: int, control: str = "edges") -> TrainedControl:
         config = self.method_config(method, lr, seed, control)
         early = "" if config.scale_sampling == "uniform" else f"_early{config.early_decay:g}-{config.cut_per}"
+        early += "-inverse" if config.scale_sampling == "early" and config.scale_weighting == "inverse" else ""
         folder = self.out / "modules" / (f"{method}{'' if control == 'edges' else '_' + control}{early}"
                                          f"_aug{self.augment:g}_lr{lr:g}_seed{seed}")
         curve = (lambda tc: self.score(tc, 1.0, "val", self.cfg.curve_samples, VAL_SEED)["control_f1"]) if seed == 0 else None
@@ -245,8 +249,8 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
         "step_time_cut": 1 - step_s["ecm"] / step_s["ecm_uniform_scales"],
         "target_f1": target, "backbone_params": backbone_params, "backbone_build_s": b.suite.build_seconds(),
         "selection": {"val_control_f1_per_augment": {f"{k:g}": v for k, v in val_f1_aug.items()}, "augment": b.augment,
-                      "val_control_f1_per_early_sampling": {f"{d:g}/{c}": v for (d, c), v in val_f1_early.items()},
-                      "early_decay": b.early[0], "cut_per": b.early[1],
+                      "val_control_f1_per_early_sampling": {f"{d:g}/{c}/{w}": v for (d, c, w), v in val_f1_early.items()},
+                      "early_decay": b.early[0], "cut_per": b.early[1], "scale_weighting": b.early[2],
                       "val_control_f1_per_lr": {m: {f"{k:g}": v for k, v in d.items()} for m, d in val_f1.items()},
                       "lr": lr, "val_fd_per_schedule": val_fd, "temperatures": list(schedule),
                       "backbone_val": base_val},

@@ -12,6 +12,7 @@ from loragen.suites.spatial_controls import CONTROLS
 METHODS = ("ecm", "full_finetune")
 SCALE_SAMPLINGS = ("early", "uniform")
 CUTS_PER = ("batch", "sample")
+SCALE_WEIGHTINGS = ("none", "inverse")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class ECMConfig:
     cut_per: Literal["batch", "sample"] = "sample"  # early-centric sampling draws one last scale per image (the batch
     # runs as one forward pass per distinct cut, so late scales get a few images in every step) or one for the whole
     # batch (late scales get a whole batch in a few steps); the bench chooses it
+    scale_weighting: Literal["none", "inverse"] = "none"  # early-centric sampling: "none" averages the loss over the
+    # tokens a step saw; "inverse" weights a scale-s token by 1 / P(the cut keeps scale s) and divides by the full
+    # sequence length, so a step's loss is an unbiased estimate of uniform sampling's (late scales count as much as
+    # there, from fewer tokens); the bench chooses it
     steps: int = 1500  # optimiser steps
     batch_size: int = 32  # images per step
     lr: float = 3e-3  # AdamW learning rate, cosine-decayed to 0
@@ -49,6 +54,8 @@ class ECMConfig:
             raise ConfigError(f"scale_sampling must be one of {SCALE_SAMPLINGS}; found {self.scale_sampling!r}")
         if self.cut_per not in CUTS_PER:
             raise ConfigError(f"cut_per must be one of {CUTS_PER}; found {self.cut_per!r}")
+        if self.scale_weighting not in SCALE_WEIGHTINGS:
+            raise ConfigError(f"scale_weighting must be one of {SCALE_WEIGHTINGS}; found {self.scale_weighting!r}")
         if self.adapters < 1 or self.width % self.heads:
             raise ConfigError(f"expected adapters >= 1 and width a multiple of heads; found {self.adapters}, "
                               f"{self.width}, {self.heads}")

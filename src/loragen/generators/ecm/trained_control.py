@@ -45,6 +45,16 @@ def last_scale_probs(config: ECMConfig, scales: int) -> torch.Tensor:
     return (w / w.sum()).float()
 
 
+def token_weights(config: ECMConfig, scales: tuple[int, ...]) -> torch.Tensor:
+    """(L,) loss weight of each token position: 1 / P(the step's cut keeps the token's scale) with "inverse" scale
+    weighting (P(k' >= s); 1 everywhere under uniform sampling), else 1."""
+    sizes = torch.tensor([p * p for p in scales])
+    if config.scale_weighting == "none":
+        return torch.ones(int(sizes.sum()))
+    kept = last_scale_probs(config, len(scales)).flip(0).cumsum(0).flip(0)  # (K,) P(k' >= s)
+    return torch.repeat_interleave(1.0 / kept, sizes)
+
+
 def expected_tokens(config: ECMConfig, scales: tuple[int, ...]) -> float:
     """Mean tokens per sequence a training step sees under the config's scale sampling."""
     return float((last_scale_probs(config, len(scales)) * torch.tensor(prefix_lengths(scales)[1:]).float()).sum())
@@ -130,7 +140,7 @@ def _objective(suite: DigitsControl, config: ECMConfig, module: nn.Module, backb
     """The training loss of a step: a batch of warped train images, their controls, a last scale k' (scale
     sampling), labels dropped at class_dropout."""
     n, starts = len(suite.split("train").y), prefix_lengths(backbone.scales)
-    probs = last_scale_probs(config, len(backbone.scales))
+    probs, weights = last_scale_probs(config, len(backbone.scales)), token_weights(config, backbone.scales)  # (K,), (L,)
 
     def loss(step: int, g: torch.Generator) -> torch.Tensor:
         batch = suite.train_batch(torch.randint(0, n, (config.batch_size,), generator=g), config.augment, g)
@@ -145,8 +155,11 @@ def _objective(suite: DigitsControl, config: ECMConfig, module: nn.Module, backb
         for k in cuts.unique().tolist():  # one forward pass per distinct cut
             rows, T = cuts == k, starts[k + 1]  # T: tokens of scales 0 … k
             logits = module(backbone, batch.inputs[rows, : T - 1], labels[rows], control[rows])  # (b, T, V)
-            total = total + F.cross_entropy(logits.flatten(0, 1), batch.codes[rows, :T].flatten(), reduction="sum")
+            ce = F.cross_entropy(logits.transpose(1, 2), batch.codes[rows, :T], reduction="none")  # (b, T)
+            total = total + (ce * weights[:T]).sum()
             tokens += int(rows.sum()) * T
+        if config.scale_weighting == "inverse":
+            return total / (config.batch_size * starts[-1])  # unbiased for the mean over every image's L tokens
         return total / tokens  # the mean over every token the step saw
 
     return loss
