@@ -47,7 +47,7 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
     else:
         cfg = UnseenConfig()
         # 480 sampled tasks (384 train each fold): on validation tasks of another draw, 96 → 384 training tasks raised
-        # generated accuracy by 8 points inside the ranges and 10 outside (select_hyper.py --task-counts)
+        # generated accuracy by 8 points inside the ranges and 11 outside (select_hyper.py --task-counts)
         suite_kwargs = {"n_tasks": 480, "n_extrapolation": 20}
     cfg = replace(cfg, seeds=seeds)
     if quick:
