@@ -48,8 +48,9 @@ class HyperConfig:
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
     k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
     cond_draws: int = 32  # text: R random K-example subsets per task, encoded once; one drawn per step
-    # W: set encoder, trunk and head width; digits-domains, 384 validation-draw tasks: the most accurate width whose cold
-    # generation is ≥ 1000× faster than fine-tuning (benchmarks/select_hyper.py --widths; 512 was as accurate, 712×)
+    # W: set encoder, trunk and head width. On validation tasks 512 led 256 by 2 points at 96 training tasks
+    # (select_hyper.py, which chose steps and weight decay) and tied it at the study's 384, where 256 is the most
+    # accurate width whose cold generation is ≥ 1000× faster than fine-tuning (select_hyper.py --widths; 512: 712×)
     width: int = 256
     cond_dim: int = 128  # Z: condition embedding size
     module_dim: int = 32  # M: learned per-module embedding size
