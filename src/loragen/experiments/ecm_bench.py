@@ -59,9 +59,9 @@ class BenchConfig:
     early_grid: tuple[tuple[float, str, str], ...] = ((0.7, "batch", "none"), (0.7, "sample", "none"), (1.0, "sample", "none"),
                                                       (1.0, "sample", "inverse"))
     # ECM's early-centric sampling candidates (early_decay, cut_per, scale_weighting)
-    lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {"ecm": (1e-3, 3e-3, 1e-2),
-                                                                          "full_finetune": (3e-4, 1e-3, 3e-3)})
-    # lrs ECM and the full fine-tune are tried at (seed 0); each grid reaches a step past the lr it chose before
+    lr_grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {"ecm": (1e-3, 3e-3, 1e-2, 3e-2),
+                                                                          "full_finetune": (3e-4, 1e-3, 3e-3, 1e-2)})
+    # lrs ECM and the full fine-tune are tried at (seed 0), widened upward until the choice is not the top one
     schedules: tuple[tuple[float, int], ...] = ((0.8, 3), (0.8, 4), (0.6, 3), (0.6, 4))  # (late temperature, switch
     # scale) candidates of ECM's temperature schedule; early scales sample at 1.0
     guidance: float = 1.5  # classifier-free guidance at the last scale (VAR's ramp)
