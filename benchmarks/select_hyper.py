@@ -76,20 +76,31 @@ def split(suite_name: str):
     return suite, [t for t in names if t not in val], val, HyperConfig(), CANDIDATES
 
 
-def task_counts(out: Path) -> None:
-    """Validation accuracy inside and outside the sampled ranges against the number of training tasks."""
+def selection_draw():
+    """The digits-domains draw that --task-counts and --widths select on (task_seed 1: none of it is a study task):
+    (suite, 24 inside validation tasks, the other inside tasks to train on, 24 extrapolation validation tasks)."""
     suite = get_suite("digits-domains", n_tasks=420, n_extrapolation=24, task_seed=1)
     inside = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
     outside = [t.name for t in suite.tasks() if t.params["where"] == "outside"]
     assert not set(inside + outside) & study_tasks(), "selection tasks must not be tasks of the k-fold study"
-    val, pool = inside[:24], inside[24:]
+    return suite, inside[:24], inside[24:], outside
+
+
+def val_accuracy(suite, base, gen: HyperGenerator, val: list[str], outside: list[str]) -> dict[str, float]:
+    """Mean validation-split accuracy (%) of the generated adapters on the inside and the extrapolation tasks."""
+    return {name: statistics.mean(adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val"))
+                                  for t in tasks) for name, tasks in (("inside", val), ("outside", outside))}
+
+
+def task_counts(out: Path) -> None:
+    """Validation accuracy inside and outside the sampled ranges against the number of training tasks."""
+    suite, val, pool, outside = selection_draw()
     base = suite.base_model()
     rows = []
     for n in TASK_COUNTS:
         t0 = time.perf_counter()
         gen = HyperGenerator.fit(HyperConfig(), suite=suite, tasks=pool[:n], show=False)
-        acc = {name: statistics.mean(adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val"))
-                                     for t in tasks) for name, tasks in (("inside", val), ("outside", outside))}
+        acc = val_accuracy(suite, base, gen, val, outside)
         rows.append({"train_tasks": n, "val_inside": acc["inside"], "val_outside": acc["outside"], "fit_s": time.perf_counter() - t0})
         print(rows[-1], flush=True)
     lines = ["# hyper: validation accuracy against the number of training tasks (digits-domains)", "",
@@ -108,19 +119,15 @@ def widths(out: Path) -> None:
     Rule, fixed before the runs: the most accurate width (mean of inside and extrapolation validation accuracy) whose
     cold generation is at least MIN_SPEEDUP times faster than fine-tuning (the issue's cost target) on this machine;
     if none is, the fastest."""
-    suite = get_suite("digits-domains", n_tasks=420, n_extrapolation=24, task_seed=1)
-    inside = [t.name for t in suite.tasks() if t.params["where"] == "inside"]
-    outside = [t.name for t in suite.tasks() if t.params["where"] == "outside"]
-    assert not set(inside + outside) & study_tasks(), "selection tasks must not be tasks of the k-fold study"
-    val, pool = inside[:24], inside[24 : 24 + TASK_COUNTS[-1]]
+    suite, val, pool, outside = selection_draw()
+    pool = pool[: TASK_COUNTS[-1]]
     base, ft = suite.base_model(), study_config("digits-domains", False, (0,))[0].finetune
     rows = []
     for w in WIDTHS:
         t0 = time.perf_counter()
         gen = HyperGenerator.fit(replace(HyperConfig(), width=w), suite=suite, tasks=pool, show=False)
         fit_s = time.perf_counter() - t0
-        acc = {name: statistics.mean(adapter_accuracy(suite, base, gen.generate(suite.condition(t), 1)[0], suite.data(t, "val"))
-                                     for t in tasks) for name, tasks in (("inside", val), ("outside", outside))}
+        acc = val_accuracy(suite, base, gen, val, outside)
         t = timing(gen, suite, base, gen.layout, val, ft)
         rows.append({"width": w, "val_inside": acc["inside"], "val_outside": acc["outside"], "fit_s": fit_s,
                      "generate_cold_s": t["generate_cold_s"], "finetune_s": t["finetune_s"],

@@ -48,6 +48,7 @@ TRAINED = {  # method -> ECMConfig changes
     "ecm_uniform_scales": {"scale_sampling": "uniform"},
 }
 TUNED = ("ecm", "full_finetune")  # methods with their own lr; the ECM ablations take ECM's
+EARLY_FIELDS = ("early_decay", "cut_per", "scale_weighting")  # the ECMConfig fields of an early_grid candidate
 VAL_SEED = 1000  # sampling seed of validation scores, apart from the test seeds
 
 
@@ -107,7 +108,7 @@ class Bench:
         self.tokenizer, self.backbone = self.suite.networks(show=show)
         self._controls: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.augment = self.cfg.ecm.augment  # until chosen on validation
-        self.early = (self.cfg.ecm.early_decay, self.cfg.ecm.cut_per, self.cfg.ecm.scale_weighting)  # until chosen
+        self.early = tuple(getattr(self.cfg.ecm, f) for f in EARLY_FIELDS)  # early-centric sampling, until chosen
 
     def controls(self, kind: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A split's controls (N, 1, S, S) and labels (N,), computed once."""
@@ -119,12 +120,12 @@ class Bench:
         config = replace(self.cfg.ecm, **TRAINED[method], lr=lr, seed=seed, control=control, augment=self.augment)
         if config.scale_sampling == "uniform":
             return config
-        return replace(config, early_decay=self.early[0], cut_per=self.early[1], scale_weighting=self.early[2])
+        return replace(config, **dict(zip(EARLY_FIELDS, self.early)))
 
     def trained(self, method: str, lr: float, seed: int, control: str = "edges") -> TrainedControl:
         config = self.method_config(method, lr, seed, control)
-        early = "" if config.scale_sampling == "uniform" else f"_early{config.early_decay:g}-{config.cut_per}"
-        early += "-inverse" if config.scale_sampling == "early" and config.scale_weighting == "inverse" else ""
+        early = "" if config.scale_sampling == "uniform" else (f"_early{config.early_decay:g}-{config.cut_per}"
+                                                               + ("-inverse" if config.scale_weighting == "inverse" else ""))
         folder = self.out / "modules" / (f"{method}{'' if control == 'edges' else '_' + control}{early}"
                                          f"_aug{self.augment:g}_lr{lr:g}_seed{seed}")
         curve = (lambda tc: self.score(tc, 1.0, "val", self.cfg.curve_samples, VAL_SEED)["control_f1"]) if seed == 0 else None
@@ -252,7 +253,7 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
         "target_f1": target, "backbone_params": backbone_params, "backbone_build_s": b.suite.build_seconds(),
         "selection": {"val_control_f1_per_augment": {f"{k:g}": v for k, v in val_f1_aug.items()}, "augment": b.augment,
                       "val_control_f1_per_early_sampling": {f"{d:g}/{c}/{w}": v for (d, c, w), v in val_f1_early.items()},
-                      "early_decay": b.early[0], "cut_per": b.early[1], "scale_weighting": b.early[2],
+                      **dict(zip(EARLY_FIELDS, b.early)),
                       "val_control_f1_per_lr": {m: {f"{k:g}": v for k, v in d.items()} for m, d in val_f1.items()},
                       "lr": lr, "val_fd_per_schedule": val_fd, "temperatures": list(schedule),
                       "backbone_val": base_val},
