@@ -11,7 +11,7 @@ from loragen.conditions import Condition, ImageSetEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
-from loragen.generators.hyper.items import ConditionItems
+from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.suites import get_suite
 from tests.test_pdiff import _toy_zoo
@@ -172,7 +172,9 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         acc = s.accuracy(base, test)
     assert acc > s.accuracy(base, test) + 10.0, (unseen, acc)
     back = HyperGenerator.load(tmp_path / "g")  # the suite is rebuilt from its recorded name on first use
-    assert torch.equal(back.generate_vectors(s.condition(unseen), 1), gen.generate_vectors(s.condition(unseen), 1))
+    # the same up to float rounding: an example's features depend on the other texts packed into its row, and some of
+    # this condition's examples were read in a training pool's rows (negatives of topic-sports and topic-money)
+    assert torch.allclose(back.generate_vectors(s.condition(unseen), 1), gen.generate_vectors(s.condition(unseen), 1), atol=1e-5)
     off = HyperGenerator(replace(cfg, prototype_head=False), gen.layout, train, gen.buffers["item_mean"].numel(), s)
     assert off.proto_module is None and not hasattr(off.net, "proto_log_scale")
     with pytest.raises(ConditionError, match="needs labelled few-shot examples"):
@@ -191,6 +193,25 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert torch.equal(gen.items(cond), fp32)  # the fp32 rows were not overwritten by the bf16 ones
     with pytest.raises(ConfigError, match="condition precision must be one of"):
         ConditionItems("examples", s, "head", precision="fp16")
+    # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read packed into one row
+    # without padding: the model gives the same logits as on the data's padded inputs
+    ex = s.example_batch(cond)
+    full = s.encode_texts([x for x, _ in cond.labelled_examples()])
+    assert ex.x.shape[-1] == int(ex.x[:, 1].sum(1).max()) < full.shape[-1]
+    with torch.no_grad():
+        want = s.forward(base, full)
+        assert torch.allclose(s.forward(base, ex.x), want, atol=1e-5)
+        assert torch.allclose(s.example_forward(base, ex.x), want, atol=1e-5)
+        assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)  # 2 rows
+    # condition_precision in the config: training pools and generation both read examples in bf16
+    with pytest.raises(ConfigError, match="condition_precision must be one of"):
+        HyperConfig(encoder="examples", condition_precision="fp16")
+    gen.items.clear_cache()
+    half = HyperGenerator.fit(replace(cfg, condition_precision="bf16"), suite=s, tasks=train, show=False)
+    assert half.items.precision == "bf16" and HyperGenerator.load(tmp_path / "g").items.precision == "fp32"
+    assert {p for p, _ in _EXAMPLE_CACHE[base]} == {"bf16"}  # the fit's pools were read in bf16 only
+    assert torch.allclose(half.items(cond), bf16, atol=0.02)  # as before, up to what the texts packed alongside change
+    assert not torch.equal(half.buffers["item_mean"], gen.buffers["item_mean"])
 
 
 def test_examples_encoder_needs_a_classification_head(suite):

@@ -123,6 +123,11 @@ class Suite:
         """Logits (N, C) for a batch of inputs."""
         raise NotImplementedError
 
+    def example_forward(self, model: nn.Module, x) -> torch.Tensor:
+        """Logits (N, C) of the base model, in inference, for a condition's examples (`example_batch`): the same as
+        `forward`, which a suite may replace by a faster way to the same result."""
+        return self.forward(model, x)
+
     @torch.no_grad()
     def accuracy(self, model: nn.Module, data: TaskData, batch: int = 1024) -> float:
         """Accuracy in percent."""

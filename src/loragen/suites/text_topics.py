@@ -51,6 +51,7 @@ MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
 MAX_PER_CLASS = 100  # cap on positives (and on negatives) per task, over the three splits together
 SPLIT_PERCENT = {"train": 60, "val": 20, "test": 20}  # share of every source's items, and of MAX_PER_CLASS
 MAX_LEN = 24  # tokens per example
+PACK = 16  # a condition's examples (K = 16) read as one packed row: at most PACK · MAX_LEN tokens
 LABELS = {"no": 0, "yes": 1}  # few-shot example label -> class id
 BANDS = {"faint": (0.5, 1.0), "slight": (1.0, 1.5), "moderate": (1.5, 2.0), "strong": (2.0, math.inf)}  # |valence|
 ADVERBS = {"faint": "faintly", "slight": "slightly", "moderate": "moderately", "mild": "mildly", "strong": "strongly"}
@@ -231,11 +232,35 @@ class TextClassifier(nn.Module):
         torch.manual_seed(seed)
         self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, x_N2L: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_N2L: torch.Tensor, packed: bool = False) -> torch.Tensor:
+        """Logits (N, 2); `packed`: the encoder reads the N texts as one row without padding (`packed_pooled`)."""
+        return self.classifier(self.packed_pooled(x_N2L) if packed else self.pooled(x_N2L))  # (N, 2)
+
+    def pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
+        """(N, H): the mean over each text's tokens of the encoder's last hidden states."""
         ids, mask = x_N2L[:, 0], x_N2L[:, 1]
         h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, L, H)
         m = mask.unsqueeze(-1).to(h.dtype)
-        return self.classifier((h * m).sum(1) / m.sum(1).clamp_min(1.0))  # (N, 2)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def packed_pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
+        """(N, H) as `pooled`, with the N texts' T real tokens packed into one row: positions restart at each text and
+        a block-diagonal attention mask keeps every text to itself, so the result is the same (to float rounding) at
+        T tokens' cost instead of N · L (a condition's short examples padded to its longest cost about twice as much).
+        BERT-style encoders only (absolute positions from position_ids; RoBERTa offsets them by its padding id)."""
+        ids, mask = x_N2L[:, 0], x_N2L[:, 1].bool()
+        lens = mask.sum(1)  # (N,)
+        seg = torch.repeat_interleave(torch.arange(len(lens)), lens)  # (T,) text of each token
+        pos = torch.cat([torch.arange(int(n)) for n in lens])[None]  # (1, T)
+        blocked = (seg[:, None] != seg[None, :])[None, None]  # (1, 1, T, T): True where attention is not allowed
+        dtype = self.encoder.get_input_embeddings().weight.dtype  # that of q, k and v: attention keeps its fast kernel
+        bias = torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
+        h = self.encoder(input_ids=ids[mask][None], position_ids=pos, attention_mask=bias).last_hidden_state[0]  # (T, H)
+        return torch.zeros(len(lens), h.shape[1]).index_add_(0, seg, h.float()) / lens[:, None].clamp_min(1)
+
+    @property
+    def packable(self) -> bool:
+        return getattr(self.encoder.config, "model_type", None) == "bert"
 
 
 def model_folder(path: str | Path | None) -> Path:
@@ -324,13 +349,16 @@ class TextTopics(Suite):
             self._data_cache[key] = self._encode(*self.texts(task, split))
         return self._data_cache[key]
 
-    def encode_texts(self, xs: list[str]) -> torch.Tensor:
-        """(N, 2, L) model inputs of texts: input ids and attention mask, truncated or padded to L = MAX_LEN."""
-        tok = self.tokenizer()(xs, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
+    def encode_texts(self, xs: list[str], longest: bool = False) -> torch.Tensor:
+        """(N, 2, L) model inputs of texts: input ids and attention mask, truncated to MAX_LEN and padded to L = MAX_LEN
+        (every task's data stacks) or, with `longest`, to the longest text (the attention mask and the masked mean
+        make the model's outputs the same; a condition's few words then cost a few tokens, not MAX_LEN)."""
+        pad = "longest" if longest else "max_length"
+        tok = self.tokenizer()(xs, padding=pad, truncation=True, max_length=MAX_LEN, return_tensors="pt")
         return torch.stack([tok["input_ids"], tok["attention_mask"]], 1)
 
-    def _encode(self, xs: list[str], ys: list[int]) -> TaskData:
-        return TaskData(self.encode_texts(xs), torch.tensor(ys))  # (N, 2, L), (N,)
+    def _encode(self, xs: list[str], ys: list[int], longest: bool = False) -> TaskData:
+        return TaskData(self.encode_texts(xs, longest), torch.tensor(ys))  # (N, 2, L), (N,)
 
     def example_batch(self, condition: Condition) -> TaskData:
         """The condition's examples (`'text' -> yes|no`) tokenised like task data, labels 1 (yes) and 0 (no)."""
@@ -339,7 +367,7 @@ class TextTopics(Suite):
         if not pairs or bad:
             raise ConditionError(f"text-topics examples need labels {sorted(LABELS)}; found {bad or 'no examples'} "
                                  f"for task {condition.task!r}")
-        return self._encode([x for x, _ in pairs], [LABELS[label] for _, label in pairs])
+        return self._encode([x for x, _ in pairs], [LABELS[label] for _, label in pairs], longest=True)
 
     def source_groups(self, k: int) -> list[tuple[str, ...]]:
         """The sources cut into k groups: the categories in k contiguous blocks of the pair graph's seeded order (so
@@ -410,3 +438,10 @@ class TextTopics(Suite):
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
+
+    def example_forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Examples packed into rows of PACK texts (TextClassifier.packed_pooled) when the encoder is BERT-style; a row's
+        attention grows with the square of its tokens, so many examples (a training pool) take several rows."""
+        if not (isinstance(model, TextClassifier) and model.packable):
+            return model(x)
+        return torch.cat([model(x[i : i + PACK], packed=True) for i in range(0, len(x), PACK)])

@@ -31,7 +31,7 @@ from loragen.adapters.batched import batched_lora
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import Condition
 from loragen.errors import ConditionError, ConfigError, LoragenError
-from loragen.generators.hyper.items import ITEM_ENCODERS, ConditionItems
+from loragen.generators.hyper.items import ITEM_ENCODERS, PRECISIONS, ConditionItems
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.process_group import process_group
 from loragen.training import train
@@ -44,6 +44,9 @@ class HyperConfig:
     objective: Literal["task", "recon"] = "task"  # train through the base model's task loss, or match zoo adapters
     encoder: str = "image-set"  # image-set | text | description | examples: how a condition becomes items (items.py)
     prototype_head: bool = True  # examples encoder: add class prototypes of the examples to the generated head
+    # examples encoder: the base-model pass that reads examples, for training pools and generation alike (items.py;
+    # bf16 about halves a cold generate on CPUs with bf16 instructions; CLI / service may override it at generation)
+    condition_precision: str = "fp32"
     rank: int = 4  # LoRA rank r of generated adapters (a zoo's layout wins when fitting on a zoo)
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A
     k_exemplars: int = 32  # K: exemplar images (or few-shot examples for text) per condition
@@ -67,6 +70,8 @@ class HyperConfig:
             raise ConfigError(f"objective must be 'task' or 'recon'; found {self.objective!r}")
         if self.encoder not in ITEM_ENCODERS:
             raise ConfigError(f"the hyper generator's encoder must be one of {ITEM_ENCODERS}; found {self.encoder!r}")
+        if self.condition_precision not in PRECISIONS:
+            raise ConfigError(f"condition_precision must be one of {PRECISIONS}; found {self.condition_precision!r}")
         for name in ("rank", "k_exemplars", "cond_draws", "width", "cond_dim", "steps", "tasks_per_step", "examples_per_task",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
@@ -90,7 +95,7 @@ class HyperGenerator:
         self.suite_args = dict(suite_args or {}) | ({"model_path": str(model_path)} if model_path is not None else {})
         self.peft = peft or {}
         head = _head_module(layout) if config.encoder == "examples" else None
-        self.items = ConditionItems(config.encoder, suite, head, self.suite_args)
+        self.items = ConditionItems(config.encoder, suite, head, self.suite_args, config.condition_precision)
         self.proto_module = head if config.prototype_head else None
         self.n_classes = next((f.out_features for f in layout.full if f.name == head), 0)
         self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init, self.proto_module,
@@ -192,7 +197,8 @@ class HyperGenerator:
             named = dict(base.named_parameters())
             full_init = {s.key: named[s.key].detach() for s in layout.full_segments}
 
-        items = ConditionItems(config.encoder, suite, _head_module(layout) if config.encoder == "examples" else None)
+        items = ConditionItems(config.encoder, suite, _head_module(layout) if config.encoder == "examples" else None,
+                               precision=config.condition_precision)
         g = torch.Generator().manual_seed(config.seed)
         cond_of = (lambda t: zoo.condition(t)) if zoo is not None and config.objective == "recon" else (lambda t: suite.condition_pool(t))
         try:

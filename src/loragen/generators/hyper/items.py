@@ -10,13 +10,15 @@
 straight into the head (`prototypes`; Proto-MAML's initialisation of the last layer, Triantafillou et al. 2020): what
 the hypernetwork then learns is a correction to a classifier that already fits the examples, which carries over to
 tasks whose topics no training task touched. It needs the suite (base model and `example_batch`).
-Its base-model pass may run in bfloat16 (`precision`, an inference-time choice: on CPUs with bf16 instructions it is
-about twice as fast; features stay within ~1% of fp32's, and generators are trained on fp32 features).
+Its base-model pass may run in bfloat16 (`precision`; HyperConfig.condition_precision, for training pools and
+generation alike, which the CLI and the service may override at generation): on CPUs with bf16 instructions it is about
+twice as fast, and features stay within ~1% of fp32's.
 Shapes: K items, D item features, F head input features, C classes, B conditions.
 """
 
 from __future__ import annotations
 
+import copy
 import weakref
 
 import torch
@@ -32,6 +34,9 @@ PRECISIONS = ("fp32", "bf16")
 # base model -> {(precision, example line) -> (F + C,) item}: the base model is frozen, so an example's features never
 # change; shared by every generator over one model (k-fold studies fit many). Weak keys: dropped with the model.
 _EXAMPLE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], torch.Tensor]]" = weakref.WeakKeyDictionary()
+# base model -> its bfloat16 copy for bf16 passes: autocast alone would cast every weight again on each pass (a tenth
+# of a cold generate); the copy still runs under autocast, which casts the few fp32 activations a model makes itself
+_BF16_COPIES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
 
 def head_inputs(model: nn.Module, head: str, forward, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -46,6 +51,12 @@ def head_inputs(model: nn.Module, head: str, forward, x: torch.Tensor, batch: in
     finally:
         handle.remove()
     return torch.cat(seen)
+
+
+def _bf16_copy(base: nn.Module) -> nn.Module:
+    if base not in _BF16_COPIES:
+        _BF16_COPIES[base] = copy.deepcopy(base).to(torch.bfloat16).requires_grad_(False).eval()
+    return _BF16_COPIES[base]
 
 
 class ConditionItems:
@@ -91,10 +102,12 @@ class ConditionItems:
         todo = [i for i, line in enumerate(condition.examples) if (self.precision, line) not in cache]
         if todo:
             data = suite.example_batch(Condition(condition.task, examples=[condition.examples[i] for i in todo]))
-            base.eval()
-            device = next(base.parameters()).device.type
+            model = base if self.precision == "fp32" else _bf16_copy(base)
+            if model.training:  # eval() walks every module: skipped when there is nothing to switch
+                model.eval()
+            device = next(model.parameters()).device.type
             with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                feats = head_inputs(base, self.head, suite.forward, data.x).float()
+                feats = head_inputs(model, self.head, suite.example_forward, data.x).float()
             n_classes = base.get_submodule(self.head).out_features
             onehot = F.one_hot(data.y, n_classes).float()
             for i, row in zip(todo, torch.cat([feats, onehot], 1)):
