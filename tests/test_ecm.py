@@ -234,8 +234,8 @@ def test_cli_train_sample_and_bad_control(tmp_path):
     assert "trainable parameters" in r.output
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["ecm"]
     assert (saved["early_decay"], saved["cut_per"], saved["steps"], saved["scale_weighting"]) == (0.8, "batch", 4, "inverse")
-    r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m2"), "--quick", "--early-decay", "1.5"])
-    assert r.exit_code != 0 and "early_decay must lie in (0, 1]; found 1.5" in r.output
+    r = runner.invoke(app, ["ecm", "train", "--out", str(tmp_path / "m2"), "--quick", "--early-decay", "2.5"])
+    assert r.exit_code != 0 and "early_decay must lie in (0, 2]; found 2.5" in r.output
     grey = np.zeros((16, 16), dtype=np.uint8)
     grey[3:12, 7] = 255
     Image.fromarray(grey).save(tmp_path / "c.png")
@@ -261,6 +261,13 @@ def test_bench_quick_writes_the_issue_schema(tmp_path):
     ecm, full = results["methods"]["ecm"], results["methods"]["full_finetune"]
     assert 0 < ecm["trainable_params"] < full["trainable_params"]
     assert ecm["tokens_per_step"] < results["methods"]["ecm_uniform_scales"]["tokens_per_step"]
+    # the early-centric choice: the most accurate of the candidates fast enough, else the fastest
+    sel = results["selection"]
+    f1, cut = sel["val_control_f1_per_early_sampling"], sel["step_time_cut_per_early_sampling"]
+    assert set(f1) == set(cut) == {"0.7/batch/none", "1/sample/inverse"}
+    fast = [k for k in cut if cut[k] >= sel["min_step_cut"]]
+    chosen = max(fast, key=f1.get) if fast else max(cut, key=cut.get)
+    assert chosen == f"{sel['early_decay']:g}/{sel['cut_per']}/{sel['scale_weighting']}"
     for png in ("grid_ecm.png", "ablations.png", "f1_vs_time.png"):
         assert (tmp_path / "b" / png).stat().st_size > 0
     assert "# ECM on digits-control" in (tmp_path / "b" / "report.md").read_text()

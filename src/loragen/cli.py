@@ -533,7 +533,7 @@ def ecm_train(out: Annotated[Path, typer.Option(help="Control module folder (an 
               control: Annotated[ControlName, typer.Option(help="The spatial control the module follows.")] = ControlName("edges"),
               method: Annotated[ControlMethod, typer.Option(help="ecm (adapters on the frozen backbone) | full_finetune (ControlVAR-style baseline).")] = ControlMethod("ecm"),
               scale_sampling: Annotated[Optional[ScaleSampling], typer.Option(help="early (ECM's early-centric sampling) | uniform (every scale every step).")] = None,
-              early_decay: Annotated[Optional[float], typer.Option(help="Early-centric sampling: P(last scale = k) ∝ decay^k, in (0, 1].")] = None,
+              early_decay: Annotated[Optional[float], typer.Option(help="Early-centric sampling: P(last scale = k) ∝ decay^k, in (0, 2].")] = None,
               cut_per: Annotated[Optional[CutPer], typer.Option(help="Early-centric sampling draws the last scale per image (sample) or per batch.")] = None,
               scale_weighting: Annotated[Optional[ScaleWeighting], typer.Option(help="Early-centric sampling: none (mean over the tokens seen) | inverse (tokens weighted by 1 / P(their scale is kept): unbiased for uniform sampling's loss).")] = None,
               shared_ffn: Annotated[bool, typer.Option(help="One gated FFN shared by the adapter blocks (--no-shared-ffn: one each).")] = True,

@@ -110,8 +110,10 @@ def markdown(r: dict) -> str:
               f"- Warp strength of the training images (validation edge F1, ECM, seed 0): {sel['val_control_f1_per_augment']} "
               f"→ {sel['augment']:g}.",
               "- ECM's early-centric sampling (validation edge F1, seed 0; decay / last scale drawn per image or per batch / "
-              f"token weighting): {sel['val_control_f1_per_early_sampling']} → {sel['early_decay']:g} / {sel['cut_per']} / "
-              f"{sel.get('scale_weighting', 'none')}.",
+              f"token weighting): {sel['val_control_f1_per_early_sampling']}; step time cut against uniform sampling: "
+              + str({k: round(v, 3) for k, v in sel.get("step_time_cut_per_early_sampling", {}).items()})
+              + f" → {sel['early_decay']:g} / {sel['cut_per']} / {sel.get('scale_weighting', 'none')} (the most accurate "
+              f"cutting the step time by ≥ {sel.get('min_step_cut', 0):.0%}).",
               "- lr (validation edge F1, seed 0): " + "; ".join(f"{k}: {v}" for k, v in sel["val_control_f1_per_lr"].items())
               + f" → {sel['lr']['ecm']:g} (ECM and its ablations), {sel['lr']['full_finetune']:g} (full fine-tune).",
               f"- ECM temperature schedule (validation digits-FD, late temperature @ first late scale): {sel['val_fd_per_schedule']} "

@@ -13,6 +13,7 @@ METHODS = ("ecm", "full_finetune")
 SCALE_SAMPLINGS = ("early", "uniform")
 CUTS_PER = ("batch", "sample")
 SCALE_WEIGHTINGS = ("none", "inverse")
+MAX_DECAY = 2.0  # early_decay's upper bound: at 2 the last scale is cut in half the images (K = 6)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class ECMConfig:
     scale_sampling: Literal["early", "uniform"] = "early"  # early: each step trains on the scales up to a random last
     # scale, biased to early ones (ECM's early-centric sampling); uniform: every scale in every step (all L tokens)
     early_decay: float = 1.0  # early-centric sampling: P(last scale = k) ∝ early_decay^k, k = 0 … K − 1 (1.0: every
-    # cut equally likely, so scale k is trained in a share (K − k) / K of the sequences); the bench chooses it
+    # cut equally likely, so scale k is trained in a share (K − k) / K of the sequences; above 1, late cuts are likelier,
+    # but each scale is still trained in fewer sequences than the one before it); the bench chooses it
     cut_per: Literal["batch", "sample"] = "sample"  # early-centric sampling draws one last scale per image (the batch
     # runs as one forward pass per distinct cut, so late scales get a few images in every step) or one for the whole
     # batch (late scales get a whole batch in a few steps); the bench chooses it
@@ -59,8 +61,8 @@ class ECMConfig:
         if self.adapters < 1 or self.width % self.heads:
             raise ConfigError(f"expected adapters >= 1 and width a multiple of heads; found {self.adapters}, "
                               f"{self.width}, {self.heads}")
-        if not 0.0 < self.early_decay <= 1.0:
-            raise ConfigError(f"early_decay must lie in (0, 1]; found {self.early_decay}")
+        if not 0.0 < self.early_decay <= MAX_DECAY:
+            raise ConfigError(f"early_decay must lie in (0, {MAX_DECAY:g}]; found {self.early_decay}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
