@@ -379,7 +379,7 @@ def serve(generator: Annotated[Path, typer.Option(help="Trained generator folder
           max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a micro-batch to fill.")] = 5.0,
           queue_size: Annotated[int, typer.Option(help="Most waiting predict requests; more get 429.")] = 256,
           cache_adapters: Annotated[int, typer.Option(help="Most generated adapters kept (LRU).")] = 512,
-          condition_precision: Annotated[str, typer.Option(help="fp32 | bf16: the examples encoder's base-model pass (bf16: about 2× faster on CPUs with bf16 instructions).")] = "fp32",
+          condition_precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16: the examples encoder's base-model pass (bf16: about 2× faster on CPUs with bf16 instructions); default: the generator's own.")] = None,
           threads: Annotated[int, typer.Option(help="torch threads of the model thread.")] = 1):
     """Serve adapters on demand over HTTP: /v1/adapters, /v1/predict (micro-batched), /docs, a web page at /."""
     from loragen.serve.config import ServeConfig

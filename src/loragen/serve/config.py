@@ -38,7 +38,8 @@ class ServeConfig:
     max_examples: int = 64  # most labelled examples in a condition
     max_images: int = 128  # most exemplar images in a condition
     max_upload_bytes: int = 8 * 2**20  # largest request body (JSON or a safetensors upload)
-    condition_precision: Literal["fp32", "bf16"] = "fp32"  # the examples encoder's base-model pass (hyper generators)
+    # the examples encoder's base-model pass (hyper generators); None: the generator's own (HyperConfig.condition_precision)
+    condition_precision: Literal["fp32", "bf16"] | None = None
     threads: int = 1  # torch intra-op threads of the model thread (the event loop needs a core too; on 2 busy cores, 2 threads made a 0.5 ms generation take 64 ms)
 
     def __post_init__(self):
@@ -51,7 +52,7 @@ class ServeConfig:
                      "max_images", "max_upload_bytes", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
-        if self.condition_precision not in PRECISIONS:
+        if self.condition_precision is not None and self.condition_precision not in PRECISIONS:
             raise ConfigError(f"condition_precision must be {' or '.join(map(repr, PRECISIONS))}; found {self.condition_precision!r}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0; found {self.max_wait_ms}")

@@ -54,12 +54,13 @@ class Service:
             raise LoragenError(f"{path}: expected a generator that records its suite; found none")
         self.suite = get_suite(meta["suite"], **(meta.get("suite_args") or {}))
         self.gen = load_generator(path, suite=self.suite)
-        if self.config.condition_precision != "fp32":
+        if self.config.condition_precision is not None:  # else the generator's own
             encoder = getattr(getattr(self.gen, "items", None), "encoder", None)
-            if encoder != "examples":
+            if encoder != "examples" and self.config.condition_precision != "fp32":
                 raise ConfigError(f"condition_precision {self.config.condition_precision!r} applies to the examples encoder of a "
                                   f"hyper generator; found a {self.gen.name!r} generator with encoder {encoder!r}")
-            self.gen.items.precision = self.config.condition_precision
+            if encoder == "examples":
+                self.gen.items.precision = self.config.condition_precision
         self.base = self.suite.base_model().eval().requires_grad_(False)
         self.gen.layout.check_model(self.base)
         try:
