@@ -260,6 +260,7 @@ class TextClassifier(nn.Module):
 
     @property
     def packable(self) -> bool:
+        """Whether `packed_pooled` reads this encoder right (BERT's own model type; other families fall back to padding)."""
         return getattr(self.encoder.config, "model_type", None) == "bert"
 
 
