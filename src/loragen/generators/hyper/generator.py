@@ -45,7 +45,7 @@ class HyperConfig:
     encoder: str = "image-set"  # image-set | text | description | examples: how a condition becomes items (items.py)
     prototype_head: bool = True  # examples encoder: add class prototypes of the examples to the generated head
     # examples encoder: the base-model pass that reads examples, for training pools and generation alike (items.py;
-    # bf16 about halves a cold generate on CPUs with bf16 instructions; CLI / service may override it at generation)
+    # bf16 about halves a cold generate on CPUs with bf16 instructions; `loragen serve` may override it)
     condition_precision: str = "fp32"
     rank: int = 4  # LoRA rank r of generated adapters (a zoo's layout wins when fitting on a zoo)
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A

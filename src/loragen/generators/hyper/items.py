@@ -11,7 +11,7 @@ straight into the head (`prototypes`; Proto-MAML's initialisation of the last la
 the hypernetwork then learns is a correction to a classifier that already fits the examples, which carries over to
 tasks whose topics no training task touched. It needs the suite (base model and `example_batch`).
 Its base-model pass may run in bfloat16 (`precision`; HyperConfig.condition_precision, for training pools and
-generation alike, which the CLI and the service may override at generation): on CPUs with bf16 instructions it is about
+generation alike, which `loragen serve --condition-precision` may override): on CPUs with bf16 instructions it is about
 twice as fast, and features stay within ~1% of fp32's.
 Shapes: K items, D item features, F head input features, C classes, B conditions.
 """
