@@ -12,8 +12,8 @@ from loragen.cli import app
 from loragen.errors import ConditionError, ConfigError
 from loragen.generators.ecm.config import ECMConfig
 from loragen.generators.ecm.control_module import ECMControl, adapter_positions
-from loragen.generators.ecm.trained_control import (_objective, expected_tokens, last_scale_probs, load_control, token_weights,
-                                                    train_control)
+from loragen.generators.ecm.trained_control import (_objective, expected_tokens, forward_passes, last_scale_probs, load_control,
+                                                    token_weights, train_control)
 from loragen.suites.digits_control import DigitsControl
 from loragen.suites.spatial_controls import check_control, control_map, control_metrics, load_control as load_control_map
 from loragen.suites.var import VAR, VARConfig, block_causal_mask, prefix_lengths
@@ -156,10 +156,21 @@ def test_inverse_scale_weights_make_early_centric_steps_unbiased_for_the_whole_s
         ECMConfig(scale_weighting="sqrt")
 
 
+def test_short_prefixes_share_one_forward_pass_and_every_image_is_in_exactly_one():
+    lengths = torch.tensor([130, 1, 14, 30, 5, 130, 30, 66])
+    passes = forward_passes(lengths, shared_upto=16)
+    assert [T for T, _ in passes] == [14, 30, 66, 130]  # 1, 5 and 14 tokens share the 14-token pass
+    assert torch.equal(sum(rows.int() for _, rows in passes), torch.ones(8, dtype=torch.int))
+    assert all(bool((lengths[rows] <= T).all()) for T, rows in passes)
+    assert [T for T, _ in forward_passes(lengths, shared_upto=0)] == [1, 5, 14, 30, 66, 130]
+    assert [T for T, _ in forward_passes(torch.tensor([1, 5]))] == [5]
+
+
 @pytest.mark.parametrize("cut_per,weighting", [("sample", "none"), ("batch", "none"), ("sample", "inverse")])
 def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_last_scale(suite, cut_per, weighting):
-    """The objective's grouped forward passes (one per distinct cut) give the loss of every image's own prefix, read
-    from one full-sequence pass (exact under the block-causal mask); weighted per token under inverse weighting."""
+    """The objective's forward passes (one per distinct cut; short prefixes share one, padded) give the loss of every
+    image's own prefix, read from one full-sequence pass (exact under the block-causal mask); weighted per token under
+    inverse weighting."""
     _, var = suite.networks()
     config = ECMConfig(**{**TINY.__dict__, "cut_per": cut_per, "early_decay": 1.0, "batch_size": 12, "scale_weighting": weighting})
     torch.manual_seed(0)
