@@ -432,6 +432,39 @@ def test_a_micro_batch_of_prompts_generates_each_under_its_own_adapter(tiny_llm_
         assert svc._infer(svc.codec.collate([jobs[0].x])) != batched[0]
 
 
+def test_a_micro_batch_of_texts_runs_in_length_sorted_chunks_and_answers_in_order(tiny_bert_folder, tmp_path, monkeypatch):
+    """Requests of texts of different lengths, each padded to its own longest, re-padded into one batch, sorted by
+    length into chunks of TEXT_CHUNK texts trimmed to their longest: every request's logits are those of its adapter
+    merged alone."""
+    from types import SimpleNamespace
+
+    from loragen.adapters.layout import LoraLayout
+    from loragen.serve import inputs
+    from loragen.serve.batcher import Job
+    from loragen.serve.inputs import InputCodec
+    from loragen.serve.service import Service
+
+    monkeypatch.setattr(inputs, "TEXT_CHUNK", 2)
+    suite = get_suite("text-topics", model_path=tiny_bert_folder)
+    base = suite.base_model()
+    layout = LoraLayout.from_model(base, suite.target_modules, 4, 8.0, suite.modules_to_save)
+    g = torch.Generator().manual_seed(0)
+    adapters = [Adapter.from_vector(layout, 0.5 * torch.randn(layout.numel, generator=g)) for _ in range(3)]
+    svc = Service(ServeConfig(generator=tmp_path))
+    svc.suite, svc.base, svc.gen, svc.codec = suite, base, SimpleNamespace(layout=layout), InputCodec(suite)
+    texts = [["a very long line of conversation about trains that are late again today", "hi"], ["ok"],
+             ["pizza", "the weather is lovely this morning", "we talked about films"]]
+    jobs = [Job(f"a{i}", a, svc.codec.batch(t, None, 8, 2000), None) for i, (a, t) in enumerate(zip(adapters, texts))]
+    assert len({j.x.shape[-1] for j in jobs}) == 3  # three widths, no request padded beyond its own longest
+    chunks = svc.codec.chunks(svc.codec.collate([j.x for j in jobs]))
+    assert [len(i) for i, _ in chunks] == [2, 2, 2] and chunks[0][1].shape[-1] < chunks[-1][1].shape[-1]
+    batched, alone = svc._run_batched(jobs), svc._run_merged(jobs)
+    assert [len(o) for o in batched] == [2, 1, 3]
+    for b, a in zip(batched, alone):
+        assert torch.allclose(b, a, atol=1e-5)
+    assert not torch.allclose(batched[0][:1], svc._run_merged([Job("x", adapters[1], jobs[0].x, None)])[0][:1], atol=1e-3)
+
+
 # ---- the page in a real browser -----------------------------------------------------------------------------------
 def test_page_in_headless_chromium(server, digits, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,11 +4,16 @@ queued, so that a malformed input fails its own request and never a micro-batch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from loragen.errors import RequestError
 from loragen.suites import completion
 
 CODECS = ("digits-domains", "text-topics", "llm-tasks")  # suites whose inputs the service takes
+# texts per forward pass of a micro-batch, sorted by length: a pass over texts padded to a common length costs about
+# their count times that length, and chat lines are ~10 tokens while some reach MAX_LEN (24), so a batch padded to its
+# longest would spend most of its compute on padding
+TEXT_CHUNK = 64
 
 
 def images_tensor(images: list, size: tuple[int, int], what: str) -> torch.Tensor:
@@ -66,11 +71,20 @@ class InputCodec:
         if longest > max_text_chars:
             raise RequestError(f"texts: expected at most {max_text_chars} characters each; found one of {longest}", 413)
         if self.kind == "texts":
-            return self.suite.encode_texts(texts)
+            return self.suite.encode_texts(texts, longest=True)  # (N, 2, L): padded to the request's longest only
         return completion.prompt_ids(self.suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts])
 
     def collate(self, xs: list) -> torch.Tensor:
-        """One model batch (B, ...) of several requests' encoded inputs."""
-        if self.kind != "prompts":
+        """One model batch (B, ...) of several requests' encoded inputs (texts: right-padded to the longest)."""
+        if self.kind == "images":
             return torch.cat(xs)
+        if self.kind == "texts":
+            longest = max(x.shape[-1] for x in xs)
+            return torch.cat([F.pad(x, (0, longest - x.shape[-1])) for x in xs])  # (B, 2, L); padding: id 0, mask 0
         return completion.left_pad([p for x in xs for p in x], completion.pad_id(self.suite.tokenizer()))  # (B, 2, L)
+
+    def chunks(self, x_B2L: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch of texts as (sample indices, inputs) forward passes: sorted by length and cut into chunks of at most
+        TEXT_CHUNK, each trimmed to its own longest text."""
+        lengths = x_B2L[:, 1].sum(1)  # (B,) tokens of each text
+        return [(idx, x_B2L[idx, :, : int(lengths[idx].max())]) for idx in lengths.argsort(stable=True).split(TEXT_CHUNK)]
