@@ -203,6 +203,7 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         assert torch.allclose(s.forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)  # 2 rows
+        assert torch.allclose(base(ex.x, packed=3), want, atol=1e-5)  # 6 rows of 3 texts, the last one of 1
     # condition_precision in the config: training pools and generation both read examples in bf16
     with pytest.raises(ConfigError, match="condition_precision must be one of"):
         HyperConfig(encoder="examples", condition_precision="fp16")

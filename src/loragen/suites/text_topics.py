@@ -232,9 +232,9 @@ class TextClassifier(nn.Module):
         torch.manual_seed(seed)
         self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, x_N2L: torch.Tensor, packed: bool = False) -> torch.Tensor:
-        """Logits (N, 2); `packed`: the encoder reads the N texts as one row without padding (`packed_pooled`)."""
-        return self.classifier(self.packed_pooled(x_N2L) if packed else self.pooled(x_N2L))  # (N, 2)
+    def forward(self, x_N2L: torch.Tensor, packed: int = 0) -> torch.Tensor:
+        """Logits (N, 2); `packed` > 0: the encoder reads the texts without padding, that many to a row (`packed_pooled`)."""
+        return self.classifier(self.packed_pooled(x_N2L, packed) if packed else self.pooled(x_N2L))  # (N, 2)
 
     def pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
         """(N, H): the mean over each text's tokens of the encoder's last hidden states."""
@@ -243,20 +243,28 @@ class TextClassifier(nn.Module):
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def packed_pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
-        """(N, H) as `pooled`, with the N texts' T real tokens packed into one row: positions restart at each text and
-        a block-diagonal attention mask keeps every text to itself, so the result is the same (to float rounding) at
-        T tokens' cost instead of N · L (a condition's short examples padded to its longest cost about twice as much).
-        BERT-style encoders only (absolute positions from position_ids; RoBERTa offsets them by its padding id)."""
+    def packed_pooled(self, x_N2L: torch.Tensor, per_row: int) -> torch.Tensor:
+        """(N, H) as `pooled`, with the texts' real tokens packed into R = ⌈N / per_row⌉ rows of `per_row` consecutive
+        texts: positions restart at each text and a block-diagonal attention mask keeps every text to itself, so the
+        result is the same (to float rounding) at about R · T_row tokens' cost instead of N · L (a condition's short
+        examples padded to its longest cost about twice as much), and attention over R short rows instead of one long
+        one. BERT-style encoders only (absolute positions from position_ids; RoBERTa offsets them by its padding id)."""
         ids, mask = x_N2L[:, 0], x_N2L[:, 1].bool()
         lens = mask.sum(1)  # (N,)
-        seg = torch.repeat_interleave(torch.arange(len(lens)), lens)  # (T,) text of each token
-        pos = torch.cat([torch.arange(int(n)) for n in lens])[None]  # (1, T)
-        blocked = (seg[:, None] != seg[None, :])[None, None]  # (1, 1, T, T): True where attention is not allowed
+        first = lens.cumsum(0) - lens  # (N,) where each text starts among all real tokens
+        seg = torch.repeat_interleave(torch.arange(len(lens)), lens)  # (Ttot,) text of each real token
+        row = seg // per_row  # (Ttot,)
+        col = torch.arange(len(seg)) - first[row * per_row]  # (Ttot,) place in its row
+        pos = torch.arange(len(seg)) - first[seg]  # (Ttot,) place in its text
+        R, T = int(row[-1]) + 1, int(col.max()) + 1
+        ids_RT = torch.zeros(R, T, dtype=ids.dtype).index_put_((row, col), ids[mask])
+        pos_RT = torch.zeros(R, T, dtype=torch.long).index_put_((row, col), pos)
+        seg_RT = torch.full((R, T), -1).index_put_((row, col), seg)  # -1: padding, which attends to padding only
+        blocked = (seg_RT[:, :, None] != seg_RT[:, None, :])[:, None]  # (R, 1, T, T): True where attention is not allowed
         dtype = self.encoder.get_input_embeddings().weight.dtype  # that of q, k and v: attention keeps its fast kernel
         bias = torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
-        h = self.encoder(input_ids=ids[mask][None], position_ids=pos, attention_mask=bias).last_hidden_state[0]  # (T, H)
-        return torch.zeros(len(lens), h.shape[1]).index_add_(0, seg, h.float()) / lens[:, None].clamp_min(1)
+        h = self.encoder(input_ids=ids_RT, position_ids=pos_RT, attention_mask=bias).last_hidden_state  # (R, T, H)
+        return torch.zeros(len(lens), h.shape[-1]).index_add_(0, seg, h[row, col].float()) / lens[:, None].clamp_min(1)
 
     @property
     def packable(self) -> bool:
@@ -445,4 +453,4 @@ class TextTopics(Suite):
         attention grows with the square of its tokens, so many examples (a training pool) take several rows."""
         if not (isinstance(model, TextClassifier) and model.packable):
             return model(x)
-        return torch.cat([model(x[i : i + PACK], packed=True) for i in range(0, len(x), PACK)])
+        return model(x, packed=PACK)
