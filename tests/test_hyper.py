@@ -193,7 +193,7 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert torch.equal(gen.items(cond), fp32)  # the fp32 rows were not overwritten by the bf16 ones
     with pytest.raises(ConfigError, match="condition precision must be one of"):
         ConditionItems("examples", s, "head", precision="fp16")
-    # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read packed into one row
+    # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read packed into rows
     # without padding: the model gives the same logits as on the data's padded inputs
     ex = s.example_batch(cond)
     full = s.encode_texts([x for x, _ in cond.labelled_examples()])
@@ -202,7 +202,7 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         want = s.forward(base, full)
         assert torch.allclose(s.forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, ex.x), want, atol=1e-5)
-        assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)  # 2 rows
+        assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)  # 4 rows
         assert torch.allclose(base(ex.x, packed=3), want, atol=1e-5)  # 6 rows of 3 texts, the last one of 1
     # condition_precision in the config: training pools and generation both read examples in bf16
     with pytest.raises(ConfigError, match="condition_precision must be one of"):

@@ -51,7 +51,8 @@ MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
 MAX_PER_CLASS = 100  # cap on positives (and on negatives) per task, over the three splits together
 SPLIT_PERCENT = {"train": 60, "val": 20, "test": 20}  # share of every source's items, and of MAX_PER_CLASS
 MAX_LEN = 24  # tokens per example
-PACK = 16  # a condition's examples (K = 16) read as one packed row: at most PACK · MAX_LEN tokens
+PACK = 8  # examples per packed row (TextClassifier.packed_pooled): a condition's K = 16 read as 2 rows in one pass;
+# cold, 4, 8 and 16 a row cost within 5% of each other on 2 cores (8 the fastest), 1 or 2 a row 20-60% more
 LABELS = {"no": 0, "yes": 1}  # few-shot example label -> class id
 BANDS = {"faint": (0.5, 1.0), "slight": (1.0, 1.5), "moderate": (1.5, 2.0), "strong": (2.0, math.inf)}  # |valence|
 ADVERBS = {"faint": "faintly", "slight": "slightly", "moderate": "moderately", "mild": "mildly", "strong": "strongly"}
@@ -449,8 +450,8 @@ class TextTopics(Suite):
         return model(x)
 
     def example_forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Examples packed into rows of PACK texts (TextClassifier.packed_pooled) when the encoder is BERT-style; a row's
-        attention grows with the square of its tokens, so many examples (a training pool) take several rows."""
+        """Examples packed into rows of PACK texts (TextClassifier.packed_pooled) when the encoder is BERT-style, all in
+        one forward pass (a row's attention grows with the square of its tokens: many short rows, not one long one)."""
         if not (isinstance(model, TextClassifier) and model.packable):
             return model(x)
         return model(x, packed=PACK)
