@@ -150,8 +150,8 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
     gen, base = load_generator(gen_dir, suite=suite), suite.base_model().eval()
     tasks = [t.name for t in suite.tasks()]
     clients, compare = [], {"fp32": [], precision: [], "agree": []}
-    if precision != "fp32":
-        gen.items.precision = precision  # as the servers encode conditions
+    gen.items.precision = precision  # as the servers encode conditions (they get it explicitly: it may differ from the
+    # generator's own, which the servers would use without the flag)
     for i in range(n):
         task = tasks[i % len(tasks)]
         k = INPUTS_PER_REQUEST
