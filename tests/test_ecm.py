@@ -194,7 +194,7 @@ def test_a_training_step_loss_is_the_mean_token_loss_of_each_image_cut_at_its_la
     ce = [(torch.nn.functional.cross_entropy(logits[i, : starts[k + 1]], batch.codes[i, : starts[k + 1]], reduction="none")
            * w[: starts[k + 1]]).sum() for i, k in enumerate(cuts.tolist())]
     tokens = 12 * starts[-1] if weighting == "inverse" else sum(starts[k + 1] for k in cuts.tolist())
-    assert float(loss) == pytest.approx(float(sum(ce) / tokens), rel=1e-4)
+    assert loss.item() == pytest.approx(float(sum(ce) / tokens), rel=1e-4)
     assert weighting == "none" or w.max() > 1  # late scales weigh more
     assert adapter_positions(4, 3) == [0, 1, 3] and adapter_positions(4, 1) == [0]
 
