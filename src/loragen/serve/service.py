@@ -228,15 +228,14 @@ class Service:
         adapters = {j.adapter_id: j.adapter for j in jobs}
         stacked = stack_adapters([adapters[i] for i in order])  # {key: (C, ...)}
         which = torch.cat([torch.full((len(j.x),), order.index(j.adapter_id)) for j in jobs])  # (B,) adapter of each sample
-        tensors = {k: v[which] for k, v in stacked.items()}  # {key: (B, ...)}
         x = self.codec.collate([j.x for j in jobs])  # (B, ...)
         if self.codec.kind != "texts":
-            with batched_lora(self.base, self.gen.layout, tensors):
+            with batched_lora(self.base, self.gen.layout, {k: v[which] for k, v in stacked.items()}):  # {key: (B, ...)}
                 out = self._infer(x)
         else:  # texts of similar lengths per pass, then back to the jobs' order
             parts = []
             for idx, chunk in self.codec.chunks(x):
-                with batched_lora(self.base, self.gen.layout, {k: v[idx] for k, v in tensors.items()}):
+                with batched_lora(self.base, self.gen.layout, {k: v[which[idx]] for k, v in stacked.items()}):
                     parts.append((idx, self._infer(chunk)))
             out = torch.cat([o for _, o in parts])[torch.cat([i for i, _ in parts]).argsort()]
         ends = torch.tensor([len(j.x) for j in jobs]).cumsum(0).tolist()
