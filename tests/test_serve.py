@@ -456,7 +456,7 @@ def test_a_micro_batch_of_texts_runs_in_length_sorted_chunks_and_answers_in_orde
              ["pizza", "the weather is lovely this morning", "we talked about films"]]
     jobs = [Job(f"a{i}", a, svc.codec.batch(t, None, 8, 2000), None) for i, (a, t) in enumerate(zip(adapters, texts))]
     assert len({j.x.shape[-1] for j in jobs}) == 3  # three widths, no request padded beyond its own longest
-    chunks = svc.codec.chunks(svc.codec.collate([j.x for j in jobs]))
+    chunks = svc.codec.passes(svc.codec.collate([j.x for j in jobs]))
     assert [len(i) for i, _ in chunks] == [2, 2, 2] and chunks[0][1].shape[-1] < chunks[-1][1].shape[-1]
     batched, alone = svc._run_batched(jobs), svc._run_merged(jobs)
     assert [len(o) for o in batched] == [2, 1, 3]

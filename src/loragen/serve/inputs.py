@@ -84,8 +84,10 @@ class InputCodec:
             return torch.cat([F.pad(x, (0, longest - x.shape[-1])) for x in xs])  # (B, 2, L); padding: id 0, mask 0
         return completion.left_pad([p for x in xs for p in x], completion.pad_id(self.suite.tokenizer()))  # (B, 2, L)
 
-    def chunks(self, x_B2L: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A batch of texts as (sample indices, inputs) forward passes: sorted by length and cut into chunks of at most
-        TEXT_CHUNK, each trimmed to its own longest text."""
-        lengths = x_B2L[:, 1].sum(1)  # (B,) tokens of each text
-        return [(idx, x_B2L[idx, :, : int(lengths[idx].max())]) for idx in lengths.argsort(stable=True).split(TEXT_CHUNK)]
+    def passes(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A model batch (B, ...) as the (sample indices, inputs) of its forward passes: texts sorted by length and cut
+        into chunks of at most TEXT_CHUNK, each trimmed to its own longest text; images and prompts in one pass."""
+        if self.kind != "texts":
+            return [(torch.arange(len(x)), x)]
+        lengths = x[:, 1].sum(1)  # (B,) tokens of each text
+        return [(idx, x[idx, :, : int(lengths[idx].max())]) for idx in lengths.argsort(stable=True).split(TEXT_CHUNK)]

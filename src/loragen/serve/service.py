@@ -222,22 +222,24 @@ class Service:
 
     @torch.no_grad()
     def _run_batched(self, jobs: list[Job]) -> list:
-        """One forward over every job's inputs, sample b under its own job's adapter (per-sample batched LoRA; a
-        causal LM's whole generation runs so, its KV cache included)."""
+        """Every job's inputs in the codec's forward passes (one, or texts in chunks of similar lengths), sample b
+        under its own job's adapter (per-sample batched LoRA; a causal LM's whole generation runs so, its KV cache
+        included)."""
         order = list(dict.fromkeys(j.adapter_id for j in jobs))  # C distinct adapters
         adapters = {j.adapter_id: j.adapter for j in jobs}
         stacked = stack_adapters([adapters[i] for i in order])  # {key: (C, ...)}
         which = torch.cat([torch.full((len(j.x),), order.index(j.adapter_id)) for j in jobs])  # (B,) adapter of each sample
-        x = self.codec.collate([j.x for j in jobs])  # (B, ...)
-        if self.codec.kind != "texts":
-            with batched_lora(self.base, self.gen.layout, {k: v[which] for k, v in stacked.items()}):  # {key: (B, ...)}
-                out = self._infer(x)
-        else:  # texts of similar lengths per pass, then back to the jobs' order
-            parts = []
-            for idx, chunk in self.codec.chunks(x):
-                with batched_lora(self.base, self.gen.layout, {k: v[which[idx]] for k, v in stacked.items()}):
-                    parts.append((idx, self._infer(chunk)))
-            out = torch.cat([o for _, o in parts])[torch.cat([i for i, _ in parts]).argsort()]
+        idx, outs = [], []
+        for rows, x in self.codec.passes(self.codec.collate([j.x for j in jobs])):  # texts: of similar lengths each
+            with batched_lora(self.base, self.gen.layout, {k: v[which[rows]] for k, v in stacked.items()}):  # (b, ...)
+                outs.append(self._infer(x))
+            idx.append(rows)
+        back = torch.cat(idx).argsort().tolist()  # the passes' samples back in the jobs' order
+        if isinstance(outs[0], torch.Tensor):
+            out = torch.cat(outs)[back]
+        else:  # a causal LM's replies
+            replies = [r for o in outs for r in o]
+            out = [replies[i] for i in back]
         ends = torch.tensor([len(j.x) for j in jobs]).cumsum(0).tolist()
         return [out[e - len(j.x) : e] for j, e in zip(jobs, ends)]
 
