@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from loragen.cli import app
 from loragen.conditions import Condition, get_encoder
 from loragen.errors import ConditionError, ConfigError
-from loragen.evaluate.cost import interleaved_times, peak_memory
+from loragen.evaluate.cost import interleaved_times, paired_cut, peak_memory
 from loragen.suites import get_suite
 from loragen.suites.dit import DIT_SIZES, DiT, DiTConfig
 from loragen.suites.image_metrics import frechet_distance
@@ -144,6 +144,18 @@ def test_peak_memory_counts_live_tensors():
     assert 9.0e6 <= peak <= 9.1e6
     times = interleaved_times({"a": lambda: None, "b": lambda: sum(range(1000))}, repeats=3)
     assert set(times) == {"a", "b"} and all(v >= 0 for v in times.values())
+
+
+def test_paired_cut_follows_the_rounds_not_the_medians():
+    # the machine slows down 1.5x for rounds 3-5: every round's new/old ratio is 0.6
+    old = [10.0, 10.0, 15.0, 15.0, 15.0]
+    new = [6.0, 6.0, 9.0, 9.0, 9.0]
+    cut = paired_cut(new, old)
+    assert cut["cut"] == pytest.approx(0.4) and cut["min"] == pytest.approx(0.4) and cut["rounds"] == 5
+    one = paired_cut([3.0], [4.0])
+    assert one["cut"] == one["q1"] == one["q3"] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        paired_cut([1.0], [1.0, 2.0])
 
 
 def test_composer_cli_bench_train_sample(tmp_path):

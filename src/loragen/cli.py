@@ -611,7 +611,7 @@ def ecm_bench(out: Annotated[Path, typer.Option(help="Output folder: results.jso
                       f"{x['class_acc']:.1f}", f"{x['trainable_params']:,}", f"{1000 * x['train_s_per_step']:.1f}")
     console.print(table)
     console.print(f"sampling time ECM / backbone ×{r['sample_time_ratio']:.2f}; early-centric step-time cut "
-                  f"{100 * r['step_time_cut']:.0f}%; report: {out / 'report.md'}")
+                  f"{100 * r['step_time_cut']['cut']:.0f}%; report: {out / 'report.md'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,7 +85,7 @@ def _fmt_s(x: float | None) -> str:
 
 def markdown(r: dict) -> str:
     m, sel = r["methods"], r["selection"]
-    full = m["full_finetune"]
+    full, cut = m["full_finetune"], r["step_time_cut"]
     lines = ["# ECM on digits-control", "",
              f"Test: {r['config']['n_samples']} test digits' edge maps as controls, each with its digit's label; mean ± "
              f"std over {r['config']['train_seeds']} training seeds (one sampling seed each; the backbone: sampling "
@@ -101,7 +101,9 @@ def markdown(r: dict) -> str:
     lines += ["", "## Cost", "",
               f"- Training step time, interleaved on one batch sequence: ECM {m['ecm']['train_s_per_step'] * 1000:.1f} ms, "
               f"ECM with uniform scale sampling {m['ecm_uniform_scales']['train_s_per_step'] * 1000:.1f} ms "
-              f"(early-centric cut: {100 * r['step_time_cut']:.0f}%), full fine-tune {full['train_s_per_step'] * 1000:.1f} ms.",
+              f"(early-centric cut, median of {cut['rounds']} paired rounds: {100 * cut['cut']:.1f}%, quartiles "
+              f"{100 * cut['q1']:.1f}–{100 * cut['q3']:.1f}%, range {100 * cut['min']:.1f}–{100 * cut['max']:.1f}%), "
+              f"full fine-tune {full['train_s_per_step'] * 1000:.1f} ms (medians of the rounds).",
               f"- Training seconds to validation edge F1 ≥ {r['target_f1']:.1f} (seed 0): "
               + ", ".join(f"{k} {_fmt_s(m[k]['train_s_to_target_f1'])}" for k in ("ecm", "full_finetune", "ecm_separate_ffn", "ecm_uniform_scales")) + ".",
               f"- Sampling {r['config']['cost_batch']} images: ECM / backbone time {r['sample_time_ratio']:.2f}×, full fine-tune / "

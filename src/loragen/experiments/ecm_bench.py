@@ -35,7 +35,7 @@ import torch
 
 from loragen import atomic
 from loragen.errors import ConfigError, LoragenError
-from loragen.evaluate.cost import interleaved_times, peak_memory
+from loragen.evaluate.cost import interleaved_rounds, interleaved_times, paired_cut, peak_memory
 from loragen.generators.ecm.config import ECMConfig
 from loragen.generators.ecm.trained_control import TrainedControl, expected_tokens, train_control, training_rounds
 from loragen.suites.digits_control import QUICK, DigitsControl, DigitsControlConfig
@@ -78,8 +78,9 @@ class BenchConfig:
     eval_every: int = 150  # steps between validation edge F1 evaluations of the seed-0 runs (the time-to-F1 curve)
     curve_samples: int = 100  # validation controls per curve point
     target_share: float = 0.95  # the F1 target: this share of the lower of ECM's and the full fine-tune's final F1
-    timing_steps: int = 30  # training steps per timing round (the same batch sequence for every method)
-    timing_repeats: int = 5  # interleaved timing rounds (a step's time varies ~10% between rounds on 2 cores)
+    timing_steps: int = 10  # training steps per timing round (the same batch sequence for every method)
+    timing_repeats: int = 15  # interleaved timing rounds (a step's time varies ~10% between rounds on 2 cores; the
+    # step-time cut is the median of the per-round cuts)
     cost_batch: int = 100  # controls per sampling-time / memory measurement
     mask_control: bool = True  # also train ECM on the coarse mask control (train_seeds seeds)
 
@@ -187,8 +188,8 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
         val_f1_early[early] = b.score(b.trained("ecm", cfg.ecm.lr, 0), 1.0, "val", cfg.val_samples, VAL_SEED)["control_f1"]
         rounds[early] = training_rounds(b.suite, b.method_config("ecm", cfg.ecm.lr, 0), cfg.timing_steps)
     rounds["uniform"] = training_rounds(b.suite, b.method_config("ecm_uniform_scales", cfg.ecm.lr, 0), cfg.timing_steps)
-    times = interleaved_times(rounds, repeats=cfg.timing_repeats)
-    cut_early = {e: 1 - times[e] / times["uniform"] for e in cfg.early_grid}
+    times = interleaved_rounds(rounds, repeats=cfg.timing_repeats)
+    cut_early = {e: paired_cut(times[e], times["uniform"])["cut"] for e in cfg.early_grid}
     fast = [e for e in cfg.early_grid if cut_early[e] >= cfg.min_step_cut]
     b.early = max(fast, key=val_f1_early.get) if fast else max(cut_early, key=cut_early.get)
     log(f"early-centric sampling: validation edge F1 {val_f1_early}, step time cut {cut_early} → {b.early}")
@@ -224,7 +225,8 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
     params = {m: runs[m][0].trainable_params if m in runs else 0 for m in METHODS}
     backbone_params = sum(p.numel() for p in b.backbone.parameters())
     rounds = {m: training_rounds(b.suite, b.method_config(m, lr[m], 0), cfg.timing_steps) for m in TRAINED}
-    step_s = {m: t / cfg.timing_steps for m, t in interleaved_times(rounds, repeats=cfg.timing_repeats).items()}
+    times = interleaved_rounds(rounds, repeats=cfg.timing_repeats)
+    step_s = {m: statistics.median(t) / cfg.timing_steps for m, t in times.items()}
     step_s["ecm_constant_temperature"], step_s["backbone"] = step_s["ecm"], 0.0
     target = cfg.target_share * min(runs["ecm"][0].history[-1]["val_control_f1"], runs["full_finetune"][0].history[-1]["val_control_f1"])
     to_target = {m: seconds_to_target(runs[m][0].history, target) for m in TRAINED}
@@ -260,7 +262,7 @@ def run(out: str | Path, cfg: BenchConfig, overwrite: bool = False, show: bool =
         "sample_time_ratio_full_finetune": sample_s["full_finetune"] / sample_s["backbone"],
         "sample_s": sample_s, "peak_memory_bytes": memory,
         "memory_ratio": memory["ecm"] / memory["backbone"],
-        "step_time_cut": 1 - step_s["ecm"] / step_s["ecm_uniform_scales"],
+        "step_time_cut": paired_cut(times["ecm"], times["ecm_uniform_scales"]),
         "target_f1": target, "backbone_params": backbone_params, "backbone_build_s": b.suite.build_seconds(),
         "selection": {"val_control_f1_per_augment": {f"{k:g}": v for k, v in val_f1_aug.items()}, "augment": b.augment,
                       "val_control_f1_per_early_sampling": {f"{d:g}/{c}/{w}": v for (d, c, w), v in val_f1_early.items()},
