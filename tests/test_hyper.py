@@ -11,7 +11,7 @@ from loragen.conditions import Condition, ImageSetEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
-from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems
+from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems, _bf16_copy
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.suites import get_suite
 from tests.test_pdiff import _toy_zoo
@@ -212,6 +212,12 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert half.items.precision == "bf16" and HyperGenerator.load(tmp_path / "g").items.precision == "fp32"
     assert {p for p, _ in _EXAMPLE_CACHE[base]} == {"bf16"}  # the fit's pools were read in bf16 only
     assert torch.allclose(half.items(cond), bf16, atol=0.02)  # as before, up to what the texts packed alongside change
+    bf16_base = _bf16_copy(base)  # its packed reads run eager attention (faster in bf16); the fp32 base keeps SDPA
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = bf16_base.packed_pooled(ex.x, 8).float()
+    assert bf16_base.encoder.config._attn_implementation == "eager" and base.encoder.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(packed, base.pooled(full)).min() > 0.999
     assert not torch.equal(half.buffers["item_mean"], gen.buffers["item_mean"])
 
 
