@@ -566,11 +566,11 @@ def ecm_sample(generator_dir: Annotated[Path, typer.Option(help="Trained control
                label: Annotated[int, typer.Option(help="The digit to draw under every control.")],
                n: Annotated[int, typer.Option(help="Samples per control.")] = 4,
                seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-               late_temperature: Annotated[float, typer.Option(help="Sampling temperature of the late scales (the early ones sample at 1.0; 1.0 here: a constant temperature).")] = 0.6,
+               late_temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature of the late scales (the early ones sample at 1.0; 1.0 here: a constant temperature). Default: 0.6 for ECM, 1.0 for a full fine-tune, as the bench samples them.")] = None,
                late_from: Annotated[int, typer.Option(help="The first late scale (0-based).")] = 4,
                overwrite: Annotated[bool, typer.Option(help="Replace an existing PNG.")] = False):
     """Draw digits that follow a control map with a trained control module; writes a grid PNG with the controls
-    beside the samples and prints the control fidelity. The default temperature schedule (0.6 from scale 4) is the
+    beside the samples and prints the control fidelity. ECM's default temperature schedule (0.6 from scale 4) is the
     one `loragen ecm bench` chose on validation digits-FD."""
     import torch
 
@@ -589,6 +589,8 @@ def ecm_sample(generator_dir: Annotated[Path, typer.Option(help="Trained control
     suite = tc.suite
     controls = load_control_map(control, suite.side).repeat_interleave(n, 0)  # (B·n, 1, S, S)
     labels = torch.full((len(controls),), label)
+    if late_temperature is None:
+        late_temperature = 1.0 if tc.config.method == "full_finetune" else 0.6
     if late_temperature <= 0 or late_from < 0:
         raise LoragenError(f"expected --late-temperature > 0 and --late-from >= 0; found {late_temperature} and {late_from}")
     sampling = BenchConfig().sampling(temperature_schedule(len(tc.backbone.scales), 1.0, late_temperature, late_from))
