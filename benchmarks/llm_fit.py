@@ -1,0 +1,104 @@
+"""Does the llm-tasks hyper generator fit its own training tasks, and does fitting them better carry over to held-out
+ones? The k-fold study (benchmarks/llm_tasks.py) found it under-trained (docs/llm-adapters.md); this measures how the
+learning rate moves it, on validation items only (so a choice made here does not touch the study's test items).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-3,3e-3,1e-2] [--steps 400]
+
+Fold 0 of the study's 3 folds (same suite arguments and families): the generator is trained on the fold's training
+tasks with the suite's default settings but the lr (and steps) given; then, on `--tasks` seen tasks (drawn from the
+fold's training tasks) and as many held-out tasks of the fold, exact match of the greedy completion on the tasks'
+validation queries: the generated adapter (from the task's held-out description paraphrase + 8 example lines, as in
+the study), and zero-shot / few-shot prompting on the same queries as references. Each lr's generator is kept in
+--out and reused by a rerun. Writes results.json and results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from loragen import atomic
+from loragen.adapters.apply import merged
+from loragen.generators.hyper import HyperGenerator
+from loragen.suites import get_suite
+from loragen.suites.suite import rng
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_tasks import config  # noqa: E402  the study's settings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="generator learning rates, comma-separated")
+    ap.add_argument("--steps", type=int, default=400, help="generator training steps (the suite's default: 400)")
+    ap.add_argument("--tasks", type=int, default=8, help="seen and held-out tasks scored (each)")
+    args = ap.parse_args()
+    cfg, suite_kwargs = config(False)
+    suite = get_suite("llm-tasks", **suite_kwargs)
+    base = suite.base_model()
+    fold = suite.folds(cfg.folds)[0]
+    order = torch.randperm(len(fold.train), generator=rng("llm-fit-seen", 0)).tolist()
+    seen = [fold.train[i] for i in order[: args.tasks]]
+    unseen = list(fold.test[: args.tasks])
+    limit = suite_kwargs["n_val"]
+    em = lambda task, context="none": suite.exact_match(base, task, "val", context, limit=limit)  # noqa: E731
+
+    results_path = args.out / "results.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    r = json.loads(results_path.read_text()) if results_path.exists() else {
+        "command": "python " + " ".join(sys.argv), "fold": 0, "seen": seen, "unseen": unseen, "train_tasks": len(fold.train),
+        "runs": {}}
+    if "references" not in r:
+        r["references"] = {t: {"zero_shot": em(t, "description"), "few_shot": em(t, "few-shot")} for t in seen + unseen}
+        atomic.write_json(results_path, r)
+    for lr in [float(x) for x in args.lrs.split(",")]:
+        key = f"lr{lr:g}_steps{args.steps}"
+        if key in r["runs"]:
+            continue
+        hyper = replace(cfg.hyper, lr=lr, steps=args.steps)
+        gen = HyperGenerator.fit(hyper, suite=suite, tasks=list(fold.train), out=args.out / key)
+        scores = {}
+        for t in seen + unseen:
+            (adapter,) = gen.generate(suite.eval_condition(t), 1)
+            with merged(base, adapter):
+                scores[t] = em(t)
+            print(f"{key} {t}: generated {scores[t]:.2f}, few-shot {r['references'][t]['few_shot']:.2f}", flush=True)
+        r["runs"][key] = {"command": "python " + " ".join(sys.argv), "hyper": asdict(hyper), "fit": gen.fit_summary,
+                          "generated": scores, "seen_mean": statistics.mean(scores[t] for t in seen),
+                          "unseen_mean": statistics.mean(scores[t] for t in unseen)}
+        atomic.write_json(results_path, r)
+    write_report(args.out, r)
+
+
+def write_report(out: Path, r: dict) -> None:
+    refs, seen, unseen = r["references"], r["seen"], r["unseen"]
+    mean = lambda ts, k: statistics.mean(refs[t][k] for t in ts)  # noqa: E731
+    lines = ["# llm-tasks: does the hyper generator fit its training tasks? (validation queries, fold 0)", "",
+             "Commands (each run's generator is kept and reused by later commands with the same --out): "
+             + ", ".join(sorted({f"`{run.get('command', r['command'])}`" for run in r["runs"].values()})), "",
+             f"Generator trained on the fold's {r['train_tasks']} training tasks; exact match on the validation queries of "
+             f"{len(seen)} of them (seen) and of {len(unseen)} held-out tasks.", "",
+             "| method | train loss (EMA, last step) | fit (s) | seen | held-out |", "|---|---|---|---|---|",
+             f"| zero-shot (description) | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
+             f"| few-shot (description + 4 examples) | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
+    for key, run in r["runs"].items():
+        lines.append(f"| generated, {key} | {run['fit']['loss']:.3f} | {run['fit']['fit_s']:.0f} | {run['seen_mean']:.2f} | "
+                     f"{run['unseen_mean']:.2f} |")
+    lines += ["", "Per task (generated per run; few-shot):", "", "| task | group | few-shot | " + " | ".join(r["runs"]) + " |",
+              "|---|---|---|" + "---|" * len(r["runs"])]
+    for t in seen + unseen:
+        lines.append(f"| {t} | {'seen' if t in seen else 'held-out'} | {refs[t]['few_shot']:.2f} | "
+                     + " | ".join(f"{run['generated'][t]:.2f}" for run in r["runs"].values()) + " |")
+    atomic.write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
