@@ -35,7 +35,7 @@ def interleaved_times(fns: dict[str, Callable[[], object]], repeats: int = 5, wa
     return {k: statistics.median(v) for k, v in interleaved_rounds(fns, repeats, warmup).items()}
 
 
-def paired_cut(new_s: list[float], old_s: list[float]) -> dict[str, float]:
+def paired_cut(new_s: list[float], old_s: list[float]) -> dict[str, float | int]:
     """How much less time `new` takes than `old`, 1 − new/old, from the rounds of interleaved_rounds: the median of
     the per-round cuts and their quartiles. A machine that speeds up or slows down for a while moves both times of a
     round alike; a ratio of the two medians is not paired (on 2 cores, ECM's training steps slowed by up to 15% for

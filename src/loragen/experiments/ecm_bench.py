@@ -59,7 +59,7 @@ class BenchConfig:
     ecm: ECMConfig = field(default_factory=lambda: ECMConfig(lr=3e-3, early_decay=1.0))  # ECM's settings; the bench
     # chooses the warp at this lr and decay, then early-centric sampling at this lr, then the lr. ECMConfig's defaults
     # are the bench's choices: starting from them would change what the first choices are made with
-    augment_grid: tuple[float, ...] = (0.0, 0.5, 1.0)  # warp strengths tried (ECM, its default lr, seed 0)
+    augment_grid: tuple[float, ...] = (0.0, 0.5, 1.0)  # warp strengths tried (ECM at the lr and decay above, seed 0)
     early_grid: tuple[tuple[float, str, str], ...] = ((0.7, "batch", "none"), (0.7, "sample", "none"), (1.0, "sample", "none"),
                                                       (1.0, "sample", "inverse"), (1.1, "sample", "none"), (1.2, "sample", "none"),
                                                       (1.4, "sample", "none"), (1.5, "sample", "none"))

@@ -264,8 +264,8 @@ class TextClassifier(nn.Module):
         blocked = (seg_RT[:, :, None] != seg_RT[:, None, :])[:, None]  # (R, 1, T, T): True where attention is not allowed
         dtype = self.encoder.get_input_embeddings().weight.dtype  # that of q, k and v: attention keeps its fast kernel
         if dtype == torch.bfloat16 and self.encoder.config._attn_implementation != "eager":
-            # bf16 on CPU: torch's SDPA with this additive mask is the slower attention; measured on 2 cores (MiniLM, a
-            # condition's 16 examples, 8 to a row): 12.3 ms SDPA vs 10.7 eager; in fp32 SDPA is faster (26.9 vs 29.0)
+            # bf16 on CPU: torch's SDPA with this additive mask is the slower attention; measured on 2 cores (MiniLM, 10
+            # conditions of 16 examples, 8 to a row, interleaved): 14.0 ms SDPA vs 12.5 eager; in fp32 SDPA is faster
             self.encoder.set_attn_implementation("eager")
         bias = torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
         h = self.encoder(input_ids=ids_RT, position_ids=pos_RT, attention_mask=bias).last_hidden_state  # (R, T, H)
