@@ -135,7 +135,8 @@ def generator_suite(gen_dir: Path) -> str | None:
 
 
 def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32") -> tuple[list[dict], bytes, dict | None]:
-    """n clients, each {"condition": a JSON condition, "inputs": {"images" | "texts": ...}, "want": predictions (a
+    """n clients, each {"condition": a JSON condition, "cond": the Condition the service builds from it, "inputs":
+    {"images" | "texts": ...}, "want": predictions (a
     causal LM: replies), "want_probs": (4, C) or None} from a local merged() evaluation of its adapter (conditions
     encoded in `precision`, as the server does); a bad predict body (its adapter id is filled in later); and, for a
     precision other than fp32, what it changes: test accuracy of each client's adapter with conditions encoded in
@@ -173,7 +174,7 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
                 with merged(base, gen.generate(cond)[0]):
                     want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
                                            suite.answer_tokens)
-                clients.append({"condition": body, "inputs": inputs, "want": want, "want_probs": None})
+                clients.append({"condition": body, "cond": cond, "inputs": inputs, "want": want, "want_probs": None})
                 continue
             x = suite.encode_texts(texts)
         adapter = gen.generate(cond)[0]  # its condition encoded in `precision`
@@ -190,7 +191,7 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
             compare["agree"].append(100 * (pred["fp32"] == pred[precision]).float().mean().item())
         with merged(base, adapter), torch.no_grad():
             probs = torch.softmax(suite.forward(base, x).float(), -1)
-        clients.append({"condition": body, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
+        clients.append({"condition": body, "cond": cond, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
     if suite_name == "digits-domains":
         bad = {"images": [[[float("nan")] * 16] * 16]}
     else:
@@ -278,6 +279,26 @@ async def make_adapters(url: str, conditions: list[dict], lone: int = 3) -> tupl
     return [c[0] for c in cold], [c[1] for c in cold], [c[2] for c in cold]
 
 
+def model_thread_ms(gen_dir: Path, clients: list[dict], precision: str, repeats: int = 7) -> dict:
+    """Without HTTP: one micro-batch of every client's request through the service's batched path, against the same
+    requests one at a time through its merge path, in this process (one thread, interleaved; medians in ms). What
+    batching saves in the model thread itself, apart from the HTTP and JSON work both servers also do."""
+    from loragen.evaluate.cost import interleaved_times
+    from loragen.serve.batcher import Job
+    from loragen.serve.config import ServeConfig
+    from loragen.serve.service import Service
+
+    svc = Service(ServeConfig(generator=gen_dir, condition_precision=precision))
+    svc.load()
+    c = svc.config
+    jobs = [Job(f"client-{i}", svc.gen.generate(cl["cond"])[0],
+                svc.codec.batch(cl["inputs"].get("texts"), cl["inputs"].get("images"), c.max_inputs, c.max_text_chars), None)
+            for i, cl in enumerate(clients)]
+    t = interleaved_times({"batched": lambda: svc._run_batched(jobs), "merge": lambda: svc._run_merged(jobs)}, repeats=repeats)
+    return {"requests": len(jobs), "batched_ms": round(1000 * t["batched"], 2), "merge_ms": round(1000 * t["merge"], 2),
+            "speedup": round(t["merge"] / t["batched"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -355,6 +376,8 @@ def main() -> None:
     for k in ("http_5xx", "wrong_answers", "bad_rejected", "bad_accepted", "http_429", "other_4xx"):
         results[k] += base_load[k]
     results["speedup"] = round(results["throughput_rps"] / results["baseline_throughput_rps"], 2)
+    results["model_thread"] = model_thread_ms(gen_dir, clients, args.condition_precision,
+                                              repeats=1 if args.suite == "llm-tasks" else 7)  # a causal LM: ~1 min a round
     growth = None if None in (results["rss_mb_1k"], results["rss_mb_10k"]) else results["rss_mb_10k"] / results["rss_mb_1k"] - 1
     results["rss_growth"] = None if growth is None else round(growth, 4)
     atomic.write_json(args.out / "results.json", results)
@@ -366,6 +389,9 @@ def main() -> None:
             ("p50 / p99 latency, batched (ms)", f"{results['p50_ms']} / {results['p99_ms']}"),
             ("p50 / p99 latency, merge (ms)", f"{results['baseline_p50_ms']} / {results['baseline_p99_ms']}"),
             ("mean micro-batch (samples)", results["mean_batch"]),
+            (f"model thread alone, {results['model_thread']['requests']} requests: one micro-batch / one at a time merged (ms)",
+             f"{results['model_thread']['batched_ms']} / {results['model_thread']['merge_ms']} "
+             f"({results['model_thread']['speedup']}×; no HTTP)"),
             ("generate a new condition, at the client / in the server (ms)", f"{results['generate_cold_ms']} / {results['generate_cold_server_ms']}"),
             ("the server's first request (ms)", results["generate_first_ms"]),
             (f"generate a new condition, idle server with {args.cold_threads} threads, at the client / in the server (ms)",
