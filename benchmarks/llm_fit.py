@@ -2,7 +2,7 @@
 ones? The k-fold study (benchmarks/llm_tasks.py) found it under-trained (docs/llm-adapters.md); this measures how the
 learning rate moves it, on validation items only (so a choice made here does not touch the study's test items).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-3,3e-3,1e-2] [--steps 400]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-4,3e-4,1e-3,3e-3] [--steps 400]
 
 Fold 0 of the study's 3 folds (same suite arguments and families): the generator is trained on the fold's training
 tasks with the suite's default settings but the lr (and steps) given; then, on `--tasks` seen tasks (drawn from the
@@ -36,7 +36,7 @@ from llm_tasks import config  # noqa: E402  the study's settings
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--lrs", default="1e-3,3e-3,1e-2", help="generator learning rates, comma-separated")
+    ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="generator learning rates, comma-separated")
     ap.add_argument("--steps", type=int, default=400, help="generator training steps (the suite's default: 400)")
     ap.add_argument("--tasks", type=int, default=8, help="seen and held-out tasks scored (each)")
     args = ap.parse_args()
