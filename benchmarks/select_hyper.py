@@ -53,8 +53,10 @@ CANDIDATES = [  # every field that differs between candidates is named, so the g
 TASK_COUNTS = [96, 192, 384]
 WIDTHS = [128, 192, 256, 384, 512]
 MIN_SPEEDUP = 1000
-TEXT_CANDIDATES = [dict(steps=s, condition_precision=p) for p in ("fp32", "bf16") for s in (10, 30)] + [
-    dict(steps=100, condition_precision="fp32"), dict(steps=100, prototype_head=False, condition_precision="fp32")]
+TEXT_CANDIDATES = [dict(steps=s, condition_precision=p, prototype_bias=False) for p in ("fp32", "bf16") for s in (10, 30)] + [
+    dict(steps=100, condition_precision="fp32", prototype_bias=False),
+    dict(steps=100, prototype_head=False, condition_precision="fp32", prototype_bias=False)] + [
+    dict(steps=s, condition_precision="bf16", prototype_bias=True) for s in (10, 30)]
 
 
 def study_tasks() -> set[str]:

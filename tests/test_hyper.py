@@ -36,6 +36,30 @@ def test_fresh_network_is_the_base_model_and_keeps_whole_modules(tiny):
     assert layout.flatten({k: v[0] for k, v in out.items()}).numel() == layout.numel
 
 
+def test_prototype_bias_ranks_classes_by_euclidean_distance_to_their_centroids(tiny):
+    """With proto_bias the head's prototype part is s·c_k·f − s·m·‖c_k‖²/2: for features of norm m it ranks classes
+    as −‖f − m·c_k‖² does, so a short centroid (a diffuse class) is no longer at a disadvantage."""
+    layout = LoraLayout.from_model(tiny, ["lin0"], rank=2, alpha=4.0, modules_to_save=["lin1"])
+    kw = dict(item_dim=5, width=16, cond_dim=8, module_dim=4, proto_module="lin1", proto_scale=20.0 / 4.0)  # m = 4
+    torch.manual_seed(0)
+    plain = HyperNetwork(layout, **kw)
+    torch.manual_seed(0)
+    biased = HyperNetwork(layout, **kw, proto_bias=True)
+    items, proto = torch.randn(2, 7, 5), torch.randn(2, 3, 20)
+    p, b = plain(items, proto), biased(items, proto)
+    s = plain.proto_log_scale.exp()
+    assert torch.allclose(b["lin1.weight"], p["lin1.weight"])
+    assert torch.allclose(b["lin1.bias"] - p["lin1.bias"], -s * 4.0 / 2 * proto.square().sum(-1), atol=1e-5)
+    f = 4.0 * torch.nn.functional.normalize(torch.randn(20), dim=0)  # a feature of norm m
+    logits = s * proto[0] @ f - s * 4.0 / 2 * proto[0].square().sum(-1)
+    assert logits.argmax() == (-(f - 4.0 * proto[0]).square().sum(-1)).argmax()
+    state = HyperNetwork(layout, **{**kw, "proto_scale": 1.0}, proto_bias=True)
+    state.load_state_dict(biased.state_dict())  # m travels with the weights
+    assert state.proto_feature_norm.item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="needs a prototype module"):
+        HyperNetwork(layout, item_dim=5, width=16, cond_dim=8, module_dim=4, proto_bias=True)
+
+
 def test_set_encoder_pools_before_its_last_linear_exactly_as_after(tiny):
     """embed() averages over the K items before φ's last Linear (cheaper); that must equal DeepSets' mean of φ(x_k),
     and a condition's embedding must not depend on the order of its items."""

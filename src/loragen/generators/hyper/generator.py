@@ -44,6 +44,10 @@ class HyperConfig:
     objective: Literal["task", "recon"] = "task"  # train through the base model's task loss, or match zoo adapters
     encoder: str = "image-set"  # image-set | text | description | examples: how a condition becomes items (items.py)
     prototype_head: bool = True  # examples encoder: add class prototypes of the examples to the generated head
+    # prototype head: also give class k the bias −s·m·‖c_k‖²/2 (m the training pools' mean feature norm), which makes
+    # s·c_k·f + b_k the linear form of a Euclidean nearest-centroid (Proto-MAML's W = 2c, b = −‖c‖²); without it a
+    # diffuse class, such as the "rest" of a one-vs-rest task, has a short mean and loses most comparisons
+    prototype_bias: bool = False
     # examples encoder: the base-model pass that reads examples, for training pools and generation alike (items.py;
     # bf16 about halves a cold generate on CPUs with bf16 instructions; `loragen serve` may override it)
     condition_precision: str = "fp32"
@@ -99,7 +103,7 @@ class HyperGenerator:
         self.proto_module = head if config.prototype_head else None
         self.n_classes = next((f.out_features for f in layout.full if f.name == head), 0)
         self.net = HyperNetwork(layout, item_dim, config.width, config.cond_dim, config.module_dim, full_init, self.proto_module,
-                                proto_scale)
+                                proto_scale, proto_bias=config.prototype_bias)
         self.buffers = {"item_mean": torch.zeros(item_dim), "item_std": torch.ones(item_dim)}
         self.fit_summary: dict | None = None
 

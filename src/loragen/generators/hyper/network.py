@@ -9,7 +9,8 @@ that emits the full weight and bias. B heads start at zero, so a fresh network g
 whole-module heads start at the base module's weights.
 With a prototype module p (a classification head), its generated weight also gets s · prototypes (B, C, F) computed
 from the condition's labelled examples (items.ConditionItems.prototypes), s a learned scale: the head starts as a
-nearest-centroid classifier of the examples and the network learns the rest.
+nearest-centroid classifier of the examples and the network learns the rest. With `proto_bias`, its bias also gets
+−s·m·‖c_k‖²/2 (m the mean feature norm), so the head ranks classes by Euclidean distance to their centroids.
 Shapes: B conditions, K items per condition, D item features, W width, Z condition size, M module-embedding size,
 r / i / o LoRA rank / in / out features, C classes, F head input features.
 """
@@ -33,7 +34,8 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 class HyperNetwork(nn.Module):
     def __init__(self, layout: LoraLayout, item_dim: int, width: int = 256, cond_dim: int = 128, module_dim: int = 32,
-                 full_init: dict[str, torch.Tensor] | None = None, proto_module: str | None = None, proto_scale: float = 1.0):
+                 full_init: dict[str, torch.Tensor] | None = None, proto_module: str | None = None, proto_scale: float = 1.0,
+                 proto_bias: bool = False):
         super().__init__()
         self.layout, self.proto_module = layout, proto_module
         if proto_module is not None:
@@ -41,6 +43,12 @@ class HyperNetwork(nn.Module):
                 raise ValueError(f"the prototype module must be a whole module of the layout {[f.name for f in layout.full]}; "
                                  f"found {proto_module!r}")
             self.proto_log_scale = nn.Parameter(torch.tensor(math.log(proto_scale)))
+            if proto_bias:  # m: the mean feature norm the scale was set from (s = 20 / m); restored with the state
+                if not next(f for f in layout.full if f.name == proto_module).bias:
+                    raise ValueError(f"a prototype bias needs a bias in {proto_module!r}; it has none")
+                self.register_buffer("proto_feature_norm", torch.tensor(20.0 / proto_scale))
+        elif proto_bias:
+            raise ValueError("a prototype bias needs a prototype module; found none")
         self.item_mlp = _mlp([item_dim, width, width])  # φ
         self.set_mlp = _mlp([width, width, cond_dim])  # ρ
         self.module_emb = nn.Parameter(0.1 * torch.randn(len(layout.modules) + len(layout.full), module_dim))
@@ -96,4 +104,7 @@ class HyperNetwork(nn.Module):
                 out[f"{f.name}.weight"] = out[f"{f.name}.weight"] + self.proto_log_scale.exp() * proto_BCF
             if f.bias:
                 out[f"{f.name}.bias"] = flat[:, f.out_features * f.in_features :]
+                if f.name == self.proto_module and hasattr(self, "proto_feature_norm"):  # −s·m·‖c_k‖²/2 (B, C)
+                    out[f"{f.name}.bias"] = out[f"{f.name}.bias"] - (self.proto_log_scale.exp() * self.proto_feature_norm / 2
+                                                                     * proto_BCF.square().sum(-1))
         return out
