@@ -17,14 +17,13 @@ cheaper. If (b) is ~1 here, the speedup is bounded by (time per request one at a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from loragen import atomic
-from loragen.evaluate.cost import interleaved_rounds
+from loragen.evaluate.cost import interleaved_times
 from loragen.suites import get_suite
 
 FLOP_PER_TOKEN = 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536)  # MiniLM-L6's linear layers, 2 FLOP per multiply-add
@@ -56,8 +55,7 @@ def main() -> None:
 
     a, b = torch.randn(1024, 384), torch.randn(384, 1536)
     fns = {name: run(*way) for name, way in WAYS.items()} | {"gemm": lambda: [a @ b for _ in range(20)]}
-    rounds = interleaved_rounds(fns, repeats=args.repeats)
-    seconds = {k: statistics.median(v) for k, v in rounds.items()}
+    seconds = interleaved_times(fns, repeats=args.repeats)  # medians
     rows = [{"way": name, "tokens_per_s": tokens / seconds[name], "gflop_per_s": tokens * FLOP_PER_TOKEN / seconds[name] / 1e9}
             for name in WAYS]
     gemm = 20 * 2 * 1024 * 384 * 1536 / seconds["gemm"] / 1e9

@@ -135,7 +135,7 @@ def generator_suite(gen_dir: Path) -> str | None:
 
 
 def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32") -> tuple[list[dict], bytes, dict | None]:
-    """n clients, each {"condition": a JSON condition, "cond": the Condition the service builds from it, "inputs":
+    """n clients, each {"condition": a JSON condition, "adapter": the adapter the service makes of it, "inputs":
     {"images" | "texts": ...}, "want": predictions (a
     causal LM: replies), "want_probs": (4, C) or None} from a local merged() evaluation of its adapter (conditions
     encoded in `precision`, as the server does); a bad predict body (its adapter id is filled in later); and, for a
@@ -171,10 +171,11 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
             texts = [pool[(k * (i // len(tasks)) + j) % len(pool)] for j in range(k)]
             inputs = {"texts": texts}
             if suite_name == "llm-tasks":  # the replies of a local greedy completion under the merged adapter
-                with merged(base, gen.generate(cond)[0]):
+                adapter = gen.generate(cond)[0]
+                with merged(base, adapter):
                     want = greedy_complete(base, suite.tokenizer(), [[{"role": "user", "content": t}] for t in texts],
                                            suite.answer_tokens)
-                clients.append({"condition": body, "cond": cond, "inputs": inputs, "want": want, "want_probs": None})
+                clients.append({"condition": body, "adapter": adapter, "inputs": inputs, "want": want, "want_probs": None})
                 continue
             x = suite.encode_texts(texts)
         adapter = gen.generate(cond)[0]  # its condition encoded in `precision`
@@ -191,7 +192,8 @@ def make_clients(suite_name: str, gen_dir: Path, n: int, precision: str = "fp32"
             compare["agree"].append(100 * (pred["fp32"] == pred[precision]).float().mean().item())
         with merged(base, adapter), torch.no_grad():
             probs = torch.softmax(suite.forward(base, x).float(), -1)
-        clients.append({"condition": body, "cond": cond, "inputs": inputs, "want": probs.argmax(-1).tolist(), "want_probs": probs})
+        clients.append({"condition": body, "adapter": adapter, "inputs": inputs, "want": probs.argmax(-1).tolist(),
+                        "want_probs": probs})
     if suite_name == "digits-domains":
         bad = {"images": [[[float("nan")] * 16] * 16]}
     else:
@@ -279,19 +281,20 @@ async def make_adapters(url: str, conditions: list[dict], lone: int = 3) -> tupl
     return [c[0] for c in cold], [c[1] for c in cold], [c[2] for c in cold]
 
 
-def model_thread_ms(gen_dir: Path, clients: list[dict], precision: str, repeats: int = 7) -> dict:
+def model_thread_ms(gen_dir: Path, clients: list[dict], repeats: int = 7) -> dict:
     """Without HTTP: one micro-batch of every client's request through the service's batched path, against the same
     requests one at a time through its merge path, in this process (one thread, interleaved; medians in ms). What
-    batching saves in the model thread itself, apart from the HTTP and JSON work both servers also do."""
+    batching saves in the model thread itself, apart from the HTTP and JSON work both servers also do. The clients'
+    adapters are the ones make_clients generated (the servers' own, as the answers' check shows)."""
     from loragen.evaluate.cost import interleaved_times
     from loragen.serve.batcher import Job
     from loragen.serve.config import ServeConfig
     from loragen.serve.service import Service
 
-    svc = Service(ServeConfig(generator=gen_dir, condition_precision=precision))
+    svc = Service(ServeConfig(generator=gen_dir))
     svc.load()
     c = svc.config
-    jobs = [Job(f"client-{i}", svc.gen.generate(cl["cond"])[0],
+    jobs = [Job(f"client-{i}", cl["adapter"],
                 svc.codec.batch(cl["inputs"].get("texts"), cl["inputs"].get("images"), c.max_inputs, c.max_text_chars), None)
             for i, cl in enumerate(clients)]
     t = interleaved_times({"batched": lambda: svc._run_batched(jobs), "merge": lambda: svc._run_merged(jobs)}, repeats=repeats)
@@ -376,8 +379,8 @@ def main() -> None:
     for k in ("http_5xx", "wrong_answers", "bad_rejected", "bad_accepted", "http_429", "other_4xx"):
         results[k] += base_load[k]
     results["speedup"] = round(results["throughput_rps"] / results["baseline_throughput_rps"], 2)
-    results["model_thread"] = model_thread_ms(gen_dir, clients, args.condition_precision,
-                                              repeats=1 if args.suite == "llm-tasks" else 7)  # a causal LM: ~1 min a round
+    # a causal LM: ~1 min a round
+    results["model_thread"] = model_thread_ms(gen_dir, clients, repeats=1 if args.suite == "llm-tasks" else 7)
     growth = None if None in (results["rss_mb_1k"], results["rss_mb_10k"]) else results["rss_mb_10k"] / results["rss_mb_1k"] - 1
     results["rss_growth"] = None if growth is None else round(growth, 4)
     atomic.write_json(args.out / "results.json", results)
