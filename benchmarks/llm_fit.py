@@ -1,15 +1,17 @@
 """Does the llm-tasks hyper generator fit its own training tasks, and does fitting them better carry over to held-out
 ones? The k-fold study (benchmarks/llm_tasks.py) found it under-trained (docs/llm-adapters.md); this measures how the
-learning rate moves it, on validation items only (so a choice made here does not touch the study's test items).
+learning rate, the training length and the condition encoder move it, on validation items only (so a choice made here
+does not touch the study's test items).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-4,3e-4,1e-3,3e-3] [--steps 400]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-4,3e-4,1e-3,3e-3] \
+        [--steps 400] [--encoder text|states]
 
 Fold 0 of the study's 3 folds (same suite arguments and families): the generator is trained on the fold's training
 tasks with the suite's default settings but the lr (and steps) given; then, on `--tasks` seen tasks (drawn from the
 fold's training tasks) and as many held-out tasks of the fold, exact match of the greedy completion on the tasks'
 validation queries: the generated adapter (from the task's held-out description paraphrase + 8 example lines, as in
-the study), and zero-shot / few-shot prompting on the same queries as references. Each lr's generator is kept in
---out and reused by a rerun. Writes results.json and results.md.
+the study), and zero-shot / few-shot prompting on the same queries as references. Each run's generator (lr, steps,
+encoder) is kept in --out and reused by a rerun. Writes results.json and results.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="generator learning rates, comma-separated")
     ap.add_argument("--steps", type=int, default=400, help="generator training steps (the suite's default: 400)")
     ap.add_argument("--tasks", type=int, default=8, help="seen and held-out tasks scored (each)")
+    ap.add_argument("--encoder", default=None, help="the generator's condition encoder (default: the study's)")
     args = ap.parse_args()
     cfg, suite_kwargs = config(False)
     suite = get_suite("llm-tasks", **suite_kwargs)
@@ -59,10 +63,13 @@ def main() -> None:
         r["references"] = {t: {"zero_shot": em(t, "description"), "few_shot": em(t, "few-shot")} for t in seen + unseen}
         atomic.write_json(results_path, r)
     for lr in [float(x) for x in args.lrs.split(",")]:
-        key = f"lr{lr:g}_steps{args.steps}"
+        hyper = replace(cfg.hyper, lr=lr, steps=args.steps, encoder=args.encoder or cfg.hyper.encoder)
+        key = f"lr{lr:g}_steps{args.steps}" + ("" if hyper.encoder == cfg.hyper.encoder else f"_{hyper.encoder}")
         if key in r["runs"]:
+            if "generate_cold_ms" not in r["runs"][key]:  # runs from before the timing was added
+                r["runs"][key]["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
+                atomic.write_json(results_path, r)
             continue
-        hyper = replace(cfg.hyper, lr=lr, steps=args.steps)
         gen = HyperGenerator.fit(hyper, suite=suite, tasks=list(fold.train), out=args.out / key)
         scores = {}
         for t in seen + unseen:
@@ -72,12 +79,27 @@ def main() -> None:
             print(f"{key} {t}: generated {scores[t]:.2f}, few-shot {r['references'][t]['few_shot']:.2f}", flush=True)
         r["runs"][key] = {"command": "python " + " ".join(sys.argv), "hyper": asdict(hyper), "fit": gen.fit_summary,
                           "generated": scores, "seen_mean": statistics.mean(scores[t] for t in seen),
-                          "unseen_mean": statistics.mean(scores[t] for t in unseen)}
+                          "unseen_mean": statistics.mean(scores[t] for t in unseen),
+                          "generate_cold_ms": cold_ms(gen, suite, unseen)}
         atomic.write_json(results_path, r)
-    write_report(args.out, r)
+    write_report(args.out, r, cfg.hyper.encoder)
 
 
-def write_report(out: Path, r: dict) -> None:
+def cold_ms(gen: HyperGenerator, suite, tasks: list[str]) -> float:
+    """Median ms from a held-out task's raw condition to an adapter, its encoding included: nothing cached, and no task
+    name (as prompting_study.cold_generation_s times it)."""
+    gen.generate(suite.eval_condition(tasks[0]), 1)  # loads the encoders' models: not part of a cold generation
+    times = []
+    for t in tasks:
+        cond = replace(suite.eval_condition(t), task=None)
+        gen.items.clear_cache()
+        t0 = time.perf_counter()
+        gen.generate(cond, 1)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def write_report(out: Path, r: dict, study_encoder: str) -> None:
     refs, seen, unseen = r["references"], r["seen"], r["unseen"]
     mean = lambda ts, k: statistics.mean(refs[t][k] for t in ts)  # noqa: E731
     lines = ["# llm-tasks: does the hyper generator fit its training tasks? (validation queries, fold 0)", "",
@@ -85,17 +107,22 @@ def write_report(out: Path, r: dict) -> None:
              + ", ".join(sorted({f"`{run.get('command', r['command'])}`" for run in r["runs"].values()})), "",
              f"Generator trained on the fold's {r['train_tasks']} training tasks; exact match on the validation queries of "
              f"{len(seen)} of them (seen) and of {len(unseen)} held-out tasks.", "",
-             "| method | train loss (EMA, last step) | fit (s) | seen | held-out |", "|---|---|---|---|---|",
-             f"| zero-shot (description) | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
-             f"| few-shot (description + 4 examples) | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
-    for key, run in r["runs"].items():
-        lines.append(f"| generated, {key} | {run['fit']['loss']:.3f} | {run['fit']['fit_s']:.0f} | {run['seen_mean']:.2f} | "
-                     f"{run['unseen_mean']:.2f} |")
-    lines += ["", "Per task (generated per run; few-shot):", "", "| task | group | few-shot | " + " | ".join(r["runs"]) + " |",
-              "|---|---|---|" + "---|" * len(r["runs"])]
+             "| method | condition encoder | train loss (EMA, last step) | fit (s) | cold generation (ms) | seen | held-out |",
+             "|---|---|---|---|---|---|---|",
+             f"| zero-shot (description) | | | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
+             f"| few-shot (description + 4 examples) | | | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
+    # the study's encoder first, then by steps and lr
+    runs = dict(sorted(r["runs"].items(), key=lambda kv: (kv[1]["hyper"]["encoder"] != study_encoder,
+                                                         kv[1]["hyper"]["encoder"], kv[1]["hyper"]["steps"], kv[1]["hyper"]["lr"])))
+    for key, run in runs.items():
+        cold = f"{run['generate_cold_ms']:.1f}" if "generate_cold_ms" in run else "–"
+        lines.append(f"| generated, {key} | {run['hyper']['encoder']} | {run['fit']['loss']:.3f} | {run['fit']['fit_s']:.0f} | "
+                     f"{cold} | {run['seen_mean']:.2f} | {run['unseen_mean']:.2f} |")
+    lines += ["", "Per task (generated per run; few-shot):", "", "| task | group | few-shot | " + " | ".join(runs) + " |",
+              "|---|---|---|" + "---|" * len(runs)]
     for t in seen + unseen:
         lines.append(f"| {t} | {'seen' if t in seen else 'held-out'} | {refs[t]['few_shot']:.2f} | "
-                     + " | ".join(f"{run['generated'][t]:.2f}" for run in r["runs"].values()) + " |")
+                     + " | ".join(f"{run['generated'][t]:.2f}" for run in runs.values()) + " |")
     atomic.write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
 

@@ -217,6 +217,39 @@ def test_hyper_generator_trains_through_the_cached_prefix(lm, tmp_path):
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(lm.model_folder())), str(folder))
 
 
+def test_example_states_read_each_line_at_the_cut(lm):
+    """The states encoder's rows: the prefix state of each example line's last prompt token and its answer tokens'
+    mean, the same whether the line's states come from the train split's cache or from a fresh prefix pass."""
+    from loragen.conditions import Condition
+    from loragen.generators.hyper.items import ConditionItems
+
+    cond = lm.eval_condition(TASK)
+    cached = lm.example_states(cond)  # lines of the train split: read from `data`
+    fresh = lm.example_states(Condition("a-new-task", text="x", examples=cond.examples))  # the prefix runs again
+    dim = lm.base_model().config.hidden_size
+    assert cached.shape == (lm.k_exemplars, 2 * dim)
+    assert torch.allclose(cached, fresh, atol=1e-4)
+    # by hand, for the first line: its tokens through layer 0 alone, unpadded
+    tokens = lm._encode(TASK, cond.labelled_examples()[:1])
+    real = tokens.x[0, 1].bool()
+    with torch.no_grad():
+        hidden = lm.base_model()(tokens.x[0, 0][real][None], output_hidden_states=True).hidden_states[1][0]
+    flags = torch.zeros(tokens.x.shape[2], dtype=torch.bool)
+    flags[-lm.answer_tokens :] = tokens.y[0] != completion.IGNORE
+    flags = flags[real]
+    first = int(flags.long().argmax())
+    assert torch.allclose(cached[0, :dim], hidden[first - 1], atol=1e-4)
+    assert torch.allclose(cached[0, dim:], hidden[flags].mean(0), atol=1e-4)
+    items = ConditionItems("states", lm)
+    rows = items(cond)
+    assert rows.shape == (lm.k_exemplars, 2 * dim + 384)
+    assert torch.equal(rows[:, : 2 * dim], cached) and torch.allclose(rows[0, 2 * dim :], rows[-1, 2 * dim :])
+    other = items(Condition(cond.task, text="Something else entirely", examples=cond.examples))
+    assert torch.equal(other[:, : 2 * dim], cached) and not torch.allclose(other[:, 2 * dim :], rows[:, 2 * dim :])
+    with pytest.raises(ConfigError, match="expected a suite"):
+        ConditionItems("states")
+
+
 def test_quick_demo_on_a_local_causal_lm(tiny_llm_folder, tmp_path):
     """The whole pipeline (zoo, reference fine-tunes, hyper generator, evaluation, PEFT folders) runs on llm-tasks."""
     from typer.testing import CliRunner

@@ -251,6 +251,32 @@ class LlmTasks(Suite):
             raise LoragenError(f"expected labelled example lines in the condition of {condition.task!r}; found none")
         return self._encode(condition.task, pairs)
 
+    def example_states(self, condition: Condition) -> torch.Tensor:
+        """(K, 2D): each example line as the adapted layers see it, from the frozen prefix's states entering the cut:
+        the state of the last prompt token (which predicts the answer; where in-context task vectors live) and the mean
+        over the answer's tokens. What the hyper generator's `states` encoder reads. Lines of the task's train split
+        reuse the states `data` keeps; other lines run the prefix once."""
+        if self.top_layers is None:
+            raise ConfigError("example states are read at the cut of the cached prefix; this suite adapts every layer "
+                              "(top_layers=None)")
+        pairs = condition.labelled_examples()
+        if not pairs:
+            raise LoragenError(f"expected labelled example lines in the condition of {condition.task!r}; found none")
+        known = {}
+        if condition.task in self._tasks:
+            known = {p: i for i, p in enumerate(self.examples(condition.task, "train"))}
+        if all(p in known for p in pairs):
+            x = self.data(condition.task, "train").x[[known[p] for p in pairs]]
+        else:
+            t = self.example_batch(condition)
+            x = prefix_states(self.base_model(), t.x, t.y, self.cut())
+        dim = x.shape[2] - 2
+        answer = x[..., dim + 1]  # (K, L) 1 at answer tokens
+        last_prompt = answer.argmax(1) - 1  # answers are contiguous and right-aligned: the token before the first
+        prompt_state = x[torch.arange(len(x)), last_prompt, :dim]  # (K, D)
+        answer_mean = (x[..., :dim] * answer[..., None]).sum(1) / answer.sum(1, keepdim=True).clamp_min(1)  # (K, D)
+        return torch.cat([prompt_state, answer_mean], 1)
+
     def prompt_tokens(self, task: str, split: str = "test", context: Context = "none", limit: int | None = None) -> float:
         """Mean prompt tokens per query (the answer not counted): the inference cost a context adds."""
         d = self.encode(task, split, context, limit=limit)

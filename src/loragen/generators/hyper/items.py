@@ -5,11 +5,16 @@
     description  the same of the description alone                                                  (1, 384)
     examples     each labelled few-shot example: the base model's input to its head module (the
                  features the head classifies) and the one-hot label                                 (K, F + C)
+    states       each example line read by a language model's frozen prefix (the suite's
+                 `example_states`: what the adapted layers see), with the description's
+                 sentence-transformers embedding appended to every row                               (K, S + 384)
 
 `examples` reads the task through the base model itself, so the generator can also place a prototype of each class
 straight into the head (`prototypes`; Proto-MAML's initialisation of the last layer, Triantafillou et al. 2020): what
 the hypernetwork then learns is a correction to a classifier that already fits the examples, which carries over to
 tasks whose topics no training task touched. It needs the suite (base model and `example_batch`).
+`states` does the same for a causal LM, which has no head to put prototypes in: a task is shown to the generator as
+what the model itself makes of its examples (suite.example_states), and the description still counts, appended.
 Its base-model pass may run in bfloat16 (`precision`; HyperConfig.condition_precision, for training pools and
 generation alike, which `loragen serve --condition-precision` may override): on CPUs with bf16 instructions it is about
 twice as fast, and features stay within ~1% of fp32's.
@@ -28,7 +33,7 @@ from torch import nn
 from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
 from loragen.errors import ConditionError, ConfigError
 
-ITEM_ENCODERS = ("image-set", "text", "description", "examples")
+ITEM_ENCODERS = ("image-set", "text", "description", "examples", "states")
 PRECISIONS = ("fp32", "bf16")
 
 # base model -> {(precision, example line) -> (F + C,) item}: the base model is frozen, so an example's features never
@@ -74,7 +79,11 @@ class ConditionItems:
                               f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
         self.encoder, self._suite, self.head, self.suite_args = encoder, suite, head, dict(suite_args or {})
         self.precision = precision  # of the examples encoder's base-model pass
+        if encoder == "states" and suite is None:
+            raise ConfigError("the states encoder reads example lines through the base model; expected a suite, found none")
         self._text = TextEncoder(with_examples=encoder == "text") if encoder in ("text", "description") else None
+        self._description = TextEncoder(with_examples=False) if encoder == "states" else None
+        self._states: dict[str, torch.Tensor] = {}  # states encoder: example line -> (S,)
 
     def suite(self):
         if isinstance(self._suite, str):
@@ -88,6 +97,9 @@ class ConditionItems:
             return self._text.encode([condition])  # (1, D)
         if self.encoder == "examples":
             return self._examples(condition)
+        if self.encoder == "states":
+            feats = self._example_states(condition)  # (K, S)
+            return torch.cat([feats, self._description.encode([condition]).expand(len(feats), -1)], 1)  # (K, S + 384)
         if condition.images is None or condition.images.ndim != 3:
             found = None if condition.images is None else tuple(condition.images.shape)
             raise ConditionError(f"an image-set condition needs images of shape (K, H, W); found {found} for task {condition.task!r}")
@@ -114,11 +126,30 @@ class ConditionItems:
                 cache[self.precision, condition.examples[i]] = row
         return torch.stack([cache[self.precision, line] for line in condition.examples])  # (K, F + C)
 
+    def _example_states(self, condition: Condition) -> torch.Tensor:
+        if not condition.examples:
+            raise ConditionError(f"the states encoder needs labelled example lines; found none for task {condition.task!r}")
+        todo = [line for line in dict.fromkeys(condition.examples) if line not in self._states]
+        if todo:
+            suite = self.suite()
+            if not hasattr(suite, "example_states"):
+                raise ConfigError(f"the states encoder reads example lines through a language model's prefix "
+                                  f"(llm-tasks); suite {suite.name!r} has none")
+            feats = suite.example_states(Condition(condition.task, examples=todo))  # (K', S)
+            self._states.update(zip(todo, feats))
+        return torch.stack([self._states[line] for line in condition.examples])
+
     def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
         """Everything training conditions of one task are drawn from: every exemplar's (or example's) features (M, D);
-        R encoded K-example draws (R, D) for text."""
+        R encoded K-example draws (R, D) for text; for states, every example line's states, each with one of the
+        task's training descriptions (drawn at random) appended."""
         if self._text is not None:
             return self._text.encode([pool.subset(k, g) for _ in range(draws)])
+        if self.encoder == "states":
+            feats = self._example_states(pool)  # (M, S)
+            texts = [pool.text, *(pool.paraphrases or [])]
+            desc = self._description.encode([Condition(pool.task, text=t) for t in texts])  # (P, 384)
+            return torch.cat([feats, desc[torch.randint(len(texts), (len(feats),), generator=g)]], 1)
         return self(pool)
 
     @property
@@ -130,6 +161,9 @@ class ConditionItems:
         """Forget every encoded condition (for cold timings)."""
         if self._text is not None:
             self._text._cache.clear()
+        if self._description is not None:
+            self._description._cache.clear()
+        self._states.clear()
         if self.encoder == "examples" and not isinstance(self._suite, str):
             _EXAMPLE_CACHE.pop(self._suite.base_model(), None)
 
