@@ -45,11 +45,9 @@ def config(quick: bool) -> tuple[PromptingStudyConfig, dict]:
             pdiff=PDiffConfig(encoder="text", k_exemplars=8, ae_patch=64, ae_steps=20, diffusion_steps=20, ae_channels=(8, 8),
                               latent_dim=16, width=32, depth=1, cond_draws=4, sample_steps=5, checkpoint_every=10))
         return cfg, {"families": QUICK_FAMILIES, "n_train": 24, "n_val": 16, "n_test": 12}
-    d = suite_defaults("llm-tasks")  # the suite's defaults are this benchmark's settings, but the hyper lr: the study
-    # in docs/llm-adapters.md ran at 1e-3, before benchmarks/llm_fit.py chose 3e-4 on validation queries; a rerun at the
-    # default (~2.3 hours on 2 cores) is what replaces it
+    d = suite_defaults("llm-tasks")  # the suite's defaults are this benchmark's settings
     cfg = PromptingStudyConfig(folds=3, seen_per_fold=4, multitask_steps=300, pdiff_samples=3,
-                               finetune=FinetuneConfig(**d.finetune), hyper=HyperConfig(**{**d.hyper, "lr": 1e-3}),
+                               finetune=FinetuneConfig(**d.finetune), hyper=HyperConfig(**d.hyper),
                                pdiff=PDiffConfig(**d.pdiff))
     return cfg, {"families": FAMILIES, "n_train": 48, "n_val": 16, "n_test": 24}
 

@@ -10,8 +10,8 @@ Two objectives:
 
 A condition is turned into a set of item features (items.py): for images, each exemplar's pixels and moments; for
 text, the sentence-transformers embedding of the description + few-shot examples (one item), or each labelled example
-read through the base model (`examples`, which also puts class prototypes into the head; `states` for a causal LM). Items are standardised with
-the training pools' statistics and pooled by a learned set encoder.
+read through the base model (`examples`, which also puts class prototypes into the head; `states` for a causal LM).
+Items are standardised with the training pools' statistics and pooled by a learned set encoder.
 Shapes: T tasks, Tb tasks per step, n examples per task, K items per condition, D item features, P adapter size.
 """
 
