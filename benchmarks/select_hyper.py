@@ -15,6 +15,7 @@ target, as --widths does for digits).
     .venv/bin/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
     .venv/bin/python benchmarks/select_hyper.py --task-counts --out runs/bench/select-tasks
     .venv/bin/python benchmarks/select_hyper.py --widths --out runs/bench/select-widths
+    .venv/bin/python benchmarks/select_hyper.py --warm-start --out runs/bench/select-warm-text
 
 --task-counts (digits-domains): how many training tasks the study should sample. The generator (defaults) is fitted on
 the first N of 420 inside tasks of the selection draw for each N in TASK_COUNTS and scored on 24 inside and 24
@@ -164,13 +165,61 @@ def widths(out: Path) -> None:
     print("\n".join(lines))
 
 
+WARM_LR_SCALES = (1.0, 3.0, 10.0)  # warm-start lr = scale × the fine-tuning lr
+
+
+def warm_lr(out: Path) -> None:
+    """text-topics: the lr a warm start from the generated adapter fine-tunes at, as a multiple of the fine-tuning lr.
+    The study's default generator is fitted on the selection's training tasks; on each validation task, fine-tuning
+    from scratch (the fine-tuning lr) and from the generated adapter at each scale in WARM_LR_SCALES, checked as the
+    study checks them (benchmarks/unseen.py: reach, every `warm_every` steps). Rule, fixed before the run: the scale
+    with the fewest mean steps to the target (95% of where scratch settles); ties go to the smaller scale."""
+    from loragen.evaluate.unseen import reach
+    from loragen.finetune import validation_curve
+
+    suite, inner, val, default, _ = split("text-topics")
+    study = study_config("text-topics", False, (0,))[0]
+    base, ft = suite.base_model(), study.finetune
+    gen = HyperGenerator.fit(default, suite=suite, tasks=inner, show=False)
+    rows = []
+    for t in val:
+        start = gen.generate(suite.condition(t), 1)[0]
+        curves = {"scratch": validation_curve(suite, base, gen.layout, t, ft, every=study.warm_every)}
+        for k in WARM_LR_SCALES:
+            curves[f"x{k:g}"] = validation_curve(suite, base, gen.layout, t, replace(ft, lr=k * ft.lr), init=start,
+                                                 every=study.warm_every)
+        target, hits = reach(curves)
+        rows.append({"task": t, "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
+                     "generated_start_acc": hits["x1"]["start_acc"],
+                     "steps": {k: ft.steps if h["steps"] is None else h["steps"] for k, h in hits.items()}})
+        print(rows[-1], flush=True)
+    mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in rows[0]["steps"]}
+    chosen = min(WARM_LR_SCALES, key=lambda k: (mean[f"x{k:g}"], k))
+    lines = ["# hyper: the warm-start lr on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
+             f"{len(inner)} training and {len(val)} validation tasks (the split of the size selection; see the script's "
+             f"docstring). Steps until validation accuracy reaches 95% of where fine-tuning from scratch settles, checked "
+             f"every {study.warm_every} steps (never reached: counted as {ft.steps}); fine-tuning lr {ft.lr:g}.", "",
+             "| task | target | scratch | " + " | ".join(f"generated, lr × {k:g}" for k in WARM_LR_SCALES) + " |",
+             "|---|---|---|" + "---|" * len(WARM_LR_SCALES)]
+    lines += [f"| {r['task']} | {r['target_val_acc']:.1f} | {r['steps']['scratch']} | "
+              + " | ".join(str(r["steps"][f"x{k:g}"]) for k in WARM_LR_SCALES) + " |" for r in rows]
+    lines += [f"| mean | | {mean['scratch']:.2f} | " + " | ".join(f"{mean[f'x{k:g}']:.2f}" for k in WARM_LR_SCALES) + " |", "",
+              f"Chosen: lr × {chosen:g} (the fewest mean steps; ties: the smaller scale).", ""]
+    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": chosen, "scales": WARM_LR_SCALES})
+    atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
+    ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start lr on validation tasks")
     args = ap.parse_args()
+    if args.warm_start:
+        return warm_lr(args.out)
     if args.task_counts:
         return task_counts(args.out)
     if args.widths:

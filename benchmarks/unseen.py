@@ -41,8 +41,9 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
         cfg = UnseenConfig(hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff),
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),
                            recon_steps=400, multitask_steps=400, merge_val_tasks=8,
-                           # fine-tuning from scratch gets there within ~10 steps: check every 2 (validation is 20-40 sentences)
-                           warm_tasks_per_fold=2, warm_every=2)
+                           # fine-tuning from scratch gets there within ~10 steps: check every 2 (validation is 20-40 sentences);
+                           # warm starts at 10x the lr, chosen on validation tasks (select_hyper.py --warm-start)
+                           warm_tasks_per_fold=2, warm_every=2, warm_lr_scale=10.0)
         suite_kwargs: dict = {}
     else:
         cfg = UnseenConfig()

@@ -54,6 +54,10 @@ class UnseenConfig:
     merge_val_tasks: int = 16  # training tasks used (leave-one-out) to choose the merge's k and combination
     warm_tasks_per_fold: int = 2  # test tasks per fold fine-tuned from scratch / generated / nearest
     warm_every: int = 10  # steps between validation checks on the warm-start curves
+    # warm starts (from the generated and the nearest adapter) fine-tune at this multiple of finetune.lr; fine-tuning
+    # from LoRA's init keeps finetune.lr. Each start gets the lr chosen for it on validation tasks (select_hyper.py
+    # --warm-start for text-topics)
+    warm_lr_scale: float = 1.0
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
 
@@ -212,8 +216,9 @@ class FoldRun:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
             starts = {"scratch": None, "generated": gen.generate(cond, 1)[0], "nearest": best[near]}
-            curves = {k: validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, init=a,
-                                          every=self.cfg.warm_every) for k, a in starts.items()}
+            warm = replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale)
+            curves = {k: validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune if a is None else warm,
+                                          init=a, every=self.cfg.warm_every) for k, a in starts.items()}
             target, hits = reach(curves)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
