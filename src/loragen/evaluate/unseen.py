@@ -55,8 +55,8 @@ class UnseenConfig:
     warm_tasks_per_fold: int = 2  # test tasks per fold fine-tuned from scratch / generated / nearest
     warm_every: int = 10  # steps between validation checks on the warm-start curves
     # warm starts (from the generated and the nearest adapter) fine-tune at this multiple of finetune.lr; fine-tuning
-    # from LoRA's init keeps finetune.lr. Each start gets the lr chosen for it on validation tasks (select_hyper.py
-    # --warm-start for text-topics)
+    # from LoRA's init keeps finetune.lr, chosen for it. The multiple is chosen for the generated start on validation
+    # tasks (select_hyper.py --warm-start for text-topics); the nearest start shares it
     warm_lr_scale: float = 1.0
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
