@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 from loragen import atomic
 from loragen.adapters.apply import merged
+from loragen.evaluate.prompting_study import cold_generation_s
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.suite import rng
@@ -86,17 +86,10 @@ def main() -> None:
 
 
 def cold_ms(gen: HyperGenerator, suite, tasks: list[str]) -> float:
-    """Median ms from a held-out task's raw condition to an adapter, its encoding included: nothing cached, and no task
-    name (as prompting_study.cold_generation_s times it)."""
+    """Median ms from a held-out task's raw condition to an adapter, its encoding included, once per task
+    (prompting_study.cold_generation_s)."""
     gen.generate(suite.eval_condition(tasks[0]), 1)  # loads the encoders' models: not part of a cold generation
-    times = []
-    for t in tasks:
-        cond = replace(suite.eval_condition(t), task=None)
-        gen.items.clear_cache()
-        t0 = time.perf_counter()
-        gen.generate(cond, 1)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * cold_generation_s(gen, suite, tasks, repeats=len(tasks))
 
 
 def write_report(out: Path, r: dict, study_encoder: str) -> None:

@@ -152,7 +152,7 @@ def main() -> None:
          "test_queries": len(suite.examples(unseen[0], "test")[: cfg.test_limit]),
          "seen_rows": cfg.seen_per_fold, **summarize(rows, cfg.min_gap)}
     r["cost"] = {"finetune_s": statistics.mean(e["finetune_s"] for e in zoo.entries),
-                 "generate_cold_s": cold_generation_s(first, list(first.fold.test)),
+                 "generate_cold_s": cold_generation_s(first.hyper, suite, list(first.fold.test)),
                  "few_shot_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "few-shot") for t in unseen),
                  "zero_shot_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "description") for t in unseen),
                  "adapter_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "none") for t in unseen),

@@ -247,15 +247,15 @@ def _mean(values: list[float]) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def cold_generation_s(run: PromptingFold, tasks: list[str], repeats: int = 5) -> float:
-    """Median seconds from a raw condition to an adapter, its encoding included (no cached embedding). The condition
-    goes without its task's name, as a user's new task would: the states encoder would otherwise read a known task's
-    example lines from the suite's cached prefix states."""
+def cold_generation_s(hyper: HyperGenerator, suite: LlmTasks, tasks: list[str], repeats: int = 5) -> float:
+    """Median seconds from a raw condition (the tasks' held-out ones, in turn) to an adapter, its encoding included (no
+    cached embedding). The condition goes without its task's name, as a user's new task would: the states encoder
+    would otherwise read a known task's example lines from the suite's cached prefix states."""
     times = []
     for i in range(repeats):
-        cond = replace(run.suite.eval_condition(tasks[i % len(tasks)]), task=None)
-        run.hyper.items.clear_cache()
+        cond = replace(suite.eval_condition(tasks[i % len(tasks)]), task=None)
+        hyper.items.clear_cache()
         t0 = time.perf_counter()
-        run.hyper.generate(cond, 1)
+        hyper.generate(cond, 1)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
