@@ -83,8 +83,15 @@ def test_warm_start_begins_where_its_adapter_is():
     curve = validation_curve(suite, base, layout, task, cfg, init=kept[-1], every=10)
     assert [s for s, _, _ in curve] == [0, 10, 20, 30, 40]
     assert curve[0][1] == pytest.approx(kept[-1].meta["val_acc"])  # step 0 is the adapter itself
-    scratch = validation_curve(suite, base, layout, task, cfg, every=20)
+    scratch = validation_curve(suite, base, layout, task, cfg, every=10)
     assert scratch[0][1] == pytest.approx(suite.accuracy(base, suite.data(task, "val")))  # LoRA's init: B = 0
+    # stop_at ends the run at the first check at or above it; the checks before are those of the whole run
+    bar = scratch[2][1]
+    first = next(i for i, (_, a, _) in enumerate(scratch) if a >= bar)
+    stopped = validation_curve(suite, base, layout, task, cfg, every=10, stop_at=bar)
+    assert len(stopped) == first + 1 < len(scratch)
+    assert [s for s, _, _ in stopped] == [s for s, _, _ in scratch[: first + 1]]
+    assert [a for _, a, _ in stopped] == pytest.approx([a for _, a, _ in scratch[: first + 1]])
 
 
 def test_warm_start_target_is_share_of_where_scratch_settles():

@@ -87,9 +87,10 @@ def _load_adapter(model, layout: LoraLayout, adapter: Adapter) -> None:
 
 
 def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskData, cfg: FinetuneConfig,
-               on_step: Callable[[int, nn.Module, float], None], init: Adapter | None = None) -> None:
+               on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None) -> None:
     """The LoRA fine-tuning loop on `train` (AdamW, constant lr, seeded batch order); `on_step(step, model, loss)` runs
-    after every step (step 0: before the first, for curves). `init` starts from an adapter instead of LoRA's init."""
+    after every step (step 0: before the first, for curves) and ends the loop early when it returns True. `init` starts
+    from an adapter instead of LoRA's init."""
     model = peft_model(base, layout, cfg.init_seed)
     if init is not None:
         _load_adapter(model, layout, init)
@@ -97,7 +98,8 @@ def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskDat
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.data_seed)
     order, cursor = torch.randperm(len(train.y), generator=g), 0
-    on_step(0, model, float("nan"))
+    if on_step(0, model, float("nan")):
+        return
     for step in range(1, cfg.steps + 1):
         if cursor + cfg.batch_size > len(order):
             order, cursor = torch.randperm(len(train.y), generator=g), 0
@@ -108,7 +110,8 @@ def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskDat
         opt.zero_grad()
         loss.backward()
         opt.step()
-        on_step(step, model, loss.item())
+        if on_step(step, model, loss.item()):
+            return
 
 
 def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig) -> tuple[list[Adapter], float]:
@@ -128,17 +131,20 @@ def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: 
 
 
 def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig,
-                     init: Adapter | None = None, every: int = 10) -> list[tuple[int, float, float]]:
+                     init: Adapter | None = None, every: int = 10, stop_at: float | None = None) -> list[tuple[int, float, float]]:
     """(step, validation accuracy, seconds since start) every `every` steps of fine-tuning, from LoRA's init or from
-    `init` (warm start). Evaluation time is not counted in the seconds."""
+    `init` (warm start); with `stop_at`, only until the first check at or above that accuracy. Evaluation time is not
+    counted in the seconds."""
     val, curve = suite.data(task, "val"), []
     clock = {"t": time.perf_counter(), "eval": 0.0}
 
-    def record(step: int, model, loss: float) -> None:
+    def record(step: int, model, loss: float) -> bool:
         if step % every == 0:
             t = time.perf_counter()
             curve.append((step, suite.accuracy(model, val), t - clock["t"] - clock["eval"]))
             clock["eval"] += time.perf_counter() - t
+            return stop_at is not None and curve[-1][1] >= stop_at
+        return False
 
     train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init)
     return curve

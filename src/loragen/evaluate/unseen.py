@@ -52,8 +52,9 @@ class UnseenConfig:
     pdiff_samples: int = 5  # adapters pdiff generates per condition (their mean accuracy is reported)
     merge_k: tuple[int, ...] = (2, 4, 8)  # candidate neighbour counts for merges
     merge_val_tasks: int = 16  # training tasks used (leave-one-out) to choose the merge's k and combination
-    warm_tasks_per_fold: int = 2  # test tasks per fold fine-tuned from scratch / generated / nearest
+    warm_tasks_per_fold: int | None = 2  # test tasks per fold fine-tuned from scratch / generated / nearest; None: all
     warm_every: int = 10  # steps between validation checks on the warm-start curves
+    warm_until_target: bool = False  # True: warm starts stop once they reach the target (all the ratio needs)
     # warm starts (from the generated and the nearest adapter) fine-tune at this multiple of finetune.lr; fine-tuning
     # from LoRA's init keeps finetune.lr, chosen for it. The multiple is chosen for the generated start on validation
     # tasks (select_hyper.py --warm-start for text-topics); the nearest start shares it
@@ -208,17 +209,20 @@ class FoldRun:
 
     def warm_start(self, gen: HyperGenerator, best: dict[str, Adapter], tasks: list[str], emb: torch.Tensor) -> list[dict]:
         """Fine-tuning curves from LoRA's init, from the generated adapter and from the nearest zoo adapter, on the
-        first inside test tasks of the fold: steps and seconds until validation accuracy reaches 95% of the accuracy
-        the run from scratch settles at (`reach`)."""
+        first `warm_tasks_per_fold` inside test tasks of the fold (None: all of them): steps and seconds until
+        validation accuracy reaches 95% of the accuracy the run from scratch settles at (`reach`). The run from
+        scratch goes the whole way (it sets the target); with `warm_until_target` the warm starts stop there."""
         inside = [t for t in self.fold.test if self.suite.task(t).params.get("where", "inside") == "inside"]
+        warm = replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale)
         out = []
         for t in inside[: self.cfg.warm_tasks_per_fold]:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
-            starts = {"scratch": None, "generated": gen.generate(cond, 1)[0], "nearest": best[near]}
-            warm = replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale)
-            curves = {k: validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune if a is None else warm,
-                                          init=a, every=self.cfg.warm_every) for k, a in starts.items()}
+            curves = {"scratch": validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, every=self.cfg.warm_every)}
+            target = reach(curves)[0]
+            for k, a in (("generated", gen.generate(cond, 1)[0]), ("nearest", best[near])):
+                curves[k] = validation_curve(self.suite, self.base, self.zoo.layout, t, warm, init=a, every=self.cfg.warm_every,
+                                             stop_at=target if self.cfg.warm_until_target else None)
             target, hits = reach(curves)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
