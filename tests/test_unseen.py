@@ -120,6 +120,9 @@ def test_unseen_benchmark_quick_end_to_end(tmp_path):
         assert {"recovered_mean", "recovered_ci", "recovered_median", "interpolation", "extrapolation"} <= set(s)
         assert s["recovered_ci"][0] <= s["recovered_mean"] <= s["recovered_ci"][1]
     assert set(res["paired_vs_nearest"]) >= {"mean", "ci"} and isinstance(res["worse_than_base"], int)
+    for row in res["rows"]:  # the quick run scores two draws of each condition; a row holds their mean
+        assert len(row["generated_draws"]) == 2 and row["generated"] == pytest.approx(sum(row["generated_draws"]) / 2)
+    assert len(res["worse_than_base_by_draw"]) == 2
     assert res["warm_start"]["steps_ratio"] >= 0 and res["time"]["generate_cold_s"] > 0 and res["time"]["finetune_s"] > 0
     assert len(res["seed_spread"]["recovered_mean"]) == 2 and len(res["sweep"]) == 3
     tested = [row["task"] for row in res["rows"]]

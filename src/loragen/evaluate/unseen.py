@@ -26,6 +26,7 @@ import torch
 
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.apply import merged
+from loragen.conditions import Condition
 from loragen.errors import LoragenError
 from loragen.evaluate.merge import COMBINATIONS, ZooMerger, similarity_weights
 from loragen.evaluate.stats import bootstrap_ci
@@ -61,6 +62,7 @@ class UnseenConfig:
     warm_lr_scale: float = 1.0
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
+    condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
 
 
 def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData) -> float:
@@ -178,29 +180,40 @@ class FoldRun:
         log(f"fold {self.fold.index}: merge chosen on training tasks: k={self.choice['k']}, {self.choice['combination']}")
 
     def score(self, task: str, reference: Zoo, methods: tuple[str, ...] | None = None) -> dict:
-        """Test accuracy of every method on one unseen task; `reference` holds the task's own fine-tunes."""
+        """Test accuracy of every method on one unseen task; `reference` holds the task's own fine-tunes. Methods that
+        read the condition score the mean over `condition_draws` draws of its exemplars (the first draw's nearest
+        task is recorded; with more than one draw, the generated adapter's accuracy per draw too)."""
         if task in self.fold.train:
             raise LoragenError(f"fold {self.fold.index}: task {task!r} is one of the fold's training tasks; expected an unseen task")
-        suite, cfg, tasks = self.suite, self.cfg, self.tasks
-        test, cond = suite.data(task, "test"), suite.condition(task)
-        d = torch.cdist(self.gens["generated"].embed([cond]), self.emb)[0]
-        near = d.argsort()[: self.choice["k"]]
+        test = self.suite.data(task, "test")
         want = lambda m: methods is None or m in methods  # noqa: E731
-        acc = lambda a: adapter_accuracy(suite, self.base, a, test)  # noqa: E731
-        row = {"task": task, "fold": self.fold.index, "params": suite.task(task).params, "nearest_task": tasks[int(near[0])],
-               "base": acc(None), "finetuned": acc(reference.best_adapter(task)), "nearest": acc(self.best[tasks[int(near[0])]]),
-               "merge": acc(self.merger.merge([tasks[i] for i in near.tolist()], similarity_weights(d[near]), self.choice["combination"]))}
+        acc = lambda a: adapter_accuracy(self.suite, self.base, a, test)  # noqa: E731
+        row = {"task": task, "fold": self.fold.index, "params": self.suite.task(task).params,
+               "base": acc(None), "finetuned": acc(reference.best_adapter(task))}
         if want("multitask"):
             row["multitask"] = acc(self.multi)
+        draws = [self.conditioned(self.suite.condition(task, draw), acc, want) for draw in range(self.cfg.condition_draws)]
+        row["nearest_task"] = draws[0]["nearest_task"]
+        row |= {k: statistics.mean(d[k] for d in draws) for k in draws[0] if k != "nearest_task"}
+        if len(draws) > 1:
+            row["generated_draws"] = [d["generated"] for d in draws]
+        return row
+
+    def conditioned(self, cond: Condition, acc, want) -> dict:
+        """Accuracies (`acc` of an adapter) of the methods that read the condition: nearest, merge, the generators."""
+        d = torch.cdist(self.gens["generated"].embed([cond]), self.emb)[0]
+        near = d.argsort()[: self.choice["k"]]
+        out = {"nearest_task": self.tasks[int(near[0])], "nearest": acc(self.best[self.tasks[int(near[0])]]),
+               "merge": acc(self.merger.merge([self.tasks[i] for i in near.tolist()], similarity_weights(d[near]), self.choice["combination"]))}
         for name, gen in self.gens.items():
             if want(name):
-                row[name] = acc(gen.generate(cond, 1)[0])
+                out[name] = acc(gen.generate(cond, 1)[0])
         if self.pdiff_gen is not None and want("pdiff"):
-            row["pdiff"] = statistics.mean(acc(a) for a in self.pdiff_gen.generate(cond, cfg.pdiff_samples))
+            out["pdiff"] = statistics.mean(acc(a) for a in self.pdiff_gen.generate(cond, self.cfg.pdiff_samples))
         if want("generated_seeds"):
-            for seed in cfg.seeds[1:]:
-                row[f"generated_seed{seed}"] = acc(self.hyper(seed).generate(cond, 1)[0])
-        return row
+            for seed in self.cfg.seeds[1:]:
+                out[f"generated_seed{seed}"] = acc(self.hyper(seed).generate(cond, 1)[0])
+        return out
 
     def run(self, reference: Zoo, log) -> dict:
         self.prepare(log)
@@ -276,6 +289,9 @@ def summarize(rows: list[dict], methods: list[str], min_gap: float, seed: int = 
             if d:
                 out[f"paired_vs_{other}"][part] = {"mean": statistics.mean(d), "ci": list(bootstrap_ci(d, seed=seed))}
     out["worse_than_base"] = sum(r["generated"] < r["base"] - 1.0 for r in rows)
+    if "generated_draws" in rows[0]:  # the same count for each draw of the exemplars alone
+        out["worse_than_base_by_draw"] = [sum(r["generated_draws"][i] < r["base"] - 1.0 for r in rows)
+                                          for i in range(len(rows[0]["generated_draws"]))]
     return out
 
 
