@@ -137,9 +137,9 @@ def plots(out: Path, rows: list[dict], methods: list[str], sweep_rows: list[dict
     if warm:
         fig, ax = plt.subplots(figsize=(8, 4))
         w = warm[0]
-        for k, curve in w["curves"].items():
-            ax.plot([s for s, _, _ in curve], [a for _, a, _ in curve], label=f"from {k}")
-        ax.axhline(w["target_val_acc"], ls="--", c="grey", lw=0.8, label="95% of the best from scratch")
+        for k, curve in w["curves"].items():  # markers: a warm start at the target from step 0 is one point
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label=f"from {k}")
+        ax.axhline(w["target_val_acc"], ls="--", c="grey", lw=0.8, label="target: 95% of where scratch settles")
         ax.set_xlabel("fine-tuning steps")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(f"warm start on unseen task {w['task']}")
