@@ -6,6 +6,11 @@ Every task is evaluated as unseen exactly once (see loragen.evaluate.unseen for 
 results.json (per-method recovered-gap mean, 95% bootstrap CI, median, interpolation / extrapolation means, the paired
 difference generated − nearest / − merge, warm start, cost, the interpolation sweep), results.md and plots/*.png.
 Trained pieces (zoo, per-fold generators) stay in --out, so a rerun resumes and reuses them.
+
+    .venv/bin/python benchmarks/unseen.py --suite text-topics --out runs/bench/unseen-text --timing-runs 5
+
+repeats only the cost measurement (cold generation against fine-tuning, interleaved) of a finished study N times with
+fold 0's generator, for the spread the machine's state gives it, into --out/timing.json and timing.md.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from pathlib import Path
 import torch
 
 from loragen import atomic
-from loragen.evaluate.unseen import METHODS, UnseenConfig, recovered, run_study, summarize, sweep
+from loragen.evaluate.unseen import METHODS, FoldRun, UnseenConfig, recovered, run_study, summarize, sweep
 from loragen.finetune import FinetuneConfig, finetune
 from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
 from loragen.evaluate.cost import interleaved_times
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
+from loragen.zoo.store import Zoo
 from loragen.zoo.workers import RayConfig
 
 
@@ -199,6 +205,25 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def timing_runs(suite, out: Path, cfg: UnseenConfig, n: int) -> None:
+    """`timing` n times with fold 0's saved generator and zoo (a finished study in `out`): the spread of the speedup."""
+    if not (out / "fold0" / f"hyper-seed{cfg.seeds[0]}" / "generator.json").exists():
+        raise SystemExit(f"--timing-runs needs a finished study in {out}; found no fold0/hyper-seed{cfg.seeds[0]} there")
+    run = FoldRun(suite, Zoo.open(out / "zoo"), suite.folds(cfg.folds)[0], cfg, out / "fold0", show=False)
+    gen = run.hyper(cfg.seeds[0])
+    runs = [timing(gen, suite, run.base, run.zoo.layout, run.fold.test, cfg.finetune) for _ in range(n)]
+    speed = [t["finetune_s"] / t["generate_cold_s"] for t in runs]
+    r = {"command": "python " + " ".join(sys.argv), "runs": runs, "speedup_cold": speed,
+         "speedup_cold_median": statistics.median(speed)}
+    atomic.write_json(out / "timing.json", r)
+    lines = [f"# Cold generation against fine-tuning, {n} timing runs ({suite.name}, fold 0's generator)", "",
+             f"Command: `{r['command']}`", "", "| run | fine-tuning (s) | cold generation (ms) | speedup |", "|---|---|---|---|"]
+    lines += [f"| {i} | {t['finetune_s']:.2f} | {1000 * t['generate_cold_s']:.2f} | {v:.0f}× |" for i, (t, v) in enumerate(zip(runs, speed))]
+    lines += ["", f"Median speedup {r['speedup_cold_median']:.0f}× (range {min(speed):.0f}–{max(speed):.0f}×).", ""]
+    atomic.write_bytes(out / "timing.md", "\n".join(lines).encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
@@ -209,10 +234,13 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="collect the zoo's fine-tunes as Ray tasks on this machine")
     ap.add_argument("--ray-address", default=None, help="... or on a running Ray cluster ('auto', ray://HOST:10001)")
     ap.add_argument("--ray-workers", type=int, default=None, help="with --ray: fine-tunes at once")
+    ap.add_argument("--timing-runs", type=int, default=0, help="only repeat a finished study's cost measurement N times")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     cfg, suite_kwargs = config(args.suite, args.quick, seeds)
     suite = get_suite(args.suite, **suite_kwargs)
+    if args.timing_runs:
+        return timing_runs(suite, args.out, cfg, args.timing_runs)
     ray = RayConfig(args.ray_address, workers=args.ray_workers) if args.ray or args.ray_address else None
     study = run_study(suite, args.out, cfg, ray=ray)
     rows, first = study["rows"], study["runs"][0]

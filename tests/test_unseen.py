@@ -111,6 +111,8 @@ def test_unseen_benchmark_quick_end_to_end(tmp_path):
     """The k-fold benchmark's tiny configuration writes the documented results layout; rerunning reuses its work."""
     out = tmp_path / "u"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "unseen.py"), "--quick", "--out", str(out), "--seeds", "0,1"]
+    r = subprocess.run(cmd + ["--timing-runs", "1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "needs a finished study" in r.stderr  # the cost alone needs the study's generator
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
@@ -133,6 +135,11 @@ def test_unseen_benchmark_quick_end_to_end(tmp_path):
     for png in ("recovered", "sweep", "warm_start"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     assert "| generated |" in (out / "results.md").read_text()
+    r = subprocess.run(cmd + ["--timing-runs", "2"], capture_output=True, text=True, timeout=600)  # the cost alone, again
+    assert r.returncode == 0, r.stderr[-2000:]
+    timing = json.loads((out / "timing.json").read_text())
+    assert len(timing["runs"]) == 2 and all(v > 0 for v in timing["speedup_cold"])
+    assert min(timing["speedup_cold"]) <= timing["speedup_cold_median"] <= max(timing["speedup_cold"])
 
 
 def test_fold_run_refuses_a_generator_that_saw_a_test_task():
