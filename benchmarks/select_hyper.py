@@ -174,7 +174,7 @@ def warm_lr(out: Path) -> None:
     from scratch (the fine-tuning lr) and from the generated adapter at each scale in WARM_LR_SCALES, checked as the
     study checks them (benchmarks/unseen.py: reach, every `warm_every` steps). Rule, fixed before the run: the scale
     with the fewest mean steps to the target (95% of where scratch settles); ties go to the smaller scale."""
-    from loragen.evaluate.unseen import reach
+    from loragen.evaluate.unseen import counted_steps, reach
     from loragen.finetune import validation_curve
 
     suite, inner, val, default, _ = split("text-topics")
@@ -191,7 +191,7 @@ def warm_lr(out: Path) -> None:
         target, hits = reach(curves)
         rows.append({"task": t, "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
                      "generated_start_acc": hits["x1"]["start_acc"],
-                     "steps": {k: ft.steps if h["steps"] is None else h["steps"] for k, h in hits.items()}})
+                     "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
         print(rows[-1], flush=True)
     mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in rows[0]["steps"]}
     chosen = min(WARM_LR_SCALES, key=lambda k: (mean[f"x{k:g}"], k))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from loragen import atomic
-from loragen.evaluate.unseen import METHODS, FoldRun, UnseenConfig, recovered, run_study, summarize, sweep
+from loragen.evaluate.unseen import METHODS, FoldRun, UnseenConfig, counted_steps, recovered, run_study, summarize, sweep
 from loragen.finetune import FinetuneConfig, finetune
 from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
@@ -253,7 +253,7 @@ def main() -> None:
     warm = [w for f in study["folds"] for w in f["warm"]]
     steps = {k: [w["reach"][k]["steps"] for w in warm] for k in ("scratch", "generated", "nearest")}
     never = {k: sum(s is None for s in v) for k, v in steps.items()}
-    finite = {k: [cfg.finetune.steps if s is None else s for s in v] for k, v in steps.items()}  # never: the whole run
+    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in steps}
     family = [w["task"].split("-")[0] for w in warm]  # text-topics: topic, pair, group, polarity, intensity
 
     def ratio(start: str, fam: str | None = None) -> float:

@@ -254,6 +254,11 @@ def reach(curves: dict[str, list[tuple[int, float, float]]], share: float = 0.95
     return target, hits
 
 
+def counted_steps(hit: dict, run_steps: int) -> int:
+    """A `reach` hit's steps; a run that never reached the target counts as the whole run (`run_steps`)."""
+    return run_steps if hit["steps"] is None else hit["steps"]
+
+
 def recovered(rows: list[dict], method: str, min_gap: float) -> list[float]:
     """Per-task gap recovered by `method`, over tasks whose fine-tuning gains at least `min_gap` points."""
     return [(r[method] - r["base"]) / (r["finetuned"] - r["base"]) for r in rows if r["finetuned"] - r["base"] >= min_gap]
