@@ -251,9 +251,9 @@ def main() -> None:
         means = [statistics.mean(recovered(rows, f"generated_seed{s}" if i else "generated", cfg.min_gap)) for i, s in enumerate(seeds)]
         r["seed_spread"] = {"seeds": list(seeds), "recovered_mean": means, "std": statistics.stdev(means)}
     warm = [w for f in study["folds"] for w in f["warm"]]
-    steps = {k: [w["reach"][k]["steps"] for w in warm] for k in ("scratch", "generated", "nearest")}
-    never = {k: sum(s is None for s in v) for k, v in steps.items()}
-    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in steps}
+    starts = ("scratch", "generated", "nearest")
+    never = {k: sum(w["reach"][k]["steps"] is None for w in warm) for k in starts}
+    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in starts}
     family = [w["task"].split("-")[0] for w in warm]  # text-topics: topic, pair, group, polarity, intensity
 
     def ratio(start: str, fam: str | None = None) -> float:
