@@ -54,9 +54,10 @@ def main() -> None:
     extra = [f for f in args.extra_families.split(",") if f]
     if set(extra) & set(suite_kwargs["families"]):
         raise SystemExit(f"--extra-families must be families the study leaves out; found {sorted(set(extra) & set(suite_kwargs['families']))}")
-    fold = get_suite("llm-tasks", **suite_kwargs).folds(cfg.folds)[0]  # the study's fold 0, whatever the extra tasks
-    # one suite holds every task (a task's examples depend only on its name and split, not on which families are kept)
-    suite = get_suite("llm-tasks", **{**suite_kwargs, "families": list(suite_kwargs["families"]) + extra})
+    suite = get_suite("llm-tasks", **suite_kwargs)
+    fold = suite.folds(cfg.folds)[0]  # the study's fold 0, whatever the extra tasks
+    if extra:  # one suite holds every task (a task's examples depend only on its name and split, not on which families are kept)
+        suite = get_suite("llm-tasks", **{**suite_kwargs, "families": list(suite_kwargs["families"]) + extra})
     train = list(fold.train) + [t.name for t in suite.tasks() if t.params["family"] in extra]
     base = suite.base_model()
     order = torch.randperm(len(fold.train), generator=rng("llm-fit-seen", 0)).tolist()

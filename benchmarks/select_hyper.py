@@ -174,8 +174,7 @@ def warm_lr(out: Path) -> None:
     from scratch (the fine-tuning lr) and from the generated adapter at each scale in WARM_LR_SCALES, checked as the
     study checks them (benchmarks/unseen.py: reach, every `warm_every` steps). Rule, fixed before the run: the scale
     with the fewest mean steps to the target (95% of where scratch settles); ties go to the smaller scale."""
-    from loragen.evaluate.unseen import counted_steps, reach
-    from loragen.finetune import validation_curve
+    from loragen.evaluate.unseen import counted_steps, warm_curves
 
     suite, inner, val, default, _ = split("text-topics")
     study = study_config("text-topics", False, (0,))[0]
@@ -184,11 +183,8 @@ def warm_lr(out: Path) -> None:
     rows = []
     for t in val:
         start = gen.generate(suite.condition(t), 1)[0]
-        curves = {"scratch": validation_curve(suite, base, gen.layout, t, ft, every=study.warm_every)}
-        for k in WARM_LR_SCALES:
-            curves[f"x{k:g}"] = validation_curve(suite, base, gen.layout, t, replace(ft, lr=k * ft.lr), init=start,
-                                                 every=study.warm_every)
-        target, hits = reach(curves)
+        _, target, hits = warm_curves(suite, base, gen.layout, t, ft,
+                                      {f"x{k:g}": (start, replace(ft, lr=k * ft.lr)) for k in WARM_LR_SCALES}, study.warm_every)
         rows.append({"task": t, "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
                      "generated_start_acc": hits["x1"]["start_acc"],
                      "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})

@@ -223,22 +223,33 @@ class FoldRun:
     def warm_start(self, gen: HyperGenerator, best: dict[str, Adapter], tasks: list[str], emb: torch.Tensor) -> list[dict]:
         """Fine-tuning curves from LoRA's init, from the generated adapter and from the nearest zoo adapter, on the
         first `warm_tasks_per_fold` inside test tasks of the fold (None: all of them): steps and seconds until
-        validation accuracy reaches 95% of the accuracy the run from scratch settles at (`reach`). The run from
-        scratch goes the whole way (it sets the target); with `warm_until_target` the warm starts stop there."""
+        validation accuracy reaches 95% of the accuracy the run from scratch settles at (`warm_curves`, `reach`)."""
         inside = [t for t in self.fold.test if self.suite.task(t).params.get("where", "inside") == "inside"]
         warm = replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale)
         out = []
         for t in inside[: self.cfg.warm_tasks_per_fold]:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
-            curves = {"scratch": validation_curve(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, every=self.cfg.warm_every)}
-            target = reach(curves)[0]
-            for k, a in (("generated", gen.generate(cond, 1)[0]), ("nearest", best[near])):
-                curves[k] = validation_curve(self.suite, self.base, self.zoo.layout, t, warm, init=a, every=self.cfg.warm_every,
-                                             stop_at=target if self.cfg.warm_until_target else None)
-            target, hits = reach(curves)
+            curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune,
+                                               {"generated": (gen.generate(cond, 1)[0], warm), "nearest": (best[near], warm)},
+                                               self.cfg.warm_every, self.cfg.warm_until_target)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
+
+
+def warm_curves(suite: Suite, base, layout, task: str, scratch: FinetuneConfig,
+                starts: dict[str, tuple[Adapter, FinetuneConfig]], every: int, until_target: bool = False
+                ) -> tuple[dict[str, list[tuple[int, float, float]]], float, dict]:
+    """Validation curves of fine-tuning `task` from LoRA's init (recipe `scratch`) and from each named start (its
+    adapter and recipe), checked every `every` steps, and `reach` of them: (curves, target, hits). The run from scratch
+    goes the whole way (it sets the target); with `until_target` the starts stop once they reach it."""
+    curves = {"scratch": validation_curve(suite, base, layout, task, scratch, every=every)}
+    target = reach(curves)[0]
+    for k, (adapter, cfg) in starts.items():
+        curves[k] = validation_curve(suite, base, layout, task, cfg, init=adapter, every=every,
+                                     stop_at=target if until_target else None)
+    target, hits = reach(curves)
+    return curves, target, hits
 
 
 def reach(curves: dict[str, list[tuple[int, float, float]]], share: float = 0.95) -> tuple[float, dict]:
