@@ -165,43 +165,60 @@ def widths(out: Path) -> None:
     print("\n".join(lines))
 
 
-WARM_LR_SCALES = (1.0, 3.0, 10.0)  # warm-start lr = scale × the fine-tuning lr
+# warm-start recipes: (lr = scale × the fine-tuning lr, steps of linear lr warm-up)
+WARM_RECIPES = [(1.0, 0)] + [(k, w) for k in (3.0, 10.0, 30.0) for w in (0, 4)]
 
 
-def warm_lr(out: Path) -> None:
-    """text-topics: the lr a warm start from the generated adapter fine-tunes at, as a multiple of the fine-tuning lr.
-    The study's default generator is fitted on the selection's training tasks; on each validation task, fine-tuning
-    from scratch (the fine-tuning lr) and from the generated adapter at each scale in WARM_LR_SCALES, checked as the
-    study checks them (benchmarks/unseen.py: reach, every `warm_every` steps). Rule, fixed before the run: the scale
-    with the fewest mean steps to the target (95% of where scratch settles); ties go to the smaller scale."""
+def recipe_name(scale: float, warmup: int) -> str:
+    return f"x{scale:g}" + (f"-w{warmup}" if warmup else "")
+
+
+def warm_recipe(out: Path) -> None:
+    """text-topics: the recipe a warm start from the generated adapter fine-tunes with: its lr as a multiple of the
+    fine-tuning lr, and how many steps it ramps up to it. Nested inside fold 0's training tasks, as the study splits
+    (source groups): for each other fold j, a generator (the study's default) is fitted on the tasks that use none of
+    group j's sources and validated on those whose first source is in group j, so every fold-0 training task is a
+    validation task once, with a generator that never saw its sources. On each, fine-tuning from scratch (the fine-tuning
+    lr) and from the generated adapter with each recipe in WARM_RECIPES, checked as the study checks them
+    (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the run: the recipe with the fewest
+    mean steps to the target (95% of where scratch settles); ties go to the smaller scale, then the shorter warm-up."""
     from loragen.evaluate.unseen import counted_steps, warm_curves
 
-    suite, inner, val, default, _ = split("text-topics")
+    d = suite_defaults("text-topics")
+    suite = get_suite("text-topics", **d.suite_kwargs)
+    folds = suite.folds(5)
     study = study_config("text-topics", False, (0,))[0]
-    base, ft = suite.base_model(), study.finetune
-    gen = HyperGenerator.fit(default, suite=suite, tasks=inner, show=False)
-    rows = []
-    for t in val:
-        start = gen.generate(suite.condition(t), 1)[0]
-        _, target, hits = warm_curves(suite, base, gen.layout, t, ft,
-                                      {f"x{k:g}": (start, replace(ft, lr=k * ft.lr)) for k in WARM_LR_SCALES}, study.warm_every)
-        rows.append({"task": t, "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
-                     "generated_start_acc": hits["x1"]["start_acc"],
-                     "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
-        print(rows[-1], flush=True)
-    mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in rows[0]["steps"]}
-    chosen = min(WARM_LR_SCALES, key=lambda k: (mean[f"x{k:g}"], k))
-    lines = ["# hyper: the warm-start lr on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
-             f"{len(inner)} training and {len(val)} validation tasks (the split of the size selection; see the script's "
-             f"docstring). Steps until validation accuracy reaches 95% of where fine-tuning from scratch settles, checked "
-             f"every {study.warm_every} steps (never reached: counted as {ft.steps}); fine-tuning lr {ft.lr:g}.", "",
-             "| task | target | scratch | " + " | ".join(f"generated, lr × {k:g}" for k in WARM_LR_SCALES) + " |",
-             "|---|---|---|" + "---|" * len(WARM_LR_SCALES)]
-    lines += [f"| {r['task']} | {r['target_val_acc']:.1f} | {r['steps']['scratch']} | "
-              + " | ".join(str(r["steps"][f"x{k:g}"]) for k in WARM_LR_SCALES) + " |" for r in rows]
-    lines += [f"| mean | | {mean['scratch']:.2f} | " + " | ".join(f"{mean[f'x{k:g}']:.2f}" for k in WARM_LR_SCALES) + " |", "",
-              f"Chosen: lr × {chosen:g} (the fewest mean steps; ties: the smaller scale).", ""]
-    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": chosen, "scales": WARM_LR_SCALES})
+    base, ft, rows = suite.base_model(), study.finetune, []
+    for fj in folds[1:]:
+        inner = [t for t in folds[0].train if t in fj.train]
+        val = [t for t in folds[0].train if t in fj.test]
+        assert not set(inner + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+        gen = HyperGenerator.fit(HyperConfig(**d.hyper), suite=suite, tasks=inner, show=False)
+        for t in val:
+            start = gen.generate(suite.condition(t), 1)[0]
+            _, target, hits = warm_curves(suite, base, gen.layout, t, ft,
+                                          {recipe_name(k, w): (start, replace(ft, lr=k * ft.lr), w) for k, w in WARM_RECIPES},
+                                          study.warm_every, until_target=True)
+            rows.append({"task": t, "inner_fold": fj.index, "train_tasks": len(inner), "target_val_acc": target,
+                         "start_acc": hits["scratch"]["start_acc"], "generated_start_acc": hits["x1"]["start_acc"],
+                         "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
+            print(rows[-1], flush=True)
+    keys = ["scratch"] + [recipe_name(k, w) for k, w in WARM_RECIPES]
+    mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in keys}
+    chosen = min(WARM_RECIPES, key=lambda kw: (mean[recipe_name(*kw)], kw))
+    lines = ["# hyper: the warm-start recipe on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
+             f"Fold 0's {len(rows)} training tasks, each validated once with a generator fitted on the fold-0 training tasks "
+             f"that share none of its sources (see the script's docstring). Steps until validation accuracy reaches 95% of "
+             f"where fine-tuning from scratch settles, checked every {study.warm_every} steps (never reached: counted as "
+             f"{ft.steps}); fine-tuning lr {ft.lr:g}; a recipe is lr × scale, with a linear warm-up of w steps.", "",
+             "| task | target | generated starts at | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    lines += [f"| {r['task']} | {r['target_val_acc']:.1f} | {r['generated_start_acc']:.1f} | "
+              + " | ".join(str(r["steps"][k]) for k in keys) + " |" for r in rows]
+    lines += [f"| mean | | | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |", "",
+              f"Chosen: lr × {chosen[0]:g}, warm-up {chosen[1]} steps (ratio to scratch {mean[recipe_name(*chosen)] / mean['scratch']:.3f}; "
+              "the fewest mean steps; ties: the smaller scale, then the shorter warm-up).", ""]
+    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": {"lr_scale": chosen[0], "warmup": chosen[1]},
+                                             "recipes": WARM_RECIPES})
     atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
     print("\n".join(lines))
 
@@ -212,10 +229,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
-    ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start lr on validation tasks")
+    ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start recipe on validation tasks")
     args = ap.parse_args()
     if args.warm_start:
-        return warm_lr(args.out)
+        return warm_recipe(args.out)
     if args.task_counts:
         return task_counts(args.out)
     if args.widths:

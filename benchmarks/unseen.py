@@ -48,10 +48,10 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),
                            recon_steps=400, multitask_steps=400, merge_val_tasks=8,
                            # fine-tuning from scratch gets there within ~10 steps: check every 2 (validation is 20-40 sentences);
-                           # warm starts at 10x the lr, chosen on validation tasks (select_hyper.py --warm-start); every
-                           # test task (the first two of each fold were all topic-vs-rest, the hardest family), warm
-                           # starts only until they reach the target
-                           warm_tasks_per_fold=None, warm_every=2, warm_lr_scale=10.0, warm_until_target=True,
+                           # warm starts at 10x the lr, ramped up over 4 steps, chosen on validation tasks (select_hyper.py
+                           # --warm-start); every test task (the first two of each fold were all topic-vs-rest, the
+                           # hardest family), warm starts only until they reach the target
+                           warm_tasks_per_fold=None, warm_every=2, warm_lr_scale=10.0, warm_warmup=4, warm_until_target=True,
                            # a test task's 16 examples move its generated accuracy by up to ~12 points from one draw to
                            # the next (test sets are 16-40 sentences): score the mean over 5 draws
                            condition_draws=5)
@@ -185,6 +185,7 @@ def markdown(r: dict) -> str:
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
               f"{r['config']['finetune']['steps']} steps): {w['never_reached']}. Warm starts fine-tune at "
               f"{r['config']['warm_lr_scale']:g}× the fine-tuning lr"
+              + (f", ramped up over {r['config']['warm_warmup']} steps" if r["config"].get("warm_warmup") else "")
               + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in w["by_family"].items())
                  if len(w.get("by_family", {})) > 1 else "") + ".",
               f"- Cost (medians of {t['timing_repeats']} alternating runs): fine-tuning {t['finetune_s']:.2f} s per adapter; generated "

@@ -94,6 +94,34 @@ def test_warm_start_begins_where_its_adapter_is():
     assert [a for _, a, _ in stopped] == pytest.approx([a for _, a, _ in scratch[: first + 1]])
 
 
+def test_warmup_ramps_the_lr_of_the_first_steps():
+    from loragen.adapters.layout import LoraLayout
+    from loragen.errors import ConfigError
+    from loragen.finetune import FinetuneConfig, train_lora
+    from loragen.suites import get_suite
+
+    suite = get_suite("digits-domains", n_tasks=2, n_extrapolation=0)
+    base, task = suite.base_model(), suite.tasks()[0].name
+    cfg = FinetuneConfig(steps=6, keep_last=1, save_every=5, lr=1e-2)
+    layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha)
+    key = f"base_model.model.{layout.modules[0].name}.lora_B.default.weight"  # B starts at 0 (LoRA's init)
+
+    def largest_moves(warmup: int) -> list[float]:
+        seen: list[torch.Tensor] = []
+
+        def grab(step, model, loss):
+            seen.append(dict(model.named_parameters())[key].detach().clone())
+
+        train_lora(suite, base, layout, suite.data(task, "train"), cfg, grab, warmup=warmup)
+        return [float((b - a).abs().max()) for a, b in zip(seen, seen[1:])]
+
+    # Adam's first step moves a weight by ~lr whatever its gradient: the ramp makes step s's lr lr · s / (warmup + 1)
+    assert largest_moves(0)[0] == pytest.approx(cfg.lr, rel=1e-3)
+    assert largest_moves(3)[0] == pytest.approx(cfg.lr / 4, rel=1e-3)
+    with pytest.raises(ConfigError, match="warmup must be >= 0"):
+        train_lora(suite, base, layout, suite.data(task, "train"), cfg, lambda *a: None, warmup=-1)
+
+
 def test_warm_start_target_is_share_of_where_scratch_settles():
     from loragen.evaluate.unseen import reach
 

@@ -87,15 +87,20 @@ def _load_adapter(model, layout: LoraLayout, adapter: Adapter) -> None:
 
 
 def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskData, cfg: FinetuneConfig,
-               on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None) -> None:
+               on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None, warmup: int = 0) -> None:
     """The LoRA fine-tuning loop on `train` (AdamW, constant lr, seeded batch order); `on_step(step, model, loss)` runs
     after every step (step 0: before the first, for curves) and ends the loop early when it returns True. `init` starts
-    from an adapter instead of LoRA's init."""
+    from an adapter instead of LoRA's init; `warmup` > 0 ramps the lr linearly over that many steps (step s at
+    s / (warmup + 1) of it): Adam's first steps move every weight by about the full lr whatever its gradient, which
+    throws a good start away at the high lr a warm start can otherwise afford."""
+    if warmup < 0:
+        raise ConfigError(f"warmup must be >= 0 steps; found {warmup}")
     model = peft_model(base, layout, cfg.init_seed)
     if init is not None:
         _load_adapter(model, layout, init)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     g = torch.Generator().manual_seed(cfg.data_seed)
     order, cursor = torch.randperm(len(train.y), generator=g), 0
     if on_step(0, model, float("nan")):
@@ -110,6 +115,7 @@ def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskDat
         opt.zero_grad()
         loss.backward()
         opt.step()
+        ramp.step()
         if on_step(step, model, loss.item()):
             return
 
@@ -131,10 +137,11 @@ def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: 
 
 
 def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig,
-                     init: Adapter | None = None, every: int = 10, stop_at: float | None = None) -> list[tuple[int, float, float]]:
+                     init: Adapter | None = None, every: int = 10, stop_at: float | None = None, warmup: int = 0
+                     ) -> list[tuple[int, float, float]]:
     """(step, validation accuracy, seconds since start) every `every` steps of fine-tuning, from LoRA's init or from
-    `init` (warm start); with `stop_at`, only until the first check at or above that accuracy. Evaluation time is not
-    counted in the seconds."""
+    `init` (warm start, its lr ramped over `warmup` steps: `train_lora`); with `stop_at`, only until the first check at
+    or above that accuracy. Evaluation time is not counted in the seconds."""
     val, curve = suite.data(task, "val"), []
     clock = {"t": time.perf_counter(), "eval": 0.0}
 
@@ -146,7 +153,7 @@ def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: st
             return stop_at is not None and curve[-1][1] >= stop_at
         return False
 
-    train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init)
+    train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init, warmup)
     return curve
 
 

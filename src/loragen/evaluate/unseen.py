@@ -60,6 +60,7 @@ class UnseenConfig:
     # from LoRA's init keeps finetune.lr, chosen for it. The multiple is chosen for the generated start on validation
     # tasks (select_hyper.py --warm-start for text-topics); the nearest start shares it
     warm_lr_scale: float = 1.0
+    warm_warmup: int = 0  # steps over which warm starts ramp up to their lr (finetune.train_lora); chosen with the scale
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
     condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
@@ -231,23 +232,24 @@ class FoldRun:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
             curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune,
-                                               {"generated": (gen.generate(cond, 1)[0], warm), "nearest": (best[near], warm)},
+                                               {"generated": (gen.generate(cond, 1)[0], warm, self.cfg.warm_warmup),
+                                                "nearest": (best[near], warm, self.cfg.warm_warmup)},
                                                self.cfg.warm_every, self.cfg.warm_until_target)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
 
 
 def warm_curves(suite: Suite, base, layout, task: str, scratch: FinetuneConfig,
-                starts: dict[str, tuple[Adapter, FinetuneConfig]], every: int, until_target: bool = False
+                starts: dict[str, tuple[Adapter, FinetuneConfig, int]], every: int, until_target: bool = False
                 ) -> tuple[dict[str, list[tuple[int, float, float]]], float, dict]:
     """Validation curves of fine-tuning `task` from LoRA's init (recipe `scratch`) and from each named start (its
-    adapter and recipe), checked every `every` steps, and `reach` of them: (curves, target, hits). The run from scratch
+    adapter, recipe and lr warm-up steps), checked every `every` steps, and `reach` of them: (curves, target, hits). The run from scratch
     goes the whole way (it sets the target); with `until_target` the starts stop once they reach it."""
     curves = {"scratch": validation_curve(suite, base, layout, task, scratch, every=every)}
     target = reach(curves)[0]
-    for k, (adapter, cfg) in starts.items():
+    for k, (adapter, cfg, warmup) in starts.items():
         curves[k] = validation_curve(suite, base, layout, task, cfg, init=adapter, every=every,
-                                     stop_at=target if until_target else None)
+                                     stop_at=target if until_target else None, warmup=warmup)
     target, hits = reach(curves)
     return curves, target, hits
 
