@@ -214,7 +214,7 @@ def warm_recipe(out: Path) -> None:
              "| task | target | generated starts at | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
     lines += [f"| {r['task']} | {r['target_val_acc']:.1f} | {r['generated_start_acc']:.1f} | "
               + " | ".join(str(r["steps"][k]) for k in keys) + " |" for r in rows]
-    lines += [f"| mean | | | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |", "",
+    lines += ["| mean | | | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |", "",
               f"Chosen: lr × {chosen[0]:g}, warm-up {chosen[1]} steps (ratio to scratch {mean[recipe_name(*chosen)] / mean['scratch']:.3f}; "
               "the fewest mean steps; ties: the smaller scale, then the shorter warm-up).", ""]
     atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": {"lr_scale": chosen[0], "warmup": chosen[1]},
