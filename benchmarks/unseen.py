@@ -207,9 +207,14 @@ def markdown(r: dict) -> str:
 
 
 def timing_runs(suite, out: Path, cfg: UnseenConfig, n: int) -> None:
-    """`timing` n times with fold 0's saved generator and zoo (a finished study in `out`): the spread of the speedup."""
-    if not (out / "fold0" / f"hyper-seed{cfg.seeds[0]}" / "generator.json").exists():
-        raise SystemExit(f"--timing-runs needs a finished study in {out}; found no fold0/hyper-seed{cfg.seeds[0]} there")
+    """`timing` n times with fold 0's saved generator and zoo (a finished study in `out`, run with this configuration:
+    another would refit the generator here, and time one the study never scored): the spread of the speedup."""
+    done = out / "results.json"
+    if not done.exists():
+        raise SystemExit(f"--timing-runs needs a finished study in {out}; found no results.json there")
+    if json.loads(done.read_text()).get("config") != json.loads(json.dumps(asdict(cfg))):
+        raise SystemExit(f"--timing-runs needs the configuration the study in {out} ran with; its results.json records "
+                         "another (other --seeds, --quick or code): rerun the study first")
     run = FoldRun(suite, Zoo.open(out / "zoo"), suite.folds(cfg.folds)[0], cfg, out / "fold0", show=False)
     gen = run.hyper(cfg.seeds[0])
     runs = [timing(gen, suite, run.base, run.zoo.layout, run.fold.test, cfg.finetune) for _ in range(n)]

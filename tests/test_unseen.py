@@ -163,6 +163,9 @@ def test_unseen_benchmark_quick_end_to_end(tmp_path):
     for png in ("recovered", "sweep", "warm_start"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     assert "| generated |" in (out / "results.md").read_text()
+    other = [c if c != "0,1" else "0" for c in cmd]  # another configuration would time a generator the study never scored
+    r = subprocess.run(other + ["--timing-runs", "1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "the configuration the study" in r.stderr
     r = subprocess.run(cmd + ["--timing-runs", "2"], capture_output=True, text=True, timeout=600)  # the cost alone, again
     assert r.returncode == 0, r.stderr[-2000:]
     timing = json.loads((out / "timing.json").read_text())
