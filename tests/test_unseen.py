@@ -106,18 +106,20 @@ def test_warmup_ramps_the_lr_of_the_first_steps():
     layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha)
     key = f"base_model.model.{layout.modules[0].name}.lora_B.default.weight"  # B starts at 0 (LoRA's init)
 
-    def largest_moves(warmup: int) -> list[float]:
+    def first_move(warmup: int) -> float:
+        """The largest change of one LoRA B weight in the first optimiser step."""
         seen: list[torch.Tensor] = []
 
         def grab(step, model, loss):
             seen.append(dict(model.named_parameters())[key].detach().clone())
+            return step == 1
 
         train_lora(suite, base, layout, suite.data(task, "train"), cfg, grab, warmup=warmup)
-        return [float((b - a).abs().max()) for a, b in zip(seen, seen[1:])]
+        return float((seen[1] - seen[0]).abs().max())
 
     # Adam's first step moves a weight by ~lr whatever its gradient: the ramp makes step s's lr lr · s / (warmup + 1)
-    assert largest_moves(0)[0] == pytest.approx(cfg.lr, rel=1e-3)
-    assert largest_moves(3)[0] == pytest.approx(cfg.lr / 4, rel=1e-3)
+    assert first_move(0) == pytest.approx(cfg.lr, rel=1e-3)
+    assert first_move(3) == pytest.approx(cfg.lr / 4, rel=1e-3)
     with pytest.raises(ConfigError, match="warmup must be >= 0"):
         train_lora(suite, base, layout, suite.data(task, "train"), cfg, lambda *a: None, warmup=-1)
 

@@ -88,11 +88,11 @@ def _load_adapter(model, layout: LoraLayout, adapter: Adapter) -> None:
 
 def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskData, cfg: FinetuneConfig,
                on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None, warmup: int = 0) -> None:
-    """The LoRA fine-tuning loop on `train` (AdamW, constant lr, seeded batch order); `on_step(step, model, loss)` runs
-    after every step (step 0: before the first, for curves) and ends the loop early when it returns True. `init` starts
-    from an adapter instead of LoRA's init; `warmup` > 0 ramps the lr linearly over that many steps (step s at
-    s / (warmup + 1) of it): Adam's first steps move every weight by about the full lr whatever its gradient, which
-    throws a good start away at the high lr a warm start can otherwise afford."""
+    """The LoRA fine-tuning loop on `train` (AdamW, constant lr after the warm-up, seeded batch order);
+    `on_step(step, model, loss)` runs after every step (step 0: before the first, for curves) and ends the loop early
+    when it returns True. `init` starts from an adapter instead of LoRA's init; `warmup` > 0 ramps the lr linearly over
+    that many steps (step s at s / (warmup + 1) of it): Adam's first steps move every weight by about the full lr
+    whatever its gradient, which throws a good start away at the high lr a warm start can otherwise afford."""
     if warmup < 0:
         raise ConfigError(f"warmup must be >= 0 steps; found {warmup}")
     model = peft_model(base, layout, cfg.init_seed)

@@ -243,8 +243,9 @@ def warm_curves(suite: Suite, base, layout, task: str, scratch: FinetuneConfig,
                 starts: dict[str, tuple[Adapter, FinetuneConfig, int]], every: int, until_target: bool = False
                 ) -> tuple[dict[str, list[tuple[int, float, float]]], float, dict]:
     """Validation curves of fine-tuning `task` from LoRA's init (recipe `scratch`) and from each named start (its
-    adapter, recipe and lr warm-up steps), checked every `every` steps, and `reach` of them: (curves, target, hits). The run from scratch
-    goes the whole way (it sets the target); with `until_target` the starts stop once they reach it."""
+    adapter, recipe and lr warm-up steps), checked every `every` steps, and `reach` of them: (curves, target, hits).
+    The run from scratch goes the whole way (it sets the target); with `until_target` the starts stop once they reach
+    it."""
     curves = {"scratch": validation_curve(suite, base, layout, task, scratch, every=every)}
     target = reach(curves)[0]
     for k, (adapter, cfg, warmup) in starts.items():
