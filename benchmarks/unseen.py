@@ -176,6 +176,10 @@ def markdown(r: dict) -> str:
         lines.append(f"| {other} | {pct(p['mean'])} [{pct(p['ci'][0])}, {pct(p['ci'][1])}] | {part('interpolation')} | {part('extrapolation')} |")
     t, w = r["time"], r["warm_start"]
     draws = r["config"].get("condition_draws", 1)
+    run_steps = r["config"]["finetune"]["steps"]
+    # task by task, beside the ratio of means: how many reach the target within 1/5 of their own steps from scratch
+    within = sum(counted_steps(p["generated"], run_steps) <= p["scratch"]["steps"] / 5 for p in w["per_task"])
+    at_start = sum(p["generated"]["steps"] == 0 for p in w["per_task"])
     lines += ["", f"- Held-out tasks where generated is more than 1 point below base: {r['worse_than_base']}"
               + (f" (methods that read the condition: mean over {draws} draws of its exemplars; each draw alone: "
                  f"{r['worse_than_base_by_draw']})" if draws > 1 else "") + ".",
@@ -183,7 +187,8 @@ def markdown(r: dict) -> str:
               f"(its mean over the last quarter of {r['config']['warm_every']}-step checks), "
               f"mean from the generated adapter ÷ mean from scratch = {w['steps_ratio']:.3f} (from the nearest adapter: "
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
-              f"{r['config']['finetune']['steps']} steps): {w['never_reached']}. Warm starts fine-tune at "
+              f"{run_steps} steps): {w['never_reached']}; task by task, {within} of {w['tasks']} reach it within 1/5 of "
+              f"their steps from scratch ({at_start} from the start). Warm starts fine-tune at "
               f"{r['config']['warm_lr_scale']:g}× the fine-tuning lr"
               + (f", ramped up over {r['config']['warm_warmup']} steps" if r["config"].get("warm_warmup") else "")
               + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in w["by_family"].items())
