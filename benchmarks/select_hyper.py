@@ -173,13 +173,13 @@ def recipe_name(scale: float, warmup: int) -> str:
     return f"x{scale:g}" + (f"-w{warmup}" if warmup else "")
 
 
-def warm_recipe(out: Path) -> None:
+def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> None:
     """text-topics: the recipe a warm start from the generated adapter fine-tunes with: its lr as a multiple of the
     fine-tuning lr, and how many steps it ramps up to it. Nested inside fold 0's training tasks, as the study splits
     (source groups): for each other fold j, a generator (the study's default) is fitted on the tasks that use none of
     group j's sources and validated on those whose first source is in group j, so every fold-0 training task is a
     validation task once, with a generator that never saw its sources. On each, fine-tuning from scratch (the fine-tuning
-    lr) and from the generated adapter with each recipe in WARM_RECIPES, checked as the study checks them
+    lr) and from the generated adapter with each recipe (WARM_RECIPES unless given), checked as the study checks them
     (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the run: the recipe with the fewest
     mean steps to the target (95% of where scratch settles); ties go to the smaller scale, then the shorter warm-up."""
     from loragen.evaluate.unseen import counted_steps, warm_curves
@@ -197,15 +197,15 @@ def warm_recipe(out: Path) -> None:
         for t in val:
             start = gen.generate(suite.condition(t), 1)[0]
             _, target, hits = warm_curves(suite, base, gen.layout, t, ft,
-                                          {recipe_name(k, w): (start, replace(ft, lr=k * ft.lr), w) for k, w in WARM_RECIPES},
+                                          {recipe_name(k, w): (start, replace(ft, lr=k * ft.lr), w) for k, w in recipes},
                                           study.warm_every, until_target=True)
             rows.append({"task": t, "inner_fold": fj.index, "train_tasks": len(inner), "target_val_acc": target,
-                         "start_acc": hits["scratch"]["start_acc"], "generated_start_acc": hits["x1"]["start_acc"],
+                         "start_acc": hits["scratch"]["start_acc"], "generated_start_acc": hits[recipe_name(*recipes[0])]["start_acc"],
                          "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
             print(rows[-1], flush=True)
-    keys = ["scratch"] + [recipe_name(k, w) for k, w in WARM_RECIPES]
+    keys = ["scratch"] + [recipe_name(k, w) for k, w in recipes]
     mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in keys}
-    chosen = min(WARM_RECIPES, key=lambda kw: (mean[recipe_name(*kw)], kw))
+    chosen = min(recipes, key=lambda kw: (mean[recipe_name(*kw)], kw))
     lines = ["# hyper: the warm-start recipe on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
              f"Fold 0's {len(rows)} training tasks, each validated once with a generator fitted on the fold-0 training tasks "
              f"that share none of its sources (see the script's docstring). Steps until validation accuracy reaches 95% of "
@@ -218,7 +218,7 @@ def warm_recipe(out: Path) -> None:
               f"Chosen: lr × {chosen[0]:g}, warm-up {chosen[1]} steps (ratio to scratch {mean[recipe_name(*chosen)] / mean['scratch']:.3f}; "
               "the fewest mean steps; ties: the smaller scale, then the shorter warm-up).", ""]
     atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": {"lr_scale": chosen[0], "warmup": chosen[1]},
-                                             "recipes": WARM_RECIPES})
+                                             "recipes": recipes})
     atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
     print("\n".join(lines))
 
@@ -230,9 +230,13 @@ def main() -> None:
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
     ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start recipe on validation tasks")
+    ap.add_argument("--recipes", default=None, help="--warm-start: recipes to compare instead of WARM_RECIPES, as "
+                                                     "scale:warm-up pairs, comma-separated (e.g. 10:4,20:8)")
     args = ap.parse_args()
     if args.warm_start:
-        return warm_recipe(args.out)
+        if args.recipes is None:
+            return warm_recipe(args.out)
+        return warm_recipe(args.out, [(float(k), int(w)) for k, w in (r.split(":") for r in args.recipes.split(","))])
     if args.task_counts:
         return task_counts(args.out)
     if args.widths:
