@@ -173,6 +173,14 @@ def recipe_name(scale: float, warmup: int) -> str:
     return f"x{scale:g}" + (f"-w{warmup}" if warmup else "")
 
 
+def parse_recipes(text: str) -> list[tuple[float, int]]:
+    """--recipes "10:4,20:8" -> [(10.0, 4), (20.0, 8)]."""
+    try:
+        return [(float(k), int(w)) for k, w in (r.split(":") for r in text.split(","))]
+    except ValueError:
+        raise SystemExit(f"--recipes expects scale:warm-up pairs, comma-separated (e.g. 10:4,20:8); found {text!r}") from None
+
+
 def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> None:
     """text-topics: the recipe a warm start from the generated adapter fine-tunes with: its lr as a multiple of the
     fine-tuning lr, and how many steps it ramps up to it. Nested inside fold 0's training tasks, as the study splits
@@ -186,8 +194,8 @@ def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> N
 
     d = suite_defaults("text-topics")
     suite = get_suite("text-topics", **d.suite_kwargs)
-    folds = suite.folds(5)
     study = study_config("text-topics", False, (0,))[0]
+    folds = suite.folds(study.folds)  # the study's folds, so that fold 0's test tasks are the study's
     base, ft, rows = suite.base_model(), study.finetune, []
     for fj in folds[1:]:
         inner = [t for t in folds[0].train if t in fj.train]
@@ -234,9 +242,7 @@ def main() -> None:
                                                      "scale:warm-up pairs, comma-separated (e.g. 10:4,20:8)")
     args = ap.parse_args()
     if args.warm_start:
-        if args.recipes is None:
-            return warm_recipe(args.out)
-        return warm_recipe(args.out, [(float(k), int(w)) for k, w in (r.split(":") for r in args.recipes.split(","))])
+        return warm_recipe(args.out, WARM_RECIPES if args.recipes is None else parse_recipes(args.recipes))
     if args.task_counts:
         return task_counts(args.out)
     if args.widths:
