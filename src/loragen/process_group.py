@@ -15,6 +15,7 @@ A process's own random draws (diffusion noise) come from `fork(g)` or the global
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -111,6 +112,9 @@ def process_group() -> ProcessGroup:
             if state.num_processes != world:
                 raise ConfigError(f"WORLD_SIZE={world}; expected accelerate to join {world} processes, found "
                                   f"{state.num_processes} ({state.distributed_type})")
+            # a gloo group left to the interpreter's teardown can abort a process that finishes first ("terminate
+            # called without an active exception": its threads are destroyed unjoined), failing the launch
+            atexit.register(state.destroy_process_group)
             _current = ProcessGroup(state.process_index, state.num_processes)
         else:
             _current = ProcessGroup()
