@@ -16,6 +16,7 @@ target, as --widths does for digits).
     .venv/bin/python benchmarks/select_hyper.py --task-counts --out runs/bench/select-tasks
     .venv/bin/python benchmarks/select_hyper.py --widths --out runs/bench/select-widths
     .venv/bin/python benchmarks/select_hyper.py --warm-start --out runs/bench/select-warm-text
+    .venv/bin/python benchmarks/select_hyper.py --generator-only --out runs/bench/select-generator-only
 
 --task-counts (digits-domains): how many training tasks the study should sample. The generator (defaults) is fitted on
 the first N of 420 inside tasks of the selection draw for each N in TASK_COUNTS and scored on 24 inside and 24
@@ -231,6 +232,66 @@ def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> N
     print("\n".join(lines))
 
 
+def generator_only(out: Path, steps: tuple[int, ...] = (10, 30)) -> None:
+    """text-topics: whether the hyper generator should also train on a fold's generator-only tasks (topic and group
+    tasks rebuilt from the fold's training sources, TextTopics.within_tasks), and at which training length. Nested in
+    fold 0's training data as `warm_recipe`: for each other fold j, generators are fitted on the fold-0 training tasks
+    that use none of group j's sources, with or without the generator-only tasks that hold out groups 0 and j, and
+    validated on the fold-0 training tasks whose first source is in group j plus fold 0's generator-only tasks whose
+    first source is (the one-vs-rest validation tasks the suite's own folds cannot give). Scored: validation-split
+    accuracy of the generated adapter and warm-start steps to the target (the study's recipe). Rule, fixed before the
+    run: the fewest mean warm-start steps; ties go to fewer training tasks, then fewer steps."""
+    from loragen.evaluate.unseen import counted_steps, warm_curves
+
+    d = suite_defaults("text-topics")
+    suite = get_suite("text-topics", **d.suite_kwargs)
+    study = study_config("text-topics", False, (0,))[0]
+    folds, groups = suite.folds(study.folds), suite.source_groups(study.folds)
+    base, ft, rows = suite.base_model(), study.finetune, []
+    warm = (replace(ft, lr=study.warm_lr_scale * ft.lr), study.warm_warmup)
+    names = [f"{w}-{n}" for w in ("without", "with") for n in steps]
+    for fj in folds[1:]:
+        inner = [t for t in folds[0].train if t in fj.train]
+        extra = list(suite.within_tasks(set(groups[0]) | set(groups[fj.index])))
+        val = [t for t in folds[0].train if t in fj.test]
+        val += [t for t in folds[0].generator_only if suite.task(t).params["sources"][0] in groups[fj.index]]
+        assert not set(inner + extra + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+        assert not set(val) & set(inner + extra), "validation tasks must not be trained on"
+        gens = {f"{w}-{n}": HyperGenerator.fit(replace(HyperConfig(**d.hyper), steps=n), suite=suite,
+                                               tasks=inner + (extra if w == "with" else []), show=False)
+                for w in ("without", "with") for n in steps}
+        for t in val:
+            starts = {k: g.generate(suite.condition(t), 1)[0] for k, g in gens.items()}
+            _, target, hits = warm_curves(suite, base, gens[names[0]].layout, t, ft, {k: (a, *warm) for k, a in starts.items()},
+                                          study.warm_every, until_target=True)
+            rows.append({"task": t, "kind": suite.task(t).params["kind"], "inner_fold": fj.index, "target_val_acc": target,
+                         "train_tasks": {"without": len(inner), "with": len(inner + extra)},
+                         "val_acc": {k: hits[k]["start_acc"] for k in names},
+                         "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
+            print(rows[-1], flush=True)
+    keys = ["scratch"] + names
+    mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in keys}
+    acc = {k: statistics.mean(r["val_acc"][k] for r in rows) for k in names}
+    kinds = sorted({r["kind"] for r in rows})
+    by_kind = {kind: {k: statistics.mean(r["steps"][k] for r in rows if r["kind"] == kind) for k in keys} for kind in kinds}
+    chosen = min(names, key=lambda k: (mean[k], k.startswith("with-"), int(k.split("-")[1])))
+    lines = ["# hyper: generator-only training tasks on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
+             f"{len(rows)} validation tasks, nested in fold 0's training data (see `generator_only` in the script). A candidate "
+             "is with or without the generator-only tasks, at a number of training steps. Warm start: steps until "
+             f"validation accuracy reaches 95% of where fine-tuning from scratch settles, checked every {study.warm_every} "
+             f"steps, fine-tuning at lr × {study.warm_lr_scale:g} with a {study.warm_warmup}-step warm-up (the study's recipe).", "",
+             "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+             "| mean warm-start steps | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |"]
+    lines += [f"| {kind} ({sum(r['kind'] == kind for r in rows)}) | " + " | ".join(f"{by_kind[kind][k]:.2f}" for k in keys) + " |"
+              for kind in kinds]
+    lines += ["| validation accuracy of the generated adapter | | " + " | ".join(f"{acc[k]:.1f}" for k in names) + " |", "",
+              f"Chosen: {chosen} (ratio to scratch {mean[chosen] / mean['scratch']:.3f}; the fewest mean steps; ties: "
+              "without the generator-only tasks, then fewer steps).", ""]
+    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "val_acc": acc, "by_kind": by_kind, "chosen": chosen})
+    atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits-domains", choices=["digits-domains", "text-topics"])
@@ -238,11 +299,14 @@ def main() -> None:
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
     ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start recipe on validation tasks")
+    ap.add_argument("--generator-only", action="store_true", help="text-topics: train on generator-only tasks too?")
     ap.add_argument("--recipes", default=None, help="--warm-start: recipes to compare instead of WARM_RECIPES, as "
                                                      "scale:warm-up pairs, comma-separated (e.g. 10:4,20:8)")
     args = ap.parse_args()
     if args.warm_start:
         return warm_recipe(args.out, WARM_RECIPES if args.recipes is None else parse_recipes(args.recipes))
+    if args.generator_only:
+        return generator_only(args.out)
     if args.task_counts:
         return task_counts(args.out)
     if args.widths:

@@ -74,10 +74,17 @@ def test_folds_are_over_sources(suite, k):
             assert len(f.train) >= 25, [len(g.train) for g in folds]
         for t in f.test:
             assert suite.task(t).params["sources"][0] in group
-        for t in f.train:  # no train task touches the fold's sources, in params or in actual texts
+        for t in f.train + f.generator_only:  # no training task touches the fold's sources, in params or in actual texts
             assert not set(suite.task(t).params["sources"]) & set(group), (f.index, t)
             texts = [x for s in ("train", "val", "test") for x in suite.texts(t, s)[0]]
             assert not {owner[item_key(x)] for x in texts} & set(group), (f.index, t)
+        # generator-only: one-vs-rest over the fold's other categories, for every one of them; not suite tasks
+        cats = [s for s in suite.sources() if not s.startswith("vader-") and s not in group]
+        topics = [t for t in f.generator_only if suite.task(t).params["kind"] == "topic"]
+        assert sorted(suite.task(t).params["sources"][0] for t in topics) == sorted(cats)
+        assert all(sorted(suite.task(t).params["sources"]) == sorted(cats) for t in topics)
+        assert not set(f.generator_only) & {t.name for t in suite.tasks()}
+        assert all(suite.task(t).params["generator_only"] for t in f.generator_only)
     with pytest.raises(ValueError, match="k must be between 2 and the number of categories"):
         suite.folds(1)
 

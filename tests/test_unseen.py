@@ -53,6 +53,8 @@ def test_gap_formula_exclusion_and_paired_difference():
 def test_fold_refuses_overlap():
     with pytest.raises(ValueError, match="must not be trained on"):
         Fold(0, ("a", "b"), ("b",))
+    with pytest.raises(ValueError, match="must not be trained on"):
+        Fold(0, ("a",), ("b",), generator_only=("c", "b"))
 
 
 def test_merge_cat_is_the_weighted_sum_of_updates(tiny, tiny_layout):
@@ -186,6 +188,21 @@ def test_fold_run_refuses_a_generator_that_saw_a_test_task():
     with pytest.raises(LoragenError, match="evaluated-as-unseen tasks reached"):
         run.fold.check_unseen(Stub.tasks, "the generator's training tasks")
     run.fold.check_unseen(["a"], "the generator's training tasks")  # a training task is fine
+
+
+@pytest.mark.parametrize("generator_only", [False, True])
+def test_fold_run_trains_the_hyper_generator_on_generator_only_tasks_when_asked(tmp_path, monkeypatch, generator_only):
+    from loragen.evaluate.unseen import FoldRun, UnseenConfig, HyperGenerator
+
+    def fake_fit(cfg, *, suite, tasks, zoo, out, show):
+        return type("Fitted", (), {"tasks": tasks})()
+
+    monkeypatch.setattr(HyperGenerator, "fit", staticmethod(fake_fit))
+    run = FoldRun.__new__(FoldRun)
+    run.suite = run.zoo = None
+    run.fold, run.out, run.show, run._hypers = Fold(0, ("a",), ("b",), generator_only=("c",)), tmp_path, False, {}
+    run.cfg = UnseenConfig(generator_only=generator_only)
+    assert run.hyper(0).tasks == (["a", "c"] if generator_only else ["a"])
 
 
 def test_merge_carries_a_whole_head_as_the_weighted_average(tiny):

@@ -64,6 +64,7 @@ class UnseenConfig:
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
     condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
+    generator_only: bool = False  # the hyper generator also trains on the fold's generator-only tasks (Fold.generator_only)
 
 
 def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData) -> float:
@@ -112,9 +113,10 @@ class FoldRun:
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
         folder = self.out / f"hyper-seed{seed}"
         # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
-        gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=list(self.fold.train),
-                                                                               zoo=self.zoo, out=folder, show=self.show),
-                           {"config": asdict(cfg), "tasks": list(self.fold.train)})
+        tasks = list(self.fold.train) + (list(self.fold.generator_only) if self.cfg.generator_only else [])
+        gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=tasks, zoo=self.zoo,
+                                                                               out=folder, show=self.show),
+                           {"config": asdict(cfg), "tasks": tasks})
         self.fold.check_unseen(gen.tasks, "the hyper generator's training tasks")
         self._hypers[seed] = gen
         return gen

@@ -50,9 +50,12 @@ class Fold:
     index: int
     train: tuple[str, ...]  # tasks whose data, adapters and conditions a generator may use
     test: tuple[str, ...]  # tasks evaluated as never seen; disjoint from `train`
+    # more training tasks built from the fold's training data alone, for generators whose objective needs no zoo
+    # adapter (hyper, objective task); not tasks of the suite, never evaluated
+    generator_only: tuple[str, ...] = ()
 
     def __post_init__(self):
-        clash = set(self.train) & set(self.test)
+        clash = set(self.train + self.generator_only) & set(self.test)
         if clash:
             raise ValueError(f"fold {self.index}: evaluated-as-unseen tasks must not be trained on; found {sorted(clash)[:5]}")
 

@@ -22,6 +22,9 @@ No leaks between tasks: each item's split (60 / 20 / 20) is decided once, from a
 its train examples only from train items, its val examples from val items and its test examples from test items, so
 no test item of any task is in any task's training split.
 
+Generator-only tasks (`TextTopics.within_tasks`, not among `tasks()`): topic and group tasks rebuilt from the
+categories outside a k-fold study's held-out group, so that a fold's generator can train on one-vs-rest tasks.
+
 Held-out split (`Task.heldout`, used by the demo): every task touching a source in HELD_OUT_SOURCES (science, movies,
 the strong band). Seen tasks never use a held-out source, not even as negatives: the "rest" of a seen topic or group
 is the other seen categories. Today 43 seen, 19 held out. For k-fold studies over sources see `TextTopics.folds`.
@@ -185,6 +188,41 @@ class Spec:
         return list(dict.fromkeys(s for s, _ in self.pos + self.neg))
 
 
+def any_of(names: list[str]) -> tuple[tuple[str, int], ...]:
+    return tuple((n, 0) for n in names)
+
+
+def topic_spec(c: str, rest: list[str], suffix: str = "") -> Spec:
+    """topic-C: category C against the `rest` categories."""
+    return Spec(f"topic-{c}{suffix}", "topic", f"Decide whether a line of conversation is about {topic(c)} rather than "
+                f"about another topic.", any_of([c]), any_of(rest))
+
+
+def group_spec(group: str, members: list[str], rest: list[str], suffix: str = "") -> Spec:
+    """group-G: the `members` categories of group G against the `rest` categories."""
+    return Spec(f"group-{group.replace(' ', '-')}{suffix}", "group", f"Decide whether a line of conversation is about "
+                f"{group} (such as {either([topic(m) for m in members])}) rather than about another topic.",
+                any_of(members), any_of(rest))
+
+
+def within_specs(sources: dict[str, list], excluded: set[str]) -> list[Spec]:
+    """The topic and group tasks rebuilt from the categories outside `excluded` alone (positives and rest alike),
+    named `<task>-without-<the excluded categories>`: a k-fold study's suite tasks of these kinds draw on every
+    category, so no fold can train on them; these can train a fold's generator on one-vs-rest tasks without any
+    held-out sentence (generator-only: they have no zoo adapter). Groups keep ≥ 2 of their categories."""
+    cats = [s for s in sources if not s.startswith("vader-")]
+    gone = sorted(c for c in cats if c in excluded)
+    if not gone:
+        raise ValueError(f"expected excluded sources among the categories {cats}; found {sorted(excluded)}")
+    keep, suffix = [c for c in cats if c not in excluded], "-without-" + "-".join(gone)
+    specs = [topic_spec(c, [o for o in keep if o != c], suffix) for c in keep]
+    for group, members in GROUPS.items():
+        members = [m for m in members if m in keep]
+        if len(members) >= 2:
+            specs.append(group_spec(group, members, [o for o in keep if o not in members], suffix))
+    return specs
+
+
 def task_specs(sources: dict[str, list], pairs: list[tuple[str, str]]) -> list[Spec]:
     """Every task of the suite, in a fixed order: topics, pairs, groups, polarity, intensity."""
     cats = [s for s in sources if not s.startswith("vader-")]
@@ -195,22 +233,14 @@ def task_specs(sources: dict[str, list], pairs: list[tuple[str, str]]) -> list[S
         held = any(m in HELD_OUT_SOURCES for m in members)
         return [c for c in (cats if held else seen_cats) if c not in members]
 
-    def any_of(names: list[str]) -> tuple[tuple[str, int], ...]:
-        return tuple((n, 0) for n in names)
-
-    specs = []
-    for c in cats:
-        specs.append(Spec(f"topic-{c}", "topic", f"Decide whether a line of conversation is about {topic(c)} rather "
-                          f"than about another topic.", any_of([c]), any_of(rest([c]))))
+    specs = [topic_spec(c, rest([c])) for c in cats]
     for a, b in pairs:
         specs.append(Spec(f"pair-{a}-vs-{b}", "pair", f"Decide whether a line of conversation is about {topic(a)} "
                           f"rather than about {topic(b)}.", any_of([a]), any_of([b])))
     for group, members in GROUPS.items():
         members = [m for m in members if m in sources]
         if len(members) >= 2:
-            specs.append(Spec(f"group-{group.replace(' ', '-')}", "group", f"Decide whether a line of conversation is "
-                              f"about {group} (such as {either([topic(m) for m in members])}) rather than about "
-                              f"another topic.", any_of(members), any_of(rest(members))))
+            specs.append(group_spec(group, members, rest(members)))
     for name, bands in POLARITY.items():
         adv = ADVERBS[name]
         specs.append(Spec(f"polarity-{name}", "polarity", f"Decide whether an English word expresses a {adv} positive "
@@ -311,14 +341,31 @@ class TextTopics(Suite):
                     self._pools[(src, s, item_split(text))].append(text)
         cats = [s for s in self._sources if not s.startswith("vader-")]
         self._category_order, pairs = pair_graph(cats, PAIR_DEGREE, rng(self.name, "pairs"))
-        specs = task_specs(self._sources, pairs)
-        self._specs = {sp.name: sp for sp in specs}
-        self._tasks = {sp.name: Task(sp.name, any(s in HELD_OUT_SOURCES for s in sp.sources),
-                                     {"kind": sp.kind, "sources": sp.sources}) for sp in specs}
-        caps = {s: max(1, max_per_class * p // 100) for s, p in SPLIT_PERCENT.items()}
-        self._texts = {(sp.name, s): self._examples(sp, s, caps[s]) for sp in specs for s in SPLIT_PERCENT}
+        self._specs: dict[str, Spec] = {}  # every task's, the suite's and the generator-only ones (`within_tasks`)
+        self._tasks: dict[str, Task] = {}  # the suite's tasks
+        self._within: dict[str, Task] = {}  # generator-only tasks, built on request
+        self._texts: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
+        self._add(task_specs(self._sources, pairs), self._tasks)
         self._tokenizer, self._base = None, None
         self._data_cache: dict[tuple[str, str], TaskData] = {}
+
+    def _add(self, specs: list[Spec], into: dict[str, Task], **params) -> None:
+        caps = {s: max(1, self.max_per_class * p // 100) for s, p in SPLIT_PERCENT.items()}
+        for sp in specs:
+            self._specs[sp.name] = sp
+            into[sp.name] = Task(sp.name, any(s in HELD_OUT_SOURCES for s in sp.sources),
+                                 {"kind": sp.kind, "sources": sp.sources, **params})
+            self._texts |= {(sp.name, s): self._examples(sp, s, caps[s]) for s in SPLIT_PERCENT}
+
+    def task(self, name: str) -> Task:
+        return self._within[name] if name in self._within else super().task(name)
+
+    def within_tasks(self, excluded: set[str]) -> tuple[str, ...]:
+        """Generator-only training tasks for a fold that holds out the `excluded` sources (`within_specs`: topic and
+        group tasks over the other categories alone). Not among `tasks()`; `task`, `data` and `condition` know them."""
+        specs = [sp for sp in within_specs(self._sources, excluded) if sp.name not in self._within]
+        self._add(specs, self._within, generator_only=True)
+        return tuple(sp.name for sp in within_specs(self._sources, excluded))
 
     def peft_info(self) -> dict:
         """{"task_type", "base_model_name_or_path"} of this suite's adapters: the base is a local Hugging Face model
@@ -405,7 +452,8 @@ class TextTopics(Suite):
         """k folds over data sources (see `source_groups`). A task is evaluated as unseen in the fold of its primary
         source (its first: the positive class's), and fold i trains on every task that uses none of group i's
         sources, so a fold's held-out sentences and words never reach training, not even as negatives. Tasks drawing
-        on every category (topic-*, group-*) are therefore only ever evaluated, never trained on.
+        on every category (topic-*, group-*) are therefore only ever evaluated, never trained on; the fold's
+        `generator_only` tasks (`within_tasks`) are those kinds rebuilt from its training sources alone.
 
         Today, k = 5: groups of 3, 3, 3, 3 and 4 sources (the last holds two vader bands); test sizes 15, 12, 12, 10,
         13 and train sizes 30, 30, 30, 30, 28 (of 62 tasks). k may be 2 to 12 (the number of categories)."""
@@ -413,12 +461,13 @@ class TextTopics(Suite):
         group_of = {s: i for i, g in enumerate(groups) for s in g}
         folds = []
         for i, group in enumerate(groups):
-            test = tuple(t for t, sp in self._specs.items() if group_of[sp.sources[0]] == i)
-            train = tuple(t for t, sp in self._specs.items() if not set(sp.sources) & set(group))
+            specs = [self._specs[t] for t in self._tasks]
+            test = tuple(sp.name for sp in specs if group_of[sp.sources[0]] == i)
+            train = tuple(sp.name for sp in specs if not set(sp.sources) & set(group))
             if not test:
                 raise ValueError(f"k={k}: fold {i} (sources {list(group)}) has no task to evaluate as unseen; "
                                  f"expected a smaller k")
-            folds.append(Fold(i, train, test))
+            folds.append(Fold(i, train, test, generator_only=self.within_tasks(set(group))))
         return folds
 
     def _example_lines(self, task: str) -> list[str]:
