@@ -363,9 +363,9 @@ class TextTopics(Suite):
     def within_tasks(self, excluded: set[str]) -> tuple[str, ...]:
         """Generator-only training tasks for a fold that holds out the `excluded` sources (`within_specs`: topic and
         group tasks over the other categories alone). Not among `tasks()`; `task`, `data` and `condition` know them."""
-        specs = [sp for sp in within_specs(self._sources, excluded) if sp.name not in self._within]
-        self._add(specs, self._within, generator_only=True)
-        return tuple(sp.name for sp in within_specs(self._sources, excluded))
+        specs = within_specs(self._sources, excluded)
+        self._add([sp for sp in specs if sp.name not in self._within], self._within, generator_only=True)
+        return tuple(sp.name for sp in specs)
 
     def peft_info(self) -> dict:
         """{"task_type", "base_model_name_or_path"} of this suite's adapters: the base is a local Hugging Face model
@@ -459,9 +459,8 @@ class TextTopics(Suite):
         13 and train sizes 30, 30, 30, 30, 28 (of 62 tasks). k may be 2 to 12 (the number of categories)."""
         groups = self.source_groups(k)
         group_of = {s: i for i, g in enumerate(groups) for s in g}
-        folds = []
+        folds, specs = [], [self._specs[t] for t in self._tasks]
         for i, group in enumerate(groups):
-            specs = [self._specs[t] for t in self._tasks]
             test = tuple(sp.name for sp in specs if group_of[sp.sources[0]] == i)
             train = tuple(sp.name for sp in specs if not set(sp.sources) & set(group))
             if not test:
