@@ -26,6 +26,8 @@ bench: install  ## benchmarks with real sizes: JSON + markdown under runs/bench 
 	$(BIN)/python benchmarks/unseen.py --suite digits-domains --out runs/bench/unseen-digits --seeds 0,1,2
 	$(BIN)/python benchmarks/digits_domains.py --out runs/bench/digits-domains --seeds 0,1,2
 	$(BIN)/python benchmarks/select_hyper.py --suite text-topics --out runs/bench/select-hyper-text
+	$(BIN)/python benchmarks/select_hyper.py --warm-start --out runs/bench/select-warm-text
+	$(BIN)/python benchmarks/select_hyper.py --generator-only --out runs/bench/select-generator-only
 	$(BIN)/python benchmarks/unseen.py --suite text-topics --out runs/bench/unseen-text --seeds 0,1,2
 	$(BIN)/python benchmarks/digits_gen.py --out runs/bench/digits-gen
 	$(BIN)/loragen base --model smollm2

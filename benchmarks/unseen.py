@@ -54,7 +54,11 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
                            warm_tasks_per_fold=None, warm_every=2, warm_lr_scale=10.0, warm_warmup=4, warm_until_target=True,
                            # a test task's 16 examples move its generated accuracy by up to ~12 points from one draw to
                            # the next (test sets are 16-40 sentences): score the mean over 5 draws
-                           condition_draws=5)
+                           condition_draws=5,
+                           # topic and group tasks rebuilt from each fold's training sources train the generator too
+                           # (no fold could train on one-vs-rest tasks before): fewer warm-start steps on validation tasks
+                           # (select_hyper.py --generator-only)
+                           generator_only=True)
         suite_kwargs: dict = {}
     else:
         cfg = UnseenConfig()
