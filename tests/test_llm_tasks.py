@@ -50,6 +50,27 @@ def test_families_parameters_and_heldout(suite):
     assert len(suite.seen_tasks()) >= 40 and len(suite.heldout_tasks()) >= 20
 
 
+def test_dense_families_only_on_request_and_inside_the_ranges(suite):
+    """Generator-only families: not in a default suite; their values lie strictly between a family's inside values and
+    none is a task of the suite."""
+    from loragen.suites.llm_task_families import DENSE_FAMILIES, TOPIC_SETS, topic_name
+
+    assert not {t.params["family"] for t in suite.tasks()} & set(DENSE_FAMILIES)
+    dense = get_suite("llm-tasks", families=["add", "polarity", "topic", *DENSE_FAMILIES])
+    names = {t.name for t in suite.tasks()}
+    for fam, base in (("add-dense", "add"), ("polarity-dense", "polarity")):
+        inside = sorted(t.params["param"] for t in suite.tasks() if t.params["family"] == base and t.params["where"] == "inside")
+        values = [t.params["param"] for t in dense.tasks() if t.params["family"] == fam]
+        assert values and all(inside[0] < v < inside[-1] and v not in inside for v in values), (fam, values)
+    for x, y in dense.examples("add-dense-7", "train"):
+        assert int(y) == int(x) + 7
+    sets = [t for t in dense.tasks() if t.params["family"] == "topic-sets"]
+    known = {frozenset(map(topic_name, t)) for s in TOPIC_SETS.values() for t in s}
+    assert len(sets) == 18 and not {frozenset(t.params["topics"]) for t in sets} & known
+    assert all(t.name not in names and not t.heldout for t in dense.tasks() if t.params["family"] in DENSE_FAMILIES)
+    assert {y for _, y in dense.examples(sets[0].name, "train")} == set(sets[0].params["topics"])
+
+
 def test_answers_follow_the_task(suite):
     assert shift_word("zebra", 3) == "cheud" and number_words(4507) == "four thousand five hundred seven"
     assert number_words(90) == "ninety" and number_words(13) == "thirteen" and ordinal(2) == "2nd" and ordinal(12) == "12th"

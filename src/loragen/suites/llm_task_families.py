@@ -21,6 +21,8 @@ Families (85 tasks today):
   topic-N-<set>      which of N chatterbot topics a line is about            N 2–4 | 6
   polarity-T         VADER valence ≥ T: positive, ≤ −T: negative, else neither   T 1.0–2.5 | 0.5, 3.0
   format-<name>      uppercase, reverse, title case, acronym, swap ends, counts, dates      9 variants
+Generator-only (DENSE_FAMILIES, in a suite only when its `families` name them): add-dense-K and polarity-dense-T at
+values between the inside ones, topic-sets-<topics> with 6 more sets of 2, 3 and 4 topics.
 
 Atoms and splits. Every atom (a word, a number, a date, a chatterbot line) belongs to one split for every task: a seeded
 hash of its text decides (SPLIT_PERCENT), and composite inputs (lists, lines of words) are built from atoms of a single
@@ -63,6 +65,11 @@ TOPIC_SETS = {  # number of candidate topics -> its tasks' topic sets (chatterbo
 TOPIC_INSIDE = (2, 3, 4)  # numbers of candidate topics inside the training range (others: extrapolation)
 TOPIC_NAMES = {"ai": "AI", "conversations": "small talk"}  # category -> the answer's wording (others: the category)
 HELDOUT_TOPIC_SETS = (("psychology", "science", "movies"),)  # inside sets held out by default (interpolation tests)
+# more tasks of three learnable families, between their parameter values (never outside their ranges), for generators
+# to train on only (benchmarks/llm_fit.py --extra-families): not in a suite unless its `families` name them
+DENSE_ADD = (4, 6, 7, 9, 11, 12, 13, 14, 16, 17, 18, 19)  # add-dense-K
+DENSE_POLARITY = (1.25, 1.75, 2.25)  # polarity-dense-T
+DENSE_FAMILIES = ("add-dense", "polarity-dense", "topic-sets")  # topic-sets: 6 more sets of 2, 3 and 4 topics
 
 
 @dataclass
@@ -210,6 +217,7 @@ def arithmetic_tasks() -> list[TaskSpec]:
 
     return (numeric_family("add", (1, 2, 3, 5, 8, 10, 15, 20), (50, 100), (3, 10), add_text,
                            partial(make, lambda x, k: x + k, 1000))
+            + numeric_family("add-dense", DENSE_ADD, (), (), add_text, partial(make, lambda x, k: x + k, 1000))
             + numeric_family("multiply", (2, 3, 4, 5, 6), (9, 11), (4,), mul_text, partial(make, lambda x, k: x * k, 200))
             + numeric_family("remainder", (2, 3, 4, 5, 6, 7), (11, 13), (5,), mod_text,
                              partial(make, lambda x, k: x % k, 1000)))
@@ -348,7 +356,27 @@ def topic_tasks() -> list[TaskSpec]:
             specs.append(TaskSpec(name, "topic", n_topics, "inside" if inside else "outside",
                                   not inside or topics in HELDOUT_TOPIC_SETS, describe(topics), partial(make, topics),
                                   {"topics": [topic_name(t) for t in topics]}))
+    for topics in dense_topic_sets():
+        specs.append(TaskSpec(f"topic-sets-{'-'.join(topics)}", "topic-sets", len(topics), "inside", False,
+                              describe(topics), partial(make, topics), {"topics": [topic_name(t) for t in topics]}))
     return specs
+
+
+def dense_topic_sets(per_size: int = 6) -> list[tuple[str, ...]]:
+    """`per_size` seeded topic sets of each inside size (TOPIC_INSIDE), none of them a set of TOPIC_SETS, over the
+    categories those sets use."""
+    cats = sorted({c for sets in TOPIC_SETS.values() for topics in sets for c in topics})
+    taken = {frozenset(t) for sets in TOPIC_SETS.values() for t in sets}
+    g, out = torch.Generator().manual_seed(1213), []
+    for n in TOPIC_INSIDE:
+        found: list[tuple[str, ...]] = []
+        while len(found) < per_size:
+            topics = tuple(cats[i] for i in sorted(torch.randperm(len(cats), generator=g)[:n].tolist()))
+            if frozenset(topics) not in taken:
+                taken.add(frozenset(topics))
+                found.append(topics)
+        out += found
+    return out
 
 
 def polarity_tasks() -> list[TaskSpec]:
@@ -370,7 +398,8 @@ def polarity_tasks() -> list[TaskSpec]:
         mid = [w for w, v in pool.valences if -t < v < t]
         return balanced([pos, neg, mid], ["positive", "negative", "neither"], n, g)
 
-    return numeric_family("polarity", (1.0, 1.5, 2.0, 2.5), (0.5, 3.0), (2.0,), describe, make)
+    return (numeric_family("polarity", (1.0, 1.5, 2.0, 2.5), (0.5, 3.0), (2.0,), describe, make)
+            + numeric_family("polarity-dense", DENSE_POLARITY, (), (), describe, make))
 
 
 def format_tasks() -> list[TaskSpec]:
@@ -454,10 +483,12 @@ def format_tasks() -> list[TaskSpec]:
             for name, (held, texts, make) in variants.items()]
 
 
-def all_task_specs() -> list[TaskSpec]:
-    """Every task of the suite, in a fixed order (families as in the module docstring)."""
+def all_task_specs(dense: bool = False) -> list[TaskSpec]:
+    """Every task of the suite, in a fixed order (families as in the module docstring); `dense`: the DENSE_FAMILIES
+    too."""
     specs = (shift_tasks() + arithmetic_tasks() + every_word_tasks() + item_tasks() + letters_tasks() + repeat_tasks()
              + number_words_tasks() + topic_tasks() + polarity_tasks() + format_tasks())
+    specs = [s for s in specs if dense or s.family not in DENSE_FAMILIES]
     for s in specs:
         if len(s.descriptions) != N_PARAPHRASES:
             raise AssertionError(f"{s.name}: expected {N_PARAPHRASES} descriptions; found {len(s.descriptions)}")

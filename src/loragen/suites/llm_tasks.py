@@ -73,14 +73,14 @@ class LlmTasks(Suite):
         whole model); k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples
         per split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window
         (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word); families: keep
-        only the tasks of these families (None: every family)."""
+        only the tasks of these families (None: every family but the generator-only DENSE_FAMILIES)."""
         if top_layers is not None and top_layers < 1:
             raise ConfigError(f"top_layers must be >= 1, or None for every layer; found {top_layers}")
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
         self.max_tokens, self.answer_tokens, self.top_layers = max_tokens, answer_tokens, top_layers
         self.targets = list(target_modules) if target_modules is not None else list(DEFAULT_TARGETS)
         self.cache_dir = cache_root(cache_dir)
-        specs = all_task_specs()
+        specs = all_task_specs(dense=families is not None)
         if families is not None:
             known = sorted({s.family for s in specs})
             unknown = sorted(set(families) - set(known))
