@@ -66,15 +66,21 @@ def study_tasks() -> set[str]:
     return {t.name for t in get_suite("digits-domains", **study_config("digits-domains", False, (0,))[1]).tasks()}
 
 
+def nested(folds: list, j: int) -> tuple[list[str], list[str]]:
+    """The nested split every text-topics choice is made on, inside fold 0's training tasks as the study splits: (those
+    that use none of fold j's sources, those whose first source is in fold j's group); fold 0's test tasks play no part."""
+    inner = [t for t in folds[0].train if t in folds[j].train]
+    val = [t for t in folds[0].train if t in folds[j].test]
+    assert not set(inner + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+    return inner, val
+
+
 def split(suite_name: str):
     """(suite, training tasks, validation tasks, the study's default HyperConfig) for the selection."""
     if suite_name == "text-topics":
         d = suite_defaults("text-topics")
         suite = get_suite("text-topics", **d.suite_kwargs)
-        f0, f1 = suite.folds(5)[:2]
-        inner = [t for t in f0.train if t in f1.train]
-        val = [t for t in f0.train if t in f1.test]
-        assert not set(inner + val) & set(f0.test), "selection tasks must not be fold 0's test tasks"
+        inner, val = nested(suite.folds(study_config("text-topics", False, (0,))[0].folds), 1)
         return suite, inner, val, HyperConfig(**d.hyper), TEXT_CANDIDATES
     suite = get_suite("digits-domains", n_tasks=120, n_extrapolation=0, task_seed=1)
     names = [t.name for t in suite.tasks()]
@@ -199,9 +205,7 @@ def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> N
     folds = suite.folds(study.folds)  # the study's folds, so that fold 0's test tasks are the study's
     base, ft, rows = suite.base_model(), study.finetune, []
     for fj in folds[1:]:
-        inner = [t for t in folds[0].train if t in fj.train]
-        val = [t for t in folds[0].train if t in fj.test]
-        assert not set(inner + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+        inner, val = nested(folds, fj.index)
         gen = HyperGenerator.fit(HyperConfig(**d.hyper), suite=suite, tasks=inner, show=False)
         for t in val:
             start = gen.generate(suite.condition(t), 1)[0]
@@ -249,17 +253,17 @@ def generator_only(out: Path, steps: tuple[int, ...] = (10, 30)) -> None:
     folds, groups = suite.folds(study.folds), suite.source_groups(study.folds)
     base, ft, rows = suite.base_model(), study.finetune, []
     warm = (replace(ft, lr=study.warm_lr_scale * ft.lr), study.warm_warmup)
-    names = [f"{w}-{n}" for w in ("without", "with") for n in steps]
+    candidates = {f"{w}-{n}": (w == "with", n) for w in ("without", "with") for n in steps}  # name -> (extra tasks?, steps)
+    names = list(candidates)
     for fj in folds[1:]:
-        inner = [t for t in folds[0].train if t in fj.train]
+        inner, val = nested(folds, fj.index)
         extra = list(suite.within_tasks(set(groups[0]) | set(groups[fj.index])))
-        val = [t for t in folds[0].train if t in fj.test]
         val += [t for t in folds[0].generator_only if suite.task(t).params["sources"][0] in groups[fj.index]]
-        assert not set(inner + extra + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+        assert not set(extra + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
         assert not set(val) & set(inner + extra), "validation tasks must not be trained on"
-        gens = {f"{w}-{n}": HyperGenerator.fit(replace(HyperConfig(**d.hyper), steps=n), suite=suite,
-                                               tasks=inner + (extra if w == "with" else []), show=False)
-                for w in ("without", "with") for n in steps}
+        gens = {k: HyperGenerator.fit(replace(HyperConfig(**d.hyper), steps=n), suite=suite,
+                                      tasks=inner + (extra if with_extra else []), show=False)
+                for k, (with_extra, n) in candidates.items()}
         for t in val:
             starts = {k: g.generate(suite.condition(t), 1)[0] for k, g in gens.items()}
             _, target, hits = warm_curves(suite, base, gens[names[0]].layout, t, ft, {k: (a, *warm) for k, a in starts.items()},
@@ -274,7 +278,7 @@ def generator_only(out: Path, steps: tuple[int, ...] = (10, 30)) -> None:
     acc = {k: statistics.mean(r["val_acc"][k] for r in rows) for k in names}
     kinds = sorted({r["kind"] for r in rows})
     by_kind = {kind: {k: statistics.mean(r["steps"][k] for r in rows if r["kind"] == kind) for k in keys} for kind in kinds}
-    chosen = min(names, key=lambda k: (mean[k], k.startswith("with-"), int(k.split("-")[1])))
+    chosen = min(names, key=lambda k: (mean[k], *candidates[k]))
     lines = ["# hyper: generator-only training tasks on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
              f"{len(rows)} validation tasks, nested in fold 0's training data (see `generator_only` in the script). A candidate "
              "is with or without the generator-only tasks, at a number of training steps. Warm start: steps until "
