@@ -147,7 +147,8 @@ def plots(out: Path, rows: list[dict], methods: list[str], sweep_rows: list[dict
     if warm:
         fig, ax = plt.subplots(figsize=(8, 4))
         w = warm[0]
-        for k, curve in w["curves"].items():  # markers: a warm start at the target from step 0 is one point
+        for k in ("scratch", "generated", "nearest"):  # markers: a warm start at the target from step 0 is one point
+            curve = w["curves"][k]
             ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", ms=3, label=f"from {k}")
         ax.axhline(w["target_val_acc"], ls="--", c="grey", lw=0.8, label="target: 95% of where scratch settles")
         ax.set_xlabel("fine-tuning steps")
@@ -199,7 +200,10 @@ def markdown(r: dict) -> str:
               f"{r['config']['warm_lr_scale']:g}× the fine-tuning lr"
               + (f", ramped up over {r['config']['warm_warmup']} steps" if r["config"].get("warm_warmup") else "")
               + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in w["by_family"].items())
-                 if len(w.get("by_family", {})) > 1 else "") + ".",
+                 if len(w.get("by_family", {})) > 1 else "")
+              + (f"; from the generators of hyper training seeds {w['seed_spread']['seeds']}: "
+                 + ", ".join(f"{v:.3f}" for v in w["seed_spread"]["steps_ratio"]) if len(w.get("seed_spread", {}).get("seeds", [])) > 1 else "")
+              + ".",
               f"- Cost (medians of {t['timing_repeats']} alternating runs): fine-tuning {t['finetune_s']:.2f} s per adapter; generated "
               f"one at a time, cold (condition encoding included) {1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster; "
               f"the first right after a fine-tune {1000 * t['generate_cold_after_finetune_s']:.2f} ms, "
@@ -269,9 +273,10 @@ def main() -> None:
         means = [statistics.mean(recovered(rows, f"generated_seed{s}" if i else "generated", cfg.min_gap)) for i, s in enumerate(seeds)]
         r["seed_spread"] = {"seeds": list(seeds), "recovered_mean": means, "std": statistics.stdev(means)}
     warm = [w for f in study["folds"] for w in f["warm"]]
+    seeded = [f"generated_seed{s}" for s in seeds[1:]]  # warm starts from the other seeds' generators
     starts = ("scratch", "generated", "nearest")
     never = {k: sum(w["reach"][k]["steps"] is None for w in warm) for k in starts}
-    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in starts}
+    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in (*starts, *seeded)}
     family = [w["task"].split("-")[0] for w in warm]  # text-topics: topic, pair, group, polarity, intensity
 
     def ratio(start: str, fam: str | None = None) -> float:
@@ -280,6 +285,7 @@ def main() -> None:
 
     r["warm_start"] = {"tasks": len(warm), "steps_ratio": ratio("generated"), "nearest_steps_ratio": ratio("nearest"),
                        "by_family": {f: {"tasks": family.count(f), "steps_ratio": ratio("generated", f)} for f in dict.fromkeys(family)},
+                       "seed_spread": {"seeds": list(seeds), "steps_ratio": [ratio(k) for k in ("generated", *seeded)]},
                        "never_reached": never, "per_task": [{"task": w["task"], "target_val_acc": w["target_val_acc"], **w["reach"],
                                                                "curves": {k: [c[:2] for c in v] for k, v in w["curves"].items()}}
                                                               for w in warm]}

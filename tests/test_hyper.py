@@ -196,8 +196,9 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         acc = s.accuracy(base, test)
     assert acc > s.accuracy(base, test) + 10.0, (unseen, acc)
     back = HyperGenerator.load(tmp_path / "g")  # the suite is rebuilt from its recorded name on first use
-    # the same up to float rounding: an example's features depend on the other texts packed into its row, and some of
-    # this condition's examples were read in a training pool's rows (negatives of topic-sports and topic-money)
+    # the same up to float rounding: an example's features depend on the other texts read with it (the shapes of the
+    # matrix products), and some of this condition's examples were read in a training pool (negatives of topic-sports
+    # and topic-money)
     assert torch.allclose(back.generate_vectors(s.condition(unseen), 1), gen.generate_vectors(s.condition(unseen), 1), atol=1e-5)
     off = HyperGenerator(replace(cfg, prototype_head=False), gen.layout, train, gen.buffers["item_mean"].numel(), s)
     assert off.proto_module is None and not hasattr(off.net, "proto_log_scale")
@@ -217,8 +218,8 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert torch.equal(gen.items(cond), fp32)  # the fp32 rows were not overwritten by the bf16 ones
     with pytest.raises(ConfigError, match="condition precision must be one of"):
         ConditionItems("examples", s, "head", precision="fp16")
-    # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read packed into rows
-    # without padding: the model gives the same logits as on the data's padded inputs
+    # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read without padding: the
+    # model gives the same logits as on the data's padded inputs
     ex = s.example_batch(cond)
     full = s.encode_texts([x for x, _ in cond.labelled_examples()])
     assert ex.x.shape[-1] == int(ex.x[:, 1].sum(1).max()) < full.shape[-1]
@@ -226,8 +227,12 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         want = s.forward(base, full)
         assert torch.allclose(s.forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, ex.x), want, atol=1e-5)
-        assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)  # 4 rows
-        assert torch.allclose(base(ex.x, packed=3), want, atol=1e-5)  # 6 rows of 3 texts, the last one of 1
+        assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)
+        assert torch.allclose(base(ex.x, unpadded=True), want, atol=1e-5)
+        # padding beyond the longest text, and a text of no tokens (pooled to zeros), change nothing for the others
+        wide = torch.cat([full, torch.zeros(1, 2, full.shape[-1], dtype=full.dtype)])
+        got = base.unpadded_pooled(wide)
+        assert torch.allclose(got[:-1], base.pooled(full), atol=1e-5) and torch.equal(got[-1], torch.zeros_like(got[-1]))
     # condition_precision in the config: training pools and generation both read examples in bf16
     with pytest.raises(ConfigError, match="condition_precision must be one of"):
         HyperConfig(encoder="examples", condition_precision="fp16")
@@ -235,13 +240,11 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     half = HyperGenerator.fit(replace(cfg, condition_precision="bf16"), suite=s, tasks=train, show=False)
     assert half.items.precision == "bf16" and HyperGenerator.load(tmp_path / "g").items.precision == "fp32"
     assert {p for p, _ in _EXAMPLE_CACHE[base]} == {"bf16"}  # the fit's pools were read in bf16 only
-    assert torch.allclose(half.items(cond), bf16, atol=0.02)  # as before, up to what the texts packed alongside change
-    bf16_base = _bf16_copy(base)  # its packed reads run eager attention (faster in bf16); the fp32 base keeps SDPA
+    assert torch.allclose(half.items(cond), bf16, atol=0.02)  # as before, up to what the texts read alongside change
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        packed = bf16_base.packed_pooled(ex.x, 8).float()
-    assert bf16_base.encoder.config._attn_implementation == "eager" and base.encoder.config._attn_implementation == "sdpa"
+        unpadded = _bf16_copy(base).unpadded_pooled(ex.x).float()
     with torch.no_grad():
-        assert torch.nn.functional.cosine_similarity(packed, base.pooled(full)).min() > 0.999
+        assert torch.nn.functional.cosine_similarity(unpadded, base.pooled(full)).min() > 0.999
     assert not torch.equal(half.buffers["item_mean"], gen.buffers["item_mean"])
 
 

@@ -158,6 +158,9 @@ def test_unseen_benchmark_quick_end_to_end(tmp_path):
         assert len(row["generated_draws"]) == 2 and row["generated"] == pytest.approx(sum(row["generated_draws"]) / 2)
     assert len(res["worse_than_base_by_draw"]) == 2
     assert res["warm_start"]["steps_ratio"] >= 0 and res["time"]["generate_cold_s"] > 0 and res["time"]["finetune_s"] > 0
+    spread = res["warm_start"]["seed_spread"]  # a warm start from each seed's generator, the first one the main run's
+    assert spread["seeds"] == [0, 1] and spread["steps_ratio"][0] == res["warm_start"]["steps_ratio"]
+    assert all("generated_seed1" in p for p in res["warm_start"]["per_task"])
     assert len(res["seed_spread"]["recovered_mean"]) == 2 and len(res["sweep"]) == 3
     tested = [row["task"] for row in res["rows"]]
     assert len(tested) == len(set(tested)) == 12  # each task evaluated as unseen exactly once

@@ -224,18 +224,19 @@ class FoldRun:
         return {"rows": rows, "merge_choice": self.choice, "warm": self.warm_start(self.gens["generated"], self.best, self.tasks, self.emb)}
 
     def warm_start(self, gen: HyperGenerator, best: dict[str, Adapter], tasks: list[str], emb: torch.Tensor) -> list[dict]:
-        """Fine-tuning curves from LoRA's init, from the generated adapter and from the nearest zoo adapter, on the
-        first `warm_tasks_per_fold` inside test tasks of the fold (None: all of them): steps and seconds until
-        validation accuracy reaches 95% of the accuracy the run from scratch settles at (`warm_curves`, `reach`)."""
+        """Fine-tuning curves from LoRA's init, from the generated adapter (and from those of the other hyper training
+        seeds, `generated_seed<s>`: the spread) and from the nearest zoo adapter, on the first `warm_tasks_per_fold`
+        inside test tasks of the fold (None: all of them): steps and seconds until validation accuracy reaches 95% of
+        the accuracy the run from scratch settles at (`warm_curves`, `reach`)."""
         inside = [t for t in self.fold.test if self.suite.task(t).params.get("where", "inside") == "inside"]
-        warm = replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale)
+        warm = (replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale), self.cfg.warm_warmup)
         out = []
         for t in inside[: self.cfg.warm_tasks_per_fold]:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
-            curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune,
-                                               {"generated": (gen.generate(cond, 1)[0], warm, self.cfg.warm_warmup),
-                                                "nearest": (best[near], warm, self.cfg.warm_warmup)},
+            starts = {"generated": (gen.generate(cond, 1)[0], *warm), "nearest": (best[near], *warm)}
+            starts |= {f"generated_seed{s}": (self.hyper(s).generate(cond, 1)[0], *warm) for s in self.cfg.seeds[1:]}
+            curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, starts,
                                                self.cfg.warm_every, self.cfg.warm_until_target)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out

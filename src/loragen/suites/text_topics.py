@@ -54,8 +54,6 @@ MIN_LETTERS = 3  # an utterance needs at least this many letters to be usable
 MAX_PER_CLASS = 100  # cap on positives (and on negatives) per task, over the three splits together
 SPLIT_PERCENT = {"train": 60, "val": 20, "test": 20}  # share of every source's items, and of MAX_PER_CLASS
 MAX_LEN = 24  # tokens per example
-PACK = 8  # examples per packed row (TextClassifier.packed_pooled): a condition's K = 16 read as 2 rows in one pass;
-# cold, 4, 8 and 16 a row cost within 5% of each other on 2 cores (8 the fastest), 1 or 2 a row 20-60% more
 LABELS = {"no": 0, "yes": 1}  # few-shot example label -> class id
 BANDS = {"faint": (0.5, 1.0), "slight": (1.0, 1.5), "moderate": (1.5, 2.0), "strong": (2.0, math.inf)}  # |valence|
 ADVERBS = {"faint": "faintly", "slight": "slightly", "moderate": "moderately", "mild": "mildly", "strong": "strongly"}
@@ -263,9 +261,9 @@ class TextClassifier(nn.Module):
         torch.manual_seed(seed)
         self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, x_N2L: torch.Tensor, packed: int = 0) -> torch.Tensor:
-        """Logits (N, 2); `packed` > 0: the encoder reads the texts without padding, that many to a row (`packed_pooled`)."""
-        return self.classifier(self.packed_pooled(x_N2L, packed) if packed else self.pooled(x_N2L))  # (N, 2)
+    def forward(self, x_N2L: torch.Tensor, unpadded: bool = False) -> torch.Tensor:
+        """Logits (N, 2); `unpadded`: the encoder reads only the texts' real tokens (`unpadded_pooled`)."""
+        return self.classifier(self.unpadded_pooled(x_N2L) if unpadded else self.pooled(x_N2L))  # (N, 2)
 
     def pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
         """(N, H): the mean over each text's tokens of the encoder's last hidden states."""
@@ -274,37 +272,42 @@ class TextClassifier(nn.Module):
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def packed_pooled(self, x_N2L: torch.Tensor, per_row: int) -> torch.Tensor:
-        """(N, H) as `pooled`, with the texts' real tokens packed into R = ⌈N / per_row⌉ rows of `per_row` consecutive
-        texts: positions restart at each text and a block-diagonal attention mask keeps every text to itself, so the
-        result is the same (to float rounding) at about R · T_row tokens' cost instead of N · L (a condition's short
-        examples padded to its longest cost about twice as much), and attention over R short rows instead of one long
-        one. BERT-style encoders only (absolute positions from position_ids; RoBERTa offsets them by its padding id)."""
+    def unpadded_pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
+        """(N, H) as `pooled`, with every linear layer, layer norm and activation run on the T real tokens of all texts
+        at once (T, H) instead of N · L padded ones; only attention pads, per text to the longest one L, where it costs
+        little. A condition's short examples padded to their longest cost about twice as many tokens.
+        Written out here because nothing packaged reads BERT unpadded on a CPU as fast: transformers' BertModel pads (or,
+        packed into rows with a block-diagonal mask, runs its slow masked attention: 24.1 ms per 16-example condition
+        against 21.2 here on 2 cores, bf16, cold generate included), and torch's nested-tensor TransformerEncoder was
+        slower still (29.6 ms against 24.4 for the packed rows). BERT-style encoders only (`unpaddable`); it reuses the
+        encoder's own modules, so the weights are the model's."""
         ids, mask = x_N2L[:, 0], x_N2L[:, 1].bool()
-        lens = mask.sum(1)  # (N,)
-        first = lens.cumsum(0) - lens  # (N,) where each text starts among all real tokens
-        seg = torch.repeat_interleave(torch.arange(len(lens)), lens)  # (Ttot,) text of each real token
-        row = seg // per_row  # (Ttot,)
-        col = torch.arange(len(seg)) - first[row * per_row]  # (Ttot,) place in its row
-        pos = torch.arange(len(seg)) - first[seg]  # (Ttot,) place in its text
-        R, T = int(row[-1]) + 1, int(col.max()) + 1
-        ids_RT = torch.zeros(R, T, dtype=ids.dtype).index_put_((row, col), ids[mask])
-        pos_RT = torch.zeros(R, T, dtype=torch.long).index_put_((row, col), pos)
-        seg_RT = torch.full((R, T), -1).index_put_((row, col), seg)  # -1: padding, which attends to padding only
-        blocked = (seg_RT[:, :, None] != seg_RT[:, None, :])[:, None]  # (R, 1, T, T): True where attention is not allowed
-        dtype = self.encoder.get_input_embeddings().weight.dtype  # that of q, k and v: attention keeps its fast kernel
-        if dtype == torch.bfloat16 and self.encoder.config._attn_implementation != "eager":
-            # bf16 on CPU: torch's SDPA with this additive mask is the slower attention; measured on 2 cores (MiniLM, 10
-            # conditions of 16 examples, 8 to a row, interleaved): 14.0 ms SDPA vs 12.5 eager; in fp32 SDPA is faster
-            self.encoder.set_attn_implementation("eager")
-        bias = torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
-        h = self.encoder(input_ids=ids_RT, position_ids=pos_RT, attention_mask=bias).last_hidden_state  # (R, T, H)
-        return torch.zeros(len(lens), h.shape[-1]).index_add_(0, seg, h[row, col].float()) / lens[:, None].clamp_min(1)
+        (n, length), heads = ids.shape, self.encoder.config.num_attention_heads
+        text, pos = mask.nonzero(as_tuple=True)  # (T,) each real token's text and place in it
+        h = self.encoder.embeddings(input_ids=ids[mask][None], token_type_ids=torch.zeros_like(pos)[None],
+                                    position_ids=pos[None])[0]  # (T, H)
+        bias = torch.zeros(n, 1, 1, length).masked_fill(~mask[:, None, None, :], -math.inf)  # (N, 1, 1, L) keys of padding
+
+        def per_text(t_TH: torch.Tensor) -> torch.Tensor:  # (T, H) -> (N, heads, L, H / heads), zeros at padding
+            out = t_TH.new_zeros(n, length, t_TH.shape[-1]).index_put_((text, pos), t_TH)
+            return out.view(n, length, heads, -1).transpose(1, 2)
+
+        for layer in self.encoder.encoder.layer:
+            s = layer.attention.self
+            q, k, v = per_text(s.query(h)), per_text(s.key(h)), per_text(s.value(h))
+            # softmax in fp32: in bf16 it is ~4x slower on CPU, and no less accurate
+            att = ((q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5 + bias).softmax(-1).to(v.dtype)
+            o = (att @ v).transpose(1, 2)[text, pos].flatten(1)  # (T, H)
+            h = layer.attention.output(o, h)  # dense, residual, layer norm
+            h = layer.output(layer.intermediate(h), h)
+        return torch.zeros(n, h.shape[-1]).index_add_(0, text, h.float()) / mask.sum(1, keepdim=True).clamp_min(1)
 
     @property
-    def packable(self) -> bool:
-        """Whether `packed_pooled` reads this encoder right (BERT's own model type; other families fall back to padding)."""
-        return getattr(self.encoder.config, "model_type", None) == "bert"
+    def unpaddable(self) -> bool:
+        """Whether `unpadded_pooled` reads this encoder right (BERT's own model type with absolute positions; other
+        families read padded)."""
+        c = self.encoder.config
+        return getattr(c, "model_type", None) == "bert" and getattr(c, "position_embedding_type", "absolute") == "absolute"
 
 
 def model_folder(path: str | Path | None) -> Path:
@@ -502,8 +505,5 @@ class TextTopics(Suite):
         return model(x)
 
     def example_forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Examples packed into rows of PACK texts (TextClassifier.packed_pooled) when the encoder is BERT-style, all in
-        one forward pass (a row's attention grows with the square of its tokens: many short rows, not one long one)."""
-        if not (isinstance(model, TextClassifier) and model.packable):
-            return model(x)
-        return model(x, packed=PACK)
+        """Examples read without padding (TextClassifier.unpadded_pooled) when the encoder is BERT-style, all in one pass."""
+        return model(x, unpadded=isinstance(model, TextClassifier) and model.unpaddable)
