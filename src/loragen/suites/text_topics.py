@@ -295,7 +295,7 @@ class TextClassifier(nn.Module):
         for layer in self.encoder.encoder.layer:
             s = layer.attention.self
             q, k, v = per_text(s.query(h)), per_text(s.key(h)), per_text(s.value(h))
-            # softmax in fp32: in bf16 it is ~4x slower on CPU, and no less accurate
+            # softmax in fp32: in bf16 it is ~4x slower on CPU, and coarser
             att = ((q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5 + bias).softmax(-1).to(v.dtype)
             o = (att @ v).transpose(1, 2)[text, pos].flatten(1)  # (T, H)
             h = layer.attention.output(o, h)  # dense, residual, layer norm
