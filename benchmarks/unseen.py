@@ -269,14 +269,14 @@ def main() -> None:
     methods = [m for m in METHODS if m in rows[0]]
     r = {"suite": args.suite, "command": "python " + " ".join(sys.argv), "tasks": len(rows), "folds": cfg.folds,
          "min_gap": cfg.min_gap, **summarize(rows, methods, cfg.min_gap)}
+    per_seed = ["generated", *(f"generated_seed{s}" for s in seeds[1:])]  # FoldRun's names for each seed's generator
     if len(seeds) > 1:
-        means = [statistics.mean(recovered(rows, f"generated_seed{s}" if i else "generated", cfg.min_gap)) for i, s in enumerate(seeds)]
+        means = [statistics.mean(recovered(rows, k, cfg.min_gap)) for k in per_seed]
         r["seed_spread"] = {"seeds": list(seeds), "recovered_mean": means, "std": statistics.stdev(means)}
     warm = [w for f in study["folds"] for w in f["warm"]]
-    seeded = [f"generated_seed{s}" for s in seeds[1:]]  # warm starts from the other seeds' generators
     starts = ("scratch", "generated", "nearest")
     never = {k: sum(w["reach"][k]["steps"] is None for w in warm) for k in starts}
-    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in (*starts, *seeded)}
+    finite = {k: [counted_steps(w["reach"][k], cfg.finetune.steps) for w in warm] for k in dict.fromkeys((*starts, *per_seed))}
     family = [w["task"].split("-")[0] for w in warm]  # text-topics: topic, pair, group, polarity, intensity
 
     def ratio(start: str, fam: str | None = None) -> float:
@@ -285,7 +285,7 @@ def main() -> None:
 
     r["warm_start"] = {"tasks": len(warm), "steps_ratio": ratio("generated"), "nearest_steps_ratio": ratio("nearest"),
                        "by_family": {f: {"tasks": family.count(f), "steps_ratio": ratio("generated", f)} for f in dict.fromkeys(family)},
-                       "seed_spread": {"seeds": list(seeds), "steps_ratio": [ratio(k) for k in ("generated", *seeded)]},
+                       "seed_spread": {"seeds": list(seeds), "steps_ratio": [ratio(k) for k in per_seed]},
                        "never_reached": never, "per_task": [{"task": w["task"], "target_val_acc": w["target_val_acc"], **w["reach"],
                                                                "curves": {k: [c[:2] for c in v] for k, v in w["curves"].items()}}
                                                               for w in warm]}
