@@ -36,6 +36,7 @@ from pathlib import Path
 
 from loragen import atomic
 from loragen.evaluate.unseen import adapter_accuracy
+from loragen.finetune import LrSchedule
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
@@ -172,67 +173,102 @@ def widths(out: Path) -> None:
     print("\n".join(lines))
 
 
-# warm-start recipes: (lr = scale × the fine-tuning lr, steps of linear lr warm-up)
-WARM_RECIPES = [(1.0, 0)] + [(k, w) for k in (3.0, 10.0, 30.0) for w in (0, 4)]
+# warm-start lr schedules (peak as a multiple of the fine-tuning lr, ramp-up steps, steps of the fall back to 1×); the
+# first run of --warm-start compared peaks 1, 3, 10 and 30 with and without a 4-step ramp (10, ramped, won), the second
+# how far back to fall after it
+WARM_RECIPES = [LrSchedule(1.0), LrSchedule(10.0, 4)] + [LrSchedule(k, 4, d) for k in (10.0, 30.0) for d in (10, 20, 40)]
 
 
-def recipe_name(scale: float, warmup: int) -> str:
-    return f"x{scale:g}" + (f"-w{warmup}" if warmup else "")
+def recipe_name(s: LrSchedule) -> str:
+    return f"x{s.peak:g}" + (f"-w{s.warmup}" if s.warmup else "") + (f"-d{s.decay}" if s.decay else "")
 
 
-def parse_recipes(text: str) -> list[tuple[float, int]]:
-    """--recipes "10:4,20:8" -> [(10.0, 4), (20.0, 8)]."""
+def parse_recipes(text: str) -> list[LrSchedule]:
+    """--recipes "10:4,30:4:20" -> [LrSchedule(10.0, 4), LrSchedule(30.0, 4, 20)]."""
     try:
-        return [(float(k), int(w)) for k, w in (r.split(":") for r in text.split(","))]
-    except ValueError:
-        raise SystemExit(f"--recipes expects scale:warm-up pairs, comma-separated (e.g. 10:4,20:8); found {text!r}") from None
+        return [LrSchedule(float(k), *(int(x) for x in rest)) for k, *rest in (r.split(":") for r in text.split(","))]
+    except (ValueError, TypeError):
+        raise SystemExit(f"--recipes expects peak:warm-up[:decay] triples, comma-separated (e.g. 10:4,30:4:20); found {text!r}") from None
 
 
-def warm_recipe(out: Path, recipes: list[tuple[float, int]] = WARM_RECIPES) -> None:
-    """text-topics: the recipe a warm start from the generated adapter fine-tunes with: its lr as a multiple of the
-    fine-tuning lr, and how many steps it ramps up to it. Nested inside fold 0's training tasks, as the study splits
-    (source groups): for each other fold j, a generator (the study's default) is fitted on the tasks that use none of
-    group j's sources and validated on those whose first source is in group j, so every fold-0 training task is a
-    validation task once, with a generator that never saw its sources. On each, fine-tuning from scratch (the fine-tuning
-    lr) and from the generated adapter with each recipe (WARM_RECIPES unless given), checked as the study checks them
-    (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the run: the recipe with the fewest
-    mean steps to the target (95% of where scratch settles); ties go to the smaller scale, then the shorter warm-up."""
+def nested_with_extra(suite, folds: list, groups: list, j: int) -> tuple[list[str], list[str], list[str]]:
+    """`nested`'s split for fold j, with generator-only tasks: (training tasks, the generator-only tasks that hold out
+    groups 0 and j, validation tasks: `nested`'s and fold 0's generator-only tasks whose first source is in group j,
+    the one-vs-rest tasks the suite's own folds cannot give)."""
+    inner, val = nested(folds, j)
+    extra = list(suite.within_tasks(set(groups[0]) | set(groups[j])))
+    val += [t for t in folds[0].generator_only if suite.task(t).params["sources"][0] in groups[j]]
+    assert not set(extra + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
+    assert not set(val) & set(inner + extra), "validation tasks must not be trained on"
+    return inner, extra, val
+
+
+def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tuple[int, ...] = (0,)) -> None:
+    """text-topics: the lr schedule a warm start from the generated adapter fine-tunes with (finetune.LrSchedule).
+    Nested inside fold 0's training data as the study splits it (`nested_with_extra`): for each other fold j, the
+    study's generator (its configuration, with the generator-only tasks when the study trains on them; one per training
+    seed in `seeds`, as the study reports the seeds' spread) is fitted on the tasks that use none of group j's sources
+    and validated on those whose first source is in group j. On each, fine-tuning from scratch (the fine-tuning lr,
+    constant) and from each seed's generated adapter with each schedule (WARM_RECIPES unless given), checked as the
+    study checks them (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the run: the
+    schedule with the fewest mean steps to the target (95% of where scratch settles; never reached: the whole run) over
+    tasks and seeds; ties go to the lower peak, then the shorter ramp, then the shorter fall."""
     from loragen.evaluate.unseen import counted_steps, warm_curves
 
     d = suite_defaults("text-topics")
     suite = get_suite("text-topics", **d.suite_kwargs)
     study = study_config("text-topics", False, (0,))[0]
-    folds = suite.folds(study.folds)  # the study's folds, so that fold 0's test tasks are the study's
+    folds, groups = suite.folds(study.folds), suite.source_groups(study.folds)  # the study's folds: fold 0's test tasks are its
     base, ft, rows = suite.base_model(), study.finetune, []
+    names = [recipe_name(r) for r in recipes]
     for fj in folds[1:]:
-        inner, val = nested(folds, fj.index)
-        gen = HyperGenerator.fit(HyperConfig(**d.hyper), suite=suite, tasks=inner, show=False)
+        inner, extra, val = nested_with_extra(suite, folds, groups, fj.index)
+        train = inner + (extra if study.generator_only else [])
+        gens = {seed: HyperGenerator.fit(replace(study.hyper, seed=seed), suite=suite, tasks=train, show=False) for seed in seeds}
         for t in val:
-            start = gen.generate(suite.condition(t), 1)[0]
-            _, target, hits = warm_curves(suite, base, gen.layout, t, ft,
-                                          {recipe_name(k, w): (start, replace(ft, lr=k * ft.lr), w) for k, w in recipes},
+            starts = {seed: g.generate(suite.condition(t), 1)[0] for seed, g in gens.items()}
+            _, target, hits = warm_curves(suite, base, gens[seeds[0]].layout, t, ft,
+                                          {f"{n}@{seed}": (a, r) for seed, a in starts.items() for n, r in zip(names, recipes)},
                                           study.warm_every, until_target=True)
-            rows.append({"task": t, "inner_fold": fj.index, "train_tasks": len(inner), "target_val_acc": target,
-                         "start_acc": hits["scratch"]["start_acc"], "generated_start_acc": hits[recipe_name(*recipes[0])]["start_acc"],
-                         "steps": {k: counted_steps(h, ft.steps) for k, h in hits.items()}})
-            print(rows[-1], flush=True)
-    keys = ["scratch"] + [recipe_name(k, w) for k, w in recipes]
+            for seed in seeds:
+                mine = {k: hits[f"{k}@{seed}"] for k in names} | {"scratch": hits["scratch"]}
+                rows.append({"task": t, "seed": seed, "kind": suite.task(t).params["kind"], "inner_fold": fj.index,
+                             "train_tasks": len(train), "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
+                             "generated_start_acc": mine[names[0]]["start_acc"],
+                             "never": [k for k, h in mine.items() if h["steps"] is None],
+                             "steps": {k: counted_steps(h, ft.steps) for k, h in mine.items()}})
+                print(rows[-1], flush=True)
+    keys = ["scratch"] + names
     mean = {k: statistics.mean(r["steps"][k] for r in rows) for k in keys}
-    chosen = min(recipes, key=lambda kw: (mean[recipe_name(*kw)], kw))
-    lines = ["# hyper: the warm-start recipe on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
-             f"Fold 0's {len(rows)} training tasks, each validated once with a generator fitted on the fold-0 training tasks "
-             f"that share none of its sources (see the script's docstring). Steps until validation accuracy reaches 95% of "
-             f"where fine-tuning from scratch settles, checked every {study.warm_every} steps (never reached: counted as "
-             f"{ft.steps}); fine-tuning lr {ft.lr:g}; a recipe is lr × scale, with a linear warm-up of w steps.", "",
-             "| task | target | generated starts at | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
-    lines += [f"| {r['task']} | {r['target_val_acc']:.1f} | {r['generated_start_acc']:.1f} | "
+    never = {k: sum(k in r["never"] for r in rows) for k in keys}
+    kinds = sorted({r["kind"] for r in rows})
+    by_kind = {kind: {k: statistics.mean(r["steps"][k] for r in rows if r["kind"] == kind) for k in keys} for kind in kinds}
+    by_seed = {seed: {k: statistics.mean(r["steps"][k] for r in rows if r["seed"] == seed) for k in keys} for seed in seeds}
+    chosen = min(recipes, key=lambda r: (mean[recipe_name(r)], r.peak, r.warmup, r.decay))
+    n_tasks = len(rows) // len(seeds)
+    lines = ["# hyper: the warm-start lr schedule on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
+             f"{n_tasks} validation tasks, nested in fold 0's training data (see `warm_recipe` in the script), each "
+             f"validated with the study's generator (training seeds {list(seeds)}) fitted on tasks that share none of its "
+             f"sources. Steps until validation accuracy reaches 95% of where fine-tuning from scratch settles, checked every "
+             f"{study.warm_every} step(s) (never reached: counted as {ft.steps}); fine-tuning lr {ft.lr:g}. A schedule "
+             "x<peak>-w<ramp>-d<fall>: the lr ramps up to peak × the fine-tuning lr over <ramp> steps, then falls back to 1× "
+             "over <fall> steps. Means over tasks and seeds.", "",
+             "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
+             "| mean steps | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |",
+             "| never reached | " + " | ".join(str(never[k]) for k in keys) + " |"]
+    if len(seeds) > 1:
+        lines += [f"| seed {seed} | " + " | ".join(f"{by_seed[seed][k]:.2f}" for k in keys) + " |" for seed in seeds]
+    lines += [f"| {kind} ({sum(r['kind'] == kind for r in rows) // len(seeds)}) | "
+              + " | ".join(f"{by_kind[kind][k]:.2f}" for k in keys) + " |" for kind in kinds]
+    lines += ["", f"Chosen: {recipe_name(chosen)} (ratio to scratch {mean[recipe_name(chosen)] / mean['scratch']:.3f}; the fewest "
+              "mean steps; ties: the lower peak, then the shorter ramp, then the shorter fall).", "",
+              "| task | seed | target | generated starts at | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
+    lines += [f"| {r['task']} | {r['seed']} | {r['target_val_acc']:.1f} | {r['generated_start_acc']:.1f} | "
               + " | ".join(str(r["steps"][k]) for k in keys) + " |" for r in rows]
-    lines += ["| mean | | | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |", "",
-              f"Chosen: lr × {chosen[0]:g}, warm-up {chosen[1]} steps (ratio to scratch {mean[recipe_name(*chosen)] / mean['scratch']:.3f}; "
-              "the fewest mean steps; ties: the smaller scale, then the shorter warm-up).", ""]
-    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "chosen": {"lr_scale": chosen[0], "warmup": chosen[1]},
-                                             "recipes": recipes})
-    atomic.write_bytes(out / "results.md", "\n".join(lines).encode())
+    atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "never_reached": never, "by_kind": by_kind,
+                                             "by_seed": by_seed, "seeds": list(seeds), "chosen": asdict(chosen),
+                                             "recipes": [asdict(r) for r in recipes]})
+    atomic.write_bytes(out / "results.md", "\n".join(lines + [""]).encode())
     print("\n".join(lines))
 
 
@@ -252,21 +288,16 @@ def generator_only(out: Path, steps: tuple[int, ...] = (10, 30)) -> None:
     study = study_config("text-topics", False, (0,))[0]
     folds, groups = suite.folds(study.folds), suite.source_groups(study.folds)
     base, ft, rows = suite.base_model(), study.finetune, []
-    warm = (replace(ft, lr=study.warm_lr_scale * ft.lr), study.warm_warmup)
     candidates = {f"{w}-{n}": (w == "with", n) for w in ("without", "with") for n in steps}  # name -> (extra tasks?, steps)
     names = list(candidates)
     for fj in folds[1:]:
-        inner, val = nested(folds, fj.index)
-        extra = list(suite.within_tasks(set(groups[0]) | set(groups[fj.index])))
-        val += [t for t in folds[0].generator_only if suite.task(t).params["sources"][0] in groups[fj.index]]
-        assert not set(extra + val) & set(folds[0].test), "selection tasks must not be fold 0's test tasks"
-        assert not set(val) & set(inner + extra), "validation tasks must not be trained on"
+        inner, extra, val = nested_with_extra(suite, folds, groups, fj.index)
         gens = {k: HyperGenerator.fit(replace(HyperConfig(**d.hyper), steps=n), suite=suite,
                                       tasks=inner + (extra if with_extra else []), show=False)
                 for k, (with_extra, n) in candidates.items()}
         for t in val:
             starts = {k: g.generate(suite.condition(t), 1)[0] for k, g in gens.items()}
-            _, target, hits = warm_curves(suite, base, gens[names[0]].layout, t, ft, {k: (a, *warm) for k, a in starts.items()},
+            _, target, hits = warm_curves(suite, base, gens[names[0]].layout, t, ft, {k: (a, study.warm_schedule) for k, a in starts.items()},
                                           study.warm_every, until_target=True)
             rows.append({"task": t, "kind": suite.task(t).params["kind"], "inner_fold": fj.index, "target_val_acc": target,
                          "train_tasks": {"without": len(inner), "with": len(inner + extra)},
@@ -283,7 +314,7 @@ def generator_only(out: Path, steps: tuple[int, ...] = (10, 30)) -> None:
              f"{len(rows)} validation tasks, nested in fold 0's training data (see `generator_only` in the script). A candidate "
              "is with or without the generator-only tasks, at a number of training steps. Warm start: steps until "
              f"validation accuracy reaches 95% of where fine-tuning from scratch settles, checked every {study.warm_every} "
-             f"steps, fine-tuning at lr × {study.warm_lr_scale:g} with a {study.warm_warmup}-step warm-up (the study's recipe).", "",
+             f"steps, with the study's lr schedule ({recipe_name(study.warm_schedule)}: `warm_recipe`).", "",
              "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
              "| mean warm-start steps | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |"]
     lines += [f"| {kind} ({sum(r['kind'] == kind for r in rows)}) | " + " | ".join(f"{by_kind[kind][k]:.2f}" for k in keys) + " |"
@@ -302,13 +333,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--task-counts", action="store_true", help="digits-domains: validation accuracy against training tasks")
     ap.add_argument("--widths", action="store_true", help="digits-domains: validation accuracy and cold cost against width")
-    ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start recipe on validation tasks")
+    ap.add_argument("--warm-start", action="store_true", help="text-topics: the warm-start lr schedule on validation tasks")
     ap.add_argument("--generator-only", action="store_true", help="text-topics: train on generator-only tasks too?")
-    ap.add_argument("--recipes", default=None, help="--warm-start: recipes to compare instead of WARM_RECIPES, as "
-                                                     "scale:warm-up pairs, comma-separated (e.g. 10:4,20:8)")
+    ap.add_argument("--recipes", default=None, help="--warm-start: lr schedules to compare instead of WARM_RECIPES, as "
+                                                     "peak:warm-up[:decay], comma-separated (e.g. 10:4,30:4:20)")
+    ap.add_argument("--seeds", default="0", help="--warm-start: the generator's training seeds, comma-separated")
     args = ap.parse_args()
     if args.warm_start:
-        return warm_recipe(args.out, WARM_RECIPES if args.recipes is None else parse_recipes(args.recipes))
+        return warm_recipe(args.out, WARM_RECIPES if args.recipes is None else parse_recipes(args.recipes),
+                           tuple(int(x) for x in args.seeds.split(",")))
     if args.generator_only:
         return generator_only(args.out)
     if args.task_counts:

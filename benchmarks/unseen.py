@@ -28,7 +28,7 @@ import torch
 
 from loragen import atomic
 from loragen.evaluate.unseen import METHODS, FoldRun, UnseenConfig, counted_steps, recovered, run_study, summarize, sweep
-from loragen.finetune import FinetuneConfig, finetune
+from loragen.finetune import FinetuneConfig, LrSchedule, finetune
 from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
 from loragen.evaluate.cost import interleaved_times
@@ -47,11 +47,11 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
         cfg = UnseenConfig(hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff),
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),
                            recon_steps=400, multitask_steps=400, merge_val_tasks=8,
-                           # fine-tuning from scratch gets there within ~10 steps: check every 2 (validation is 20-40 sentences);
-                           # warm starts at 10x the lr, ramped up over 4 steps, chosen on validation tasks (select_hyper.py
+                           # fine-tuning from scratch gets there within ~10 steps: check every step (validation is
+                           # 20-40 sentences); the warm starts' lr schedule was chosen on validation tasks (select_hyper.py
                            # --warm-start); every test task (the first two of each fold were all topic-vs-rest, the
                            # hardest family), warm starts only until they reach the target
-                           warm_tasks_per_fold=None, warm_every=2, warm_lr_scale=10.0, warm_warmup=4, warm_until_target=True,
+                           warm_tasks_per_fold=None, warm_every=1, warm_schedule=LrSchedule(10.0, 4), warm_until_target=True,
                            # a test task's 16 examples move its generated accuracy by up to ~12 points from one draw to
                            # the next (test sets are 16-40 sentences): score the mean over 5 draws
                            condition_draws=5,
@@ -196,9 +196,7 @@ def markdown(r: dict) -> str:
               f"mean from the generated adapter ÷ mean from scratch = {w['steps_ratio']:.3f} (from the nearest adapter: "
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
               f"{run_steps} steps): {w['never_reached']}; task by task, {within} of {w['tasks']} reach it within 1/5 of "
-              f"their steps from scratch ({at_start} from the start). Warm starts fine-tune at "
-              f"{r['config']['warm_lr_scale']:g}× the fine-tuning lr"
-              + (f", ramped up over {r['config']['warm_warmup']} steps" if r["config"].get("warm_warmup") else "")
+              f"their steps from scratch ({at_start} from the start). Warm starts fine-tune with {schedule_text(r['config']['warm_schedule'])}"
               + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in w["by_family"].items())
                  if len(w.get("by_family", {})) > 1 else "")
               + (f"; from the generators of hyper training seeds {w['seed_spread']['seeds']}: "
@@ -220,6 +218,12 @@ def markdown(r: dict) -> str:
         lines += ["", "![sweep](plots/sweep.png)"]
     lines += ["", "![warm start](plots/warm_start.png)", ""]
     return "\n".join(lines)
+
+
+def schedule_text(s: dict) -> str:
+    """A warm start's lr schedule (finetune.LrSchedule, as the results hold it) in words."""
+    return (f"{s['peak']:g}× the fine-tuning lr" + (f", ramped up over {s['warmup']} steps" if s["warmup"] else "")
+            + (f", falling back to 1× over {s['decay']} steps" if s["decay"] else ""))
 
 
 def timing_runs(suite, out: Path, cfg: UnseenConfig, n: int) -> None:

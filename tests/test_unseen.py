@@ -96,10 +96,25 @@ def test_warm_start_begins_where_its_adapter_is():
     assert [a for _, a, _ in stopped] == pytest.approx([a for _, a, _ in scratch[: first + 1]])
 
 
-def test_warmup_ramps_the_lr_of_the_first_steps():
-    from loragen.adapters.layout import LoraLayout
+def test_lr_schedule_ramps_up_then_falls_back_to_the_finetuning_lr():
     from loragen.errors import ConfigError
-    from loragen.finetune import FinetuneConfig, train_lora
+    from loragen.finetune import LrSchedule
+
+    # the multiple of the lr for the step after `done` steps (LambdaLR's argument; train_lora applies it, next test)
+    assert [LrSchedule()(done) for done in range(5)] == [1.0] * 5
+    # ramp to 10x over 4 steps (step s at 10 · s / 5), then fall to 1x over 4 steps and stay there
+    want = [10 * s / 5 for s in range(1, 5)] + [10.0, 7.75, 5.5, 3.25, 1.0, 1.0, 1.0]
+    assert [LrSchedule(10.0, 4, 4)(done) for done in range(11)] == pytest.approx(want)
+    assert [LrSchedule(10.0, 4)(done) for done in range(11)] == pytest.approx(want[:4] + [10.0] * 7)
+    assert LrSchedule(0.5, 0, 2)(1) == pytest.approx(0.75)  # a peak below 1 rises back to 1
+    for bad in (dict(peak=0.0), dict(warmup=-1), dict(decay=-2)):
+        with pytest.raises(ConfigError, match="lr schedule needs"):
+            LrSchedule(**bad)
+
+
+def test_train_lora_applies_the_lr_schedule():
+    from loragen.adapters.layout import LoraLayout
+    from loragen.finetune import FinetuneConfig, LrSchedule, train_lora
     from loragen.suites import get_suite
 
     suite = get_suite("digits-domains", n_tasks=2, n_extrapolation=0)
@@ -108,7 +123,7 @@ def test_warmup_ramps_the_lr_of_the_first_steps():
     layout = LoraLayout.from_model(base, suite.target_modules, cfg.rank, cfg.alpha)
     key = f"base_model.model.{layout.modules[0].name}.lora_B.default.weight"  # B starts at 0 (LoRA's init)
 
-    def first_move(warmup: int) -> float:
+    def first_move(schedule: LrSchedule) -> float:
         """The largest change of one LoRA B weight in the first optimiser step."""
         seen: list[torch.Tensor] = []
 
@@ -116,14 +131,13 @@ def test_warmup_ramps_the_lr_of_the_first_steps():
             seen.append(dict(model.named_parameters())[key].detach().clone())
             return step == 1
 
-        train_lora(suite, base, layout, suite.data(task, "train"), cfg, grab, warmup=warmup)
+        train_lora(suite, base, layout, suite.data(task, "train"), cfg, grab, schedule=schedule)
         return float((seen[1] - seen[0]).abs().max())
 
-    # Adam's first step moves a weight by ~lr whatever its gradient: the ramp makes step s's lr lr · s / (warmup + 1)
-    assert first_move(0) == pytest.approx(cfg.lr, rel=1e-3)
-    assert first_move(3) == pytest.approx(cfg.lr / 4, rel=1e-3)
-    with pytest.raises(ConfigError, match="warmup must be >= 0"):
-        train_lora(suite, base, layout, suite.data(task, "train"), cfg, lambda *a: None, warmup=-1)
+    # Adam's first step moves a weight by ~lr whatever its gradient: the ramp makes step s's lr peak · lr · s / (warmup + 1)
+    assert first_move(LrSchedule()) == pytest.approx(cfg.lr, rel=1e-3)
+    assert first_move(LrSchedule(1.0, 3)) == pytest.approx(cfg.lr / 4, rel=1e-3)
+    assert first_move(LrSchedule(8.0, 3)) == pytest.approx(2 * cfg.lr, rel=1e-3)
 
 
 def test_warm_start_target_is_share_of_where_scratch_settles():

@@ -40,6 +40,32 @@ class FinetuneConfig:
             )
 
 
+@dataclass(frozen=True)
+class LrSchedule:
+    """A fine-tune's lr per optimiser step as a multiple of FinetuneConfig.lr: a linear ramp up to `peak` over `warmup`
+    steps (step s at peak · s / (warmup + 1)), then a linear fall back to 1 over `decay` steps (0: it stays at `peak`).
+    The default is the constant lr. A warm start can afford a high lr at first, since its adapter starts close; the
+    ramp keeps Adam's first steps, which move every weight by about the full lr whatever its gradient, from throwing
+    the start away, and the fall keeps the high lr from shaking a run out of the basin it has reached."""
+
+    peak: float = 1.0
+    warmup: int = 0
+    decay: int = 0
+
+    def __post_init__(self):
+        if self.peak <= 0 or self.warmup < 0 or self.decay < 0:
+            raise ConfigError(f"an lr schedule needs peak > 0 and warmup, decay >= 0 steps; found peak={self.peak}, "
+                              f"warmup={self.warmup}, decay={self.decay}")
+
+    def __call__(self, done: int) -> float:
+        """The multiple of the lr for the optimiser step after `done` steps (LambdaLR's argument)."""
+        if done < self.warmup:
+            return self.peak * (done + 1) / (self.warmup + 1)
+        if self.decay == 0:
+            return self.peak
+        return self.peak + (1.0 - self.peak) * min(1.0, (done - self.warmup) / self.decay)
+
+
 def peft_model(base: nn.Module, layout: LoraLayout, init_seed: int):
     """A PEFT-wrapped copy of `base` with fresh LoRA on the layout's modules (A from `init_seed`, B = 0)."""
     from peft import LoraConfig, get_peft_model
@@ -87,20 +113,17 @@ def _load_adapter(model, layout: LoraLayout, adapter: Adapter) -> None:
 
 
 def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskData, cfg: FinetuneConfig,
-               on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None, warmup: int = 0) -> None:
-    """The LoRA fine-tuning loop on `train` (AdamW, constant lr after the warm-up, seeded batch order);
-    `on_step(step, model, loss)` runs after every step (step 0: before the first, for curves) and ends the loop early
-    when it returns True. `init` starts from an adapter instead of LoRA's init; `warmup` > 0 ramps the lr linearly over
-    that many steps (step s at s / (warmup + 1) of it): Adam's first steps move every weight by about the full lr
-    whatever its gradient, which throws a good start away at the high lr a warm start can otherwise afford."""
-    if warmup < 0:
-        raise ConfigError(f"warmup must be >= 0 steps; found {warmup}")
+               on_step: Callable[[int, nn.Module, float], bool | None], init: Adapter | None = None,
+               schedule: LrSchedule = LrSchedule()) -> None:
+    """The LoRA fine-tuning loop on `train` (AdamW, seeded batch order); `on_step(step, model, loss)` runs after every
+    step (step 0: before the first, for curves) and ends the loop early when it returns True. `init` starts from an
+    adapter instead of LoRA's init; `schedule` sets the lr per step (default: constant, as the zoo fine-tunes)."""
     model = peft_model(base, layout, cfg.init_seed)
     if init is not None:
         _load_adapter(model, layout, init)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ramp = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     g = torch.Generator().manual_seed(cfg.data_seed)
     order, cursor = torch.randperm(len(train.y), generator=g), 0
     if on_step(0, model, float("nan")):
@@ -115,7 +138,7 @@ def train_lora(suite: Suite, base: nn.Module, layout: LoraLayout, train: TaskDat
         opt.zero_grad()
         loss.backward()
         opt.step()
-        ramp.step()
+        lr.step()
         if on_step(step, model, loss.item()):
             return
 
@@ -137,10 +160,10 @@ def finetune(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: 
 
 
 def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: str, cfg: FinetuneConfig,
-                     init: Adapter | None = None, every: int = 10, stop_at: float | None = None, warmup: int = 0
-                     ) -> list[tuple[int, float, float]]:
+                     init: Adapter | None = None, every: int = 10, stop_at: float | None = None,
+                     schedule: LrSchedule = LrSchedule()) -> list[tuple[int, float, float]]:
     """(step, validation accuracy, seconds since start) every `every` steps of fine-tuning, from LoRA's init or from
-    `init` (warm start, its lr ramped over `warmup` steps: `train_lora`); with `stop_at`, only until the first check at
+    `init` (warm start, usually with an lr `schedule` of its own: `train_lora`); with `stop_at`, only until the first check at
     or above that accuracy. Evaluation time is not counted in the seconds."""
     val, curve = suite.data(task, "val"), []
     clock = {"t": time.perf_counter(), "eval": 0.0}
@@ -153,7 +176,7 @@ def validation_curve(suite: Suite, base: nn.Module, layout: LoraLayout, task: st
             return stop_at is not None and curve[-1][1] >= stop_at
         return False
 
-    train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init, warmup)
+    train_lora(suite, base, layout, suite.data(task, "train"), cfg, record, init, schedule)
     return curve
 
 

@@ -30,7 +30,7 @@ from loragen.conditions import Condition
 from loragen.errors import LoragenError
 from loragen.evaluate.merge import COMBINATIONS, ZooMerger, similarity_weights
 from loragen.evaluate.stats import bootstrap_ci
-from loragen.finetune import FinetuneConfig, multitask, validation_curve
+from loragen.finetune import FinetuneConfig, LrSchedule, multitask, validation_curve
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.progress import progress_bar
@@ -56,11 +56,11 @@ class UnseenConfig:
     warm_tasks_per_fold: int | None = 2  # test tasks per fold fine-tuned from scratch / generated / nearest; None: all
     warm_every: int = 10  # steps between validation checks on the warm-start curves
     warm_until_target: bool = False  # True: warm starts stop once they reach the target (all the ratio needs)
-    # warm starts (from the generated and the nearest adapter) fine-tune at this multiple of finetune.lr; fine-tuning
-    # from LoRA's init keeps finetune.lr, chosen for it. The multiple is chosen for the generated start on validation
-    # tasks (select_hyper.py --warm-start for text-topics); the nearest start shares it
-    warm_lr_scale: float = 1.0
-    warm_warmup: int = 0  # steps over which warm starts ramp up to their lr (finetune.train_lora); chosen with the scale
+    # warm starts (from the generated and the nearest adapter) fine-tune with this lr schedule (multiples of finetune.lr:
+    # a ramp up to a peak, then a fall back to 1); fine-tuning from LoRA's init keeps finetune.lr, chosen for it. The
+    # schedule is chosen for the generated start on validation tasks (select_hyper.py --warm-start for text-topics);
+    # the nearest start shares it
+    warm_schedule: LrSchedule = field(default_factory=LrSchedule)
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
     condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
@@ -229,31 +229,30 @@ class FoldRun:
         inside test tasks of the fold (None: all of them): steps and seconds until validation accuracy reaches 95% of
         the accuracy the run from scratch settles at (`warm_curves`, `reach`)."""
         inside = [t for t in self.fold.test if self.suite.task(t).params.get("where", "inside") == "inside"]
-        warm = (replace(self.cfg.finetune, lr=self.cfg.finetune.lr * self.cfg.warm_lr_scale), self.cfg.warm_warmup)
+        warm = self.cfg.warm_schedule
         out = []
         for t in inside[: self.cfg.warm_tasks_per_fold]:
             cond = self.suite.condition(t)
             near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
-            starts = {"generated": (gen.generate(cond, 1)[0], *warm), "nearest": (best[near], *warm)}
-            starts |= {f"generated_seed{s}": (self.hyper(s).generate(cond, 1)[0], *warm) for s in self.cfg.seeds[1:]}
+            starts = {"generated": (gen.generate(cond, 1)[0], warm), "nearest": (best[near], warm)}
+            starts |= {f"generated_seed{s}": (self.hyper(s).generate(cond, 1)[0], warm) for s in self.cfg.seeds[1:]}
             curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, starts,
                                                self.cfg.warm_every, self.cfg.warm_until_target)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
 
 
-def warm_curves(suite: Suite, base, layout, task: str, scratch: FinetuneConfig,
-                starts: dict[str, tuple[Adapter, FinetuneConfig, int]], every: int, until_target: bool = False
+def warm_curves(suite: Suite, base, layout, task: str, cfg: FinetuneConfig,
+                starts: dict[str, tuple[Adapter, LrSchedule]], every: int, until_target: bool = False
                 ) -> tuple[dict[str, list[tuple[int, float, float]]], float, dict]:
-    """Validation curves of fine-tuning `task` from LoRA's init (recipe `scratch`) and from each named start (its
-    adapter, recipe and lr warm-up steps), checked every `every` steps, and `reach` of them: (curves, target, hits).
-    The run from scratch goes the whole way (it sets the target); with `until_target` the starts stop once they reach
-    it."""
-    curves = {"scratch": validation_curve(suite, base, layout, task, scratch, every=every)}
+    """Validation curves of fine-tuning `task` with `cfg` from LoRA's init (constant lr) and from each named start (its
+    adapter and lr schedule), checked every `every` steps, and `reach` of them: (curves, target, hits). The run from
+    scratch goes the whole way (it sets the target); with `until_target` the starts stop once they reach it."""
+    curves = {"scratch": validation_curve(suite, base, layout, task, cfg, every=every)}
     target = reach(curves)[0]
-    for k, (adapter, cfg, warmup) in starts.items():
+    for k, (adapter, schedule) in starts.items():
         curves[k] = validation_curve(suite, base, layout, task, cfg, init=adapter, every=every,
-                                     stop_at=target if until_target else None, warmup=warmup)
+                                     stop_at=target if until_target else None, schedule=schedule)
     target, hits = reach(curves)
     return curves, target, hits
 
