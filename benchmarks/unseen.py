@@ -86,30 +86,39 @@ def sweep_domains(n: int) -> list:
 
 def timing(gen, suite, base, layout, tasks: list[str], ft: FinetuneConfig, n_conditions: int = 10, repeats: int = 5) -> dict:
     """Cold time to an adapter from a raw condition (condition encoding included), alone and in a batch, against
-    fine-tuning one adapter (the zoo's recipe) in the same minutes: the two alternate (measure.interleaved_times), so
-    load from other work on the machine falls on both alike. Each generate round makes one adapter after another for
+    fine-tuning one adapter (the zoo's recipe) in the same minutes: they alternate (measure.interleaved_times), so
+    load from other work on the machine falls on all alike. Each generate round makes one adapter after another for
     `n_conditions` conditions, every one cold (encoder caches cleared first): per adapter, the round's time / n; the
-    round's first adapter, right after a fine-tune has filled the CPU caches with other data, is also kept apart."""
+    round's first adapter, right after a fine-tune has filled the CPU caches with other data, is also kept apart.
+    Generation is timed as `loragen serve --compile` runs it (`generate_cold_s`; the compiling is timed apart, once) and
+    as plain eager PyTorch (`generate_cold_eager_s`); the two are the same where the suite has no compiled path."""
     conds = [suite.condition(t, draw=7) for t in tasks[:n_conditions]]
-    first: list[float] = []
+    first: dict[bool, list[float]] = {False: [], True: []}
 
-    def cold_round() -> None:
+    def cold_round(compiled: bool) -> None:
+        gen.items.compiled = compiled
         for i, c in enumerate(conds):
             t0 = time.perf_counter()
             gen.items.clear_cache()  # cold: no cached text embedding or example features
             gen.generate(c, 1)
             if i == 0:
-                first.append(time.perf_counter() - t0)
+                first[compiled].append(time.perf_counter() - t0)
 
     def finetune_one() -> None:
         finetune(suite, base, layout, tasks[0], ft)
 
-    med = interleaved_times({"finetune": finetune_one, "generate": cold_round}, repeats=repeats)  # rounds: warm-up + repeats
+    t0 = time.perf_counter()
+    cold_round(True)  # compiles where the suite can (the warm-up of `loragen serve --compile`)
+    compile_s = time.perf_counter() - t0
+    med = interleaved_times({"finetune": finetune_one, "generate": lambda: cold_round(True), "eager": lambda: cold_round(False)},
+                            repeats=repeats)  # rounds: warm-up + repeats
+    gen.items.compiled = True
     gen.items.clear_cache()
     t0 = time.perf_counter()
     gen.generate_batch(conds)
     return {"finetune_s": med["finetune"], "generate_cold_s": med["generate"] / len(conds),
-            "generate_cold_after_finetune_s": statistics.median(first[-repeats:]), "timing_repeats": repeats,
+            "generate_cold_eager_s": med["eager"] / len(conds), "compile_round_s": compile_s,
+            "generate_cold_after_finetune_s": statistics.median(first[True][-repeats:]), "timing_repeats": repeats,
             "generate_batch_s_per_adapter": (time.perf_counter() - t0) / len(conds), "batch": len(conds)}
 
 
@@ -203,7 +212,10 @@ def markdown(r: dict) -> str:
                  + ", ".join(f"{v:.3f}" for v in w["seed_spread"]["steps_ratio"]) if len(w.get("seed_spread", {}).get("seeds", [])) > 1 else "")
               + ".",
               f"- Cost (medians of {t['timing_repeats']} alternating runs): fine-tuning {t['finetune_s']:.2f} s per adapter; generated "
-              f"one at a time, cold (condition encoding included) {1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster; "
+              f"one at a time, cold (condition encoding included) {1000 * t['generate_cold_s']:.2f} ms ({t['speedup_cold']:.0f}× faster"
+              + (f", as `loragen serve --compile` runs it; {1000 * t['generate_cold_eager_s']:.2f} ms, "
+                 f"{t['finetune_s'] / t['generate_cold_eager_s']:.0f}×, uncompiled; the first round, compiling, took {t['compile_round_s']:.1f} s"
+                 if "generate_cold_eager_s" in t else "") + "; "
               f"the first right after a fine-tune {1000 * t['generate_cold_after_finetune_s']:.2f} ms, "
               f"{t['finetune_s'] / t['generate_cold_after_finetune_s']:.0f}×), {1000 * t['generate_batch_s_per_adapter']:.2f} ms "
               f"per adapter in a batch of {t['batch']}; hyper training {t['hyper_fit_s']:.0f} s per fold (median), zoo collection {t['zoo_collect_s']:.0f} s. "
@@ -239,13 +251,20 @@ def timing_runs(suite, out: Path, cfg: UnseenConfig, n: int) -> None:
     gen = run.hyper(cfg.seeds[0])
     runs = [timing(gen, suite, run.base, run.zoo.layout, run.fold.test, cfg.finetune) for _ in range(n)]
     speed = [t["finetune_s"] / t["generate_cold_s"] for t in runs]
+    eager = [t["finetune_s"] / t["generate_cold_eager_s"] for t in runs]
     r = {"command": "python " + " ".join(sys.argv), "runs": runs, "speedup_cold": speed,
-         "speedup_cold_median": statistics.median(speed)}
+         "speedup_cold_median": statistics.median(speed), "speedup_cold_eager": eager,
+         "speedup_cold_eager_median": statistics.median(eager)}
     atomic.write_json(out / "timing.json", r)
     lines = [f"# Cold generation against fine-tuning, {n} timing runs ({suite.name}, fold 0's generator)", "",
-             f"Command: `{r['command']}`", "", "| run | fine-tuning (s) | cold generation (ms) | speedup |", "|---|---|---|---|"]
-    lines += [f"| {i} | {t['finetune_s']:.2f} | {1000 * t['generate_cold_s']:.2f} | {v:.0f}× |" for i, (t, v) in enumerate(zip(runs, speed))]
-    lines += ["", f"Median speedup {r['speedup_cold_median']:.0f}× (range {min(speed):.0f}–{max(speed):.0f}×).", ""]
+             f"Command: `{r['command']}`", "", "Cold generation as `loragen serve --compile` runs it (compiled; the first round, "
+             "compiling, timed apart) and uncompiled; each run alternates the three.", "",
+             "| run | fine-tuning (s) | cold generation (ms) | speedup | uncompiled (ms) | speedup | compiling round (s) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {i} | {t['finetune_s']:.2f} | {1000 * t['generate_cold_s']:.2f} | {v:.0f}× | {1000 * t['generate_cold_eager_s']:.2f} | "
+              f"{e:.0f}× | {t['compile_round_s']:.1f} |" for i, (t, v, e) in enumerate(zip(runs, speed, eager))]
+    lines += ["", f"Median speedup {r['speedup_cold_median']:.0f}× (range {min(speed):.0f}–{max(speed):.0f}×); uncompiled "
+              f"{r['speedup_cold_eager_median']:.0f}× ({min(eager):.0f}–{max(eager):.0f}×).", ""]
     atomic.write_bytes(out / "timing.md", "\n".join(lines).encode())
     print("\n".join(lines))
 

@@ -248,6 +248,35 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert not torch.equal(half.buffers["item_mean"], gen.buffers["item_mean"])
 
 
+def test_compiled_examples_pass_matches_the_eager_one():
+    """The compiled path (torch.compile, dynamic shapes) gives what the eager one does, for conditions of other sizes
+    without a graph per size; `ConditionItems.compiled` switches a generator's condition items to it."""
+    from torch._dynamo.utils import counters
+
+    s = get_suite("text-topics", k_exemplars=16)
+    base = s.base_model()
+    conds = [s.condition(t.name) for t in s.tasks()[:3]]
+    g = torch.Generator().manual_seed(0)
+    batches = [s.example_batch(c).x for c in (conds[0], conds[1].subset(9, g), conds[2].subset(5, g), conds[0].subset(3, g))]
+    assert len({tuple(x.shape) for x in batches}) >= 3  # other numbers of texts and lengths
+    with torch.no_grad():
+        for x in batches:
+            want = s.example_forward(base, x)
+            assert torch.allclose(s.example_forward(base, x, compiled=True), want, atol=1e-4)
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2  # compiled, and with dynamic shapes: not one graph per size
+    # the condition items a generator reads, switched to the compiled pass: fp32 as eager; bf16 close to its eager rows
+    items = ConditionItems("examples", s, "classifier")
+    for precision, atol in (("fp32", 1e-4), ("bf16", 0.02)):
+        items.precision, items.compiled = precision, False
+        items.clear_cache()
+        eager = items(conds[1])
+        items.compiled = True
+        items.clear_cache()
+        got = items(conds[1])
+        assert got.shape == eager.shape and torch.allclose(got, eager, atol=atol), precision
+        assert torch.nn.functional.cosine_similarity(got, eager).min() > 0.999
+
+
 def test_examples_encoder_needs_a_classification_head(suite):
     with pytest.raises(ConfigError, match="the one module adapters carry whole; found 0"):
         HyperGenerator.fit(HyperConfig(encoder="examples", steps=2, **TINY), suite=suite, show=False)

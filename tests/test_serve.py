@@ -112,7 +112,7 @@ def test_refuses_to_bind_beyond_loopback_without_a_key(tmp_path):
     assert r.exit_code == 2 and "needs an API key" in " ".join(r.output.split())
 
 
-def test_condition_precision_is_checked(digits_gen_dir, tmp_path):
+def test_condition_precision_and_compiling_are_checked(digits_gen_dir, tmp_path):
     with pytest.raises(ConfigError, match="condition_precision must be 'fp32' or 'bf16'; found 'fp16'"):
         ServeConfig(tmp_path, condition_precision="fp16")
     from loragen.serve.service import Service
@@ -122,6 +122,10 @@ def test_condition_precision_is_checked(digits_gen_dir, tmp_path):
     try:
         with pytest.raises(ConfigError, match="applies to the examples encoder of a hyper generator; found a 'hyper' "
                                               "generator with encoder 'image-set'"):
+            service.load()
+        service.config.condition_precision, service.config.compile_conditions = None, True
+        with pytest.raises(ConfigError, match="compile_conditions applies to the examples encoder of a hyper generator; "
+                                              "found a 'hyper' generator with encoder 'image-set'"):
             service.load()
     finally:
         torch.set_num_threads(threads)

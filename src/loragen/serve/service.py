@@ -54,20 +54,25 @@ class Service:
             raise LoragenError(f"{path}: expected a generator that records its suite; found none")
         self.suite = get_suite(meta["suite"], **(meta.get("suite_args") or {}))
         self.gen = load_generator(path, suite=self.suite)
+        encoder = getattr(getattr(self.gen, "items", None), "encoder", None)
         if self.config.condition_precision is not None:  # else the generator's own
-            encoder = getattr(getattr(self.gen, "items", None), "encoder", None)
             if encoder != "examples" and self.config.condition_precision != "fp32":
                 raise ConfigError(f"condition_precision {self.config.condition_precision!r} applies to the examples encoder of a "
                                   f"hyper generator; found a {self.gen.name!r} generator with encoder {encoder!r}")
             if encoder == "examples":
                 self.gen.items.precision = self.config.condition_precision
+        if self.config.compile_conditions:
+            if encoder != "examples":
+                raise ConfigError(f"compile_conditions applies to the examples encoder of a hyper generator; found a "
+                                  f"{self.gen.name!r} generator with encoder {encoder!r}")
+            self.gen.items.compiled = True
         self.base = self.suite.base_model().eval().requires_grad_(False)
         self.gen.layout.check_model(self.base)
         try:
             self.codec = InputCodec(self.suite)
         except RequestError:
             self.codec = None  # adapters only: predict answers 501
-        if self.suite.tasks():  # warm up (first-call allocations), so that a client's first request is not the one to pay
+        if self.suite.tasks():  # warm up (first-call allocations, compiling), so that a client's first request is not the one to pay
             first = self.suite.tasks()[0].name
             try:
                 self.gen.generate(self.suite.condition(first), n=1)

@@ -126,9 +126,10 @@ class Suite:
         """Logits (N, C) for a batch of inputs."""
         raise NotImplementedError
 
-    def example_forward(self, model: nn.Module, x) -> torch.Tensor:
+    def example_forward(self, model: nn.Module, x, compiled: bool = False) -> torch.Tensor:
         """Logits (N, C) of the base model, in inference, for a condition's examples (`example_batch`): the same as
-        `forward`, which a suite may replace by a faster way to the same result."""
+        `forward`, which a suite may replace by a faster way to the same result; `compiled`: by its torch.compile'd
+        path, where it has one (text-topics)."""
         return self.forward(model, x)
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ Shapes: K items, D item features, F head input features, C classes, B conditions
 from __future__ import annotations
 
 import copy
+import functools
 import weakref
 
 import torch
@@ -79,6 +80,7 @@ class ConditionItems:
                               f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
         self.encoder, self._suite, self.head, self.suite_args = encoder, suite, head, dict(suite_args or {})
         self.precision = precision  # of the examples encoder's base-model pass
+        self.compiled = False  # ... run compiled, where the suite can (Suite.example_forward; `loragen serve --compile`)
         if encoder == "states" and suite is None:
             raise ConfigError("the states encoder reads example lines through the base model; expected a suite, found none")
         self._text = TextEncoder(with_examples=encoder == "text") if encoder in ("text", "description") else None
@@ -119,7 +121,8 @@ class ConditionItems:
                 model.eval()
             device = next(model.parameters()).device.type
             with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                feats = head_inputs(model, self.head, suite.example_forward, data.x).float()
+                forward = functools.partial(suite.example_forward, compiled=self.compiled)
+                feats = head_inputs(model, self.head, forward, data.x).float()
             n_classes = base.get_submodule(self.head).out_features
             onehot = F.one_hot(data.y, n_classes).float()
             for i, row in zip(todo, torch.cat([feats, onehot], 1)):
