@@ -17,6 +17,7 @@ target, as --widths does for digits).
     .venv/bin/python benchmarks/select_hyper.py --widths --out runs/bench/select-widths
     .venv/bin/python benchmarks/select_hyper.py --warm-start --out runs/bench/select-warm-decay
     .venv/bin/python benchmarks/select_hyper.py --warm-start --recipes 10:4,10:4:10,10:4:20,10:4:40 --seeds 0,1,2 --out runs/bench/select-warm-seeds
+    .venv/bin/python benchmarks/select_hyper.py --warm-start --recipes 10:4 --warm-examples none,48,120 --seeds 0,1,2 --out runs/bench/select-warm-examples
     .venv/bin/python benchmarks/select_hyper.py --generator-only --out runs/bench/select-generator-only
 
 --task-counts (digits-domains): how many training tasks the study should sample. The generator (defaults) is fitted on
@@ -205,38 +206,43 @@ def nested_with_extra(suite, folds: list, groups: list, j: int) -> tuple[list[st
     return inner, extra, val
 
 
-def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tuple[int, ...] = (0,)) -> None:
+def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tuple[int, ...] = (0,),
+                examples: tuple[int | None, ...] = (None,)) -> None:
     """text-topics: the lr schedule a warm start from the generated adapter fine-tunes with (finetune.LrSchedule).
     Nested inside fold 0's training data as the study splits it (`nested_with_extra`): for each other fold j, the
     study's generator (its configuration, with the generator-only tasks when the study trains on them; one per training
     seed in `seeds`, as the study reports the seeds' spread) is fitted on the tasks that use none of group j's sources
     and validated on those whose first source is in group j. On each, fine-tuning from scratch (the fine-tuning lr,
-    constant) and from each seed's generated adapter with each schedule (WARM_RECIPES unless given), checked as the
-    study checks them (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the run: the
-    schedule with the fewest mean steps to the target (95% of where scratch settles; never reached: the whole run) over
-    tasks and seeds; ties go to the lower peak, then the shorter ramp, then the shorter fall."""
-    from loragen.evaluate.unseen import counted_steps, warm_curves
+    constant) and from each seed's generated adapter with each schedule (WARM_RECIPES unless given), generated from
+    each condition in `examples` (UnseenConfig.warm_examples: None, the zero-shot condition; K, K training examples),
+    checked as the study checks them (benchmarks/unseen.py: `reach`, every `warm_every` steps). Rule, fixed before the
+    run: the candidate with the fewest mean steps to the target (95% of where scratch settles; never reached: the whole
+    run) over tasks and seeds; ties go to the zero-shot condition, then fewer examples, then the lower peak, then the
+    shorter ramp, then the shorter fall."""
+    from loragen.evaluate.unseen import counted_steps, warm_condition, warm_curves
 
     d = suite_defaults("text-topics")
     suite = get_suite("text-topics", **d.suite_kwargs)
     study = study_config("text-topics", False, (0,))[0]
     folds, groups = suite.folds(study.folds), suite.source_groups(study.folds)  # the study's folds: fold 0's test tasks are its
     base, ft, rows = suite.base_model(), study.finetune, []
-    names = [recipe_name(r) for r in recipes]
+    candidates = [(r, k) for k in examples for r in recipes]
+    names = [recipe_name(r) + ("" if k is None else f"-k{k}") for r, k in candidates]
     for fj in folds[1:]:
         inner, extra, val = nested_with_extra(suite, folds, groups, fj.index)
         train = inner + (extra if study.generator_only else [])
         gens = {seed: HyperGenerator.fit(replace(study.hyper, seed=seed), suite=suite, tasks=train, show=False) for seed in seeds}
         for t in val:
-            starts = {seed: g.generate(suite.condition(t), 1)[0] for seed, g in gens.items()}
+            starts = {(seed, k): g.generate(warm_condition(suite, t, k), 1)[0] for seed, g in gens.items() for k in examples}
             _, target, hits = warm_curves(suite, base, gens[seeds[0]].layout, t, ft,
-                                          {f"{n}@{seed}": (a, r) for seed, a in starts.items() for n, r in zip(names, recipes)},
+                                          {f"{n}@{seed}": (starts[seed, k], r) for seed in seeds for n, (r, k) in zip(names, candidates)},
                                           study.warm_every, until_target=True)
             for seed in seeds:
                 mine = {k: hits[f"{k}@{seed}"] for k in names} | {"scratch": hits["scratch"]}
                 rows.append({"task": t, "seed": seed, "kind": suite.task(t).params["kind"], "inner_fold": fj.index,
                              "train_tasks": len(train), "target_val_acc": target, "start_acc": hits["scratch"]["start_acc"],
                              "generated_start_acc": mine[names[0]]["start_acc"],
+                             "start_accs": {k: h["start_acc"] for k, h in mine.items()},
                              "never": [k for k, h in mine.items() if h["steps"] is None],
                              "steps": {k: counted_steps(h, ft.steps) for k, h in mine.items()}})
                 print(rows[-1], flush=True)
@@ -246,7 +252,8 @@ def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tupl
     kinds = sorted({r["kind"] for r in rows})
     by_kind = {kind: {k: statistics.mean(r["steps"][k] for r in rows if r["kind"] == kind) for k in keys} for kind in kinds}
     by_seed = {seed: {k: statistics.mean(r["steps"][k] for r in rows if r["seed"] == seed) for k in keys} for seed in seeds}
-    chosen = min(recipes, key=lambda r: (mean[recipe_name(r)], r.peak, r.warmup, r.decay))
+    name, (chosen, chosen_k) = min(zip(names, candidates), key=lambda c: (mean[c[0]], c[1][1] is not None, c[1][1] or 0,
+                                                                         c[1][0].peak, c[1][0].warmup, c[1][0].decay))
     n_tasks = len(rows) // len(seeds)
     lines = ["# hyper: the warm-start lr schedule on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
              f"{n_tasks} validation tasks, nested in fold 0's training data (see `warm_recipe` in the script), each "
@@ -254,22 +261,25 @@ def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tupl
              f"sources. Steps until validation accuracy reaches 95% of where fine-tuning from scratch settles, checked every "
              f"{study.warm_every} step(s) (never reached: counted as {ft.steps}); fine-tuning lr {ft.lr:g}. A schedule "
              "x<peak>-w<ramp>-d<fall>: the lr ramps up to peak × the fine-tuning lr over <ramp> steps, then falls back to 1× "
-             "over <fall> steps. Means over tasks and seeds.", "",
+             "over <fall> steps; -k<K>: the start is generated from K examples of the task's training split instead of the "
+             "zero-shot condition. Means over tasks and seeds.", "",
              "| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys),
              "| mean steps | " + " | ".join(f"{mean[k]:.2f}" for k in keys) + " |",
-             "| never reached | " + " | ".join(str(never[k]) for k in keys) + " |"]
+             "| never reached | " + " | ".join(str(never[k]) for k in keys) + " |",
+             "| mean start accuracy | " + " | ".join(f"{statistics.mean(r['start_accs'][k] for r in rows):.1f}" for k in keys) + " |"]
     if len(seeds) > 1:
         lines += [f"| seed {seed} | " + " | ".join(f"{by_seed[seed][k]:.2f}" for k in keys) + " |" for seed in seeds]
     lines += [f"| {kind} ({sum(r['kind'] == kind for r in rows) // len(seeds)}) | "
               + " | ".join(f"{by_kind[kind][k]:.2f}" for k in keys) + " |" for kind in kinds]
-    lines += ["", f"Chosen: {recipe_name(chosen)} (ratio to scratch {mean[recipe_name(chosen)] / mean['scratch']:.3f}; the fewest "
-              "mean steps; ties: the lower peak, then the shorter ramp, then the shorter fall).", "",
+    lines += ["", f"Chosen: {name} (ratio to scratch {mean[name] / mean['scratch']:.3f}; the fewest mean steps; ties: the "
+              "zero-shot condition, then fewer examples, the lower peak, the shorter ramp, the shorter fall).", "",
               "| task | seed | target | generated starts at | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
     lines += [f"| {r['task']} | {r['seed']} | {r['target_val_acc']:.1f} | {r['generated_start_acc']:.1f} | "
               + " | ".join(str(r["steps"][k]) for k in keys) + " |" for r in rows]
     atomic.write_json(out / "results.json", {"rows": rows, "mean_steps": mean, "never_reached": never, "by_kind": by_kind,
                                              "by_seed": by_seed, "seeds": list(seeds), "chosen": asdict(chosen),
-                                             "recipes": [asdict(r) for r in recipes]})
+                                             "chosen_warm_examples": chosen_k, "recipes": [asdict(r) for r in recipes],
+                                             "warm_examples": list(examples)})
     atomic.write_bytes(out / "results.md", "\n".join(lines + [""]).encode())
     print("\n".join(lines))
 
@@ -340,10 +350,13 @@ def main() -> None:
     ap.add_argument("--recipes", default=None, help="--warm-start: lr schedules to compare instead of WARM_RECIPES, as "
                                                      "peak:warm-up[:decay], comma-separated (e.g. 10:4,30:4:20)")
     ap.add_argument("--seeds", default="0", help="--warm-start: the generator's training seeds, comma-separated")
+    ap.add_argument("--warm-examples", default="none", help="--warm-start: the conditions to generate the start from, "
+                                                            "comma-separated: none (the zero-shot one) or K training examples")
     args = ap.parse_args()
     if args.warm_start:
         return warm_recipe(args.out, WARM_RECIPES if args.recipes is None else parse_recipes(args.recipes),
-                           tuple(int(x) for x in args.seeds.split(",")))
+                           tuple(int(x) for x in args.seeds.split(",")),
+                           tuple(None if x == "none" else int(x) for x in args.warm_examples.split(",")))
     if args.generator_only:
         return generator_only(args.out)
     if args.task_counts:

@@ -153,6 +153,22 @@ def test_warm_start_target_is_share_of_where_scratch_settles():
     assert hits["nearest"] == {"steps": None, "seconds": None, "start_acc": 10.0}
 
 
+def test_warm_condition_draws_its_examples_from_the_training_split():
+    from loragen.evaluate.unseen import warm_condition
+    from loragen.suites import get_suite
+
+    suite = get_suite("text-topics")
+    task = suite.tasks()[0].name
+    assert warm_condition(suite, task, None) == suite.condition(task)  # the zero-shot condition
+    pool = suite.condition_pool(task).examples
+    k48 = warm_condition(suite, task, 48)
+    assert len(k48.examples) == 48 == len(set(k48.examples)) and set(k48.examples) <= set(pool)
+    assert k48.text == suite.condition(task).text and warm_condition(suite, task, 48) == k48  # the same draw each time
+    assert sorted(warm_condition(suite, task, 10_000).examples) == sorted(pool)  # more than there are: all of them
+    train = {f"{x!r}" for x in suite.texts(task, "train")[0]}
+    assert {line.rsplit(" -> ", 1)[0] for line in pool} == train  # the training split, nothing else
+
+
 def test_unseen_benchmark_quick_end_to_end(tmp_path):
     """The k-fold benchmark's tiny configuration writes the documented results layout; rerunning reuses its work."""
     out = tmp_path / "u"

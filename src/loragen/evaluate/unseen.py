@@ -34,7 +34,7 @@ from loragen.finetune import FinetuneConfig, LrSchedule, multitask, validation_c
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 from loragen.progress import progress_bar
-from loragen.suites.suite import Fold, Suite, TaskData
+from loragen.suites.suite import Fold, Suite, TaskData, rng
 from loragen.zoo.collect import collect
 from loragen.zoo.workers import RayConfig
 from loragen.zoo.store import Zoo
@@ -61,6 +61,9 @@ class UnseenConfig:
     # schedule is chosen for the generated start on validation tasks (select_hyper.py --warm-start for text-topics);
     # the nearest start shares it
     warm_schedule: LrSchedule = field(default_factory=LrSchedule)
+    # the condition a warm start generates from: None, the zero-shot one (the suite's K examples); K, K examples of the
+    # task's training split, the data the warm start fine-tunes on anyway (all of them if there are fewer)
+    warm_examples: int | None = None
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
     condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
@@ -232,14 +235,22 @@ class FoldRun:
         warm = self.cfg.warm_schedule
         out = []
         for t in inside[: self.cfg.warm_tasks_per_fold]:
-            cond = self.suite.condition(t)
-            near = tasks[int(torch.cdist(gen.embed([cond]), emb)[0].argmin())]
+            cond = warm_condition(self.suite, t, self.cfg.warm_examples)
+            near = tasks[int(torch.cdist(gen.embed([self.suite.condition(t)]), emb)[0].argmin())]
             starts = {"generated": (gen.generate(cond, 1)[0], warm), "nearest": (best[near], warm)}
             starts |= {f"generated_seed{s}": (self.hyper(s).generate(cond, 1)[0], warm) for s in self.cfg.seeds[1:]}
             curves, target, hits = warm_curves(self.suite, self.base, self.zoo.layout, t, self.cfg.finetune, starts,
                                                self.cfg.warm_every, self.cfg.warm_until_target)
             out.append({"task": t, "target_val_acc": target, "reach": hits, "curves": curves})
         return out
+
+
+def warm_condition(suite: Suite, task: str, examples: int | None) -> Condition:
+    """The condition a warm start generates from (UnseenConfig.warm_examples): the zero-shot one, or `examples` drawn
+    from the task's training split (`condition_pool`)."""
+    if examples is None:
+        return suite.condition(task)
+    return suite.condition_pool(task).subset(examples, rng(suite.name, task, "warm-examples"))
 
 
 def warm_curves(suite: Suite, base, layout, task: str, cfg: FinetuneConfig,
