@@ -182,10 +182,11 @@ def markdown(r: dict) -> str:
              "| method | test acc | recovered mean [95% CI] | median | interpolation | extrapolation |", "|---|---|---|---|---|---|"]
     for m in ("base", "finetuned"):
         lines.append(f"| {m} | {r['methods'][m]['accuracy_mean']:.1f} | | | | |")
-    for m, s in r["methods"].items():
-        if "recovered_mean" in s:
-            lines.append(f"| {m} | {s['accuracy_mean']:.1f} | {pct(s['recovered_mean'])} [{pct(s['recovered_ci'][0])}, "
-                         f"{pct(s['recovered_ci'][1])}] | {pct(s['recovered_median'])} | {pct(s['interpolation'])} | {pct(s['extrapolation'])} |")
+    # best first (results.json stores its keys sorted, so the order of a dict read back from it means nothing)
+    scored = [(m, s) for m, s in r["methods"].items() if "recovered_mean" in s]
+    for m, s in sorted(scored, key=lambda ms: -ms[1]["recovered_mean"]):
+        lines.append(f"| {m} | {s['accuracy_mean']:.1f} | {pct(s['recovered_mean'])} [{pct(s['recovered_ci'][0])}, "
+                     f"{pct(s['recovered_ci'][1])}] | {pct(s['recovered_median'])} | {pct(s['interpolation'])} | {pct(s['extrapolation'])} |")
     lines += ["", "Paired difference of gap recovered, generated − baseline (points of %):", "",
               "| vs | all [95% CI] | interpolation | extrapolation |", "|---|---|---|---|"]
     for other in ("nearest", "merge"):
@@ -208,9 +209,11 @@ def markdown(r: dict) -> str:
               f"(its mean over the last quarter of {r['config']['warm_every']}-step checks), "
               f"mean from the generated adapter ÷ mean from scratch = {w['steps_ratio']:.3f} (from the nearest adapter: "
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
-              f"{run_steps} steps): {w['never_reached']}; task by task, {within} of {w['tasks']} reach it within 1/5 of "
+              f"{run_steps} steps): {', '.join(f'{k} {v}' for k, v in sorted(w['never_reached'].items()))}; task by task, {within} of {w['tasks']} reach it within 1/5 of "
               f"their steps from scratch ({at_start} from the start). Warm starts fine-tune with {schedule_text(r['config']['warm_schedule'])}"
-              + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in w["by_family"].items())
+              + (f", from an adapter generated from {r['config']['warm_examples']} examples of the training split (all of them "
+                 "if there are fewer) instead of the zero-shot condition" if r["config"].get("warm_examples") else "")
+              + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in sorted(w["by_family"].items()))
                  if len(w.get("by_family", {})) > 1 else "")
               + (f"; from the generators of hyper training seeds {w['seed_spread']['seeds']}: "
                  + ", ".join(f"{v:.3f}" for v in w["seed_spread"]["steps_ratio"]) if len(w.get("seed_spread", {}).get("seeds", [])) > 1 else "")
@@ -284,10 +287,14 @@ def main() -> None:
     ap.add_argument("--ray-address", default=None, help="... or on a running Ray cluster ('auto', ray://HOST:10001)")
     ap.add_argument("--ray-workers", type=int, default=None, help="with --ray: fine-tunes at once")
     ap.add_argument("--timing-runs", type=int, default=0, help="only repeat a finished study's cost measurement N times")
+    ap.add_argument("--render", action="store_true", help="only rewrite a finished study's results.md from its results.json")
     args = ap.parse_args()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     cfg, suite_kwargs = config(args.suite, args.quick, seeds)
     suite = get_suite(args.suite, **suite_kwargs)
+    if args.render:
+        md = markdown(json.loads((args.out / "results.json").read_text()))
+        return atomic.write_bytes(args.out / "results.md", md.encode())
     if args.timing_runs:
         return timing_runs(suite, args.out, cfg, args.timing_runs)
     ray = RayConfig(args.ray_address, workers=args.ray_workers) if args.ray or args.ray_address else None
