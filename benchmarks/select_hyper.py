@@ -252,8 +252,11 @@ def warm_recipe(out: Path, recipes: list[LrSchedule] = WARM_RECIPES, seeds: tupl
     kinds = sorted({r["kind"] for r in rows})
     by_kind = {kind: {k: statistics.mean(r["steps"][k] for r in rows if r["kind"] == kind) for k in keys} for kind in kinds}
     by_seed = {seed: {k: statistics.mean(r["steps"][k] for r in rows if r["seed"] == seed) for k in keys} for seed in seeds}
-    name, (chosen, chosen_k) = min(zip(names, candidates), key=lambda c: (mean[c[0]], c[1][1] is not None, c[1][1] or 0,
-                                                                         c[1][0].peak, c[1][0].warmup, c[1][0].decay))
+    def rank(c: tuple[str, tuple[LrSchedule, int | None]]) -> tuple:
+        name, (r, k) = c
+        return mean[name], k is not None, k or 0, r.peak, r.warmup, r.decay
+
+    name, (chosen, chosen_k) = min(zip(names, candidates), key=rank)
     n_tasks = len(rows) // len(seeds)
     lines = ["# hyper: the warm-start lr schedule on validation tasks (text-topics)", "", f"Command: `python {' '.join(sys.argv)}`", "",
              f"{n_tasks} validation tasks, nested in fold 0's training data (see `warm_recipe` in the script), each "

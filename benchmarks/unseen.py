@@ -97,7 +97,7 @@ def timing(gen, suite, base, layout, tasks: list[str], ft: FinetuneConfig, n_con
     Generation is timed as `loragen serve --compile` runs it (`generate_cold_s`; the compiling is timed apart, once) and
     as plain eager PyTorch (`generate_cold_eager_s`); the two are the same where the suite has no compiled path."""
     conds = [suite.condition(t, draw=7) for t in tasks[:n_conditions]]
-    first: dict[bool, list[float]] = {False: [], True: []}
+    first: list[float] = []  # compiled rounds' first adapter
 
     def cold_round(compiled: bool) -> None:
         gen.items.compiled = compiled
@@ -105,8 +105,8 @@ def timing(gen, suite, base, layout, tasks: list[str], ft: FinetuneConfig, n_con
             t0 = time.perf_counter()
             gen.items.clear_cache()  # cold: no cached text embedding or example features
             gen.generate(c, 1)
-            if i == 0:
-                first[compiled].append(time.perf_counter() - t0)
+            if i == 0 and compiled:
+                first.append(time.perf_counter() - t0)
 
     def finetune_one() -> None:
         finetune(suite, base, layout, tasks[0], ft)
@@ -122,7 +122,7 @@ def timing(gen, suite, base, layout, tasks: list[str], ft: FinetuneConfig, n_con
     gen.generate_batch(conds)
     return {"finetune_s": med["finetune"], "generate_cold_s": med["generate"] / len(conds),
             "generate_cold_eager_s": med["eager"] / len(conds), "compile_round_s": compile_s,
-            "generate_cold_after_finetune_s": statistics.median(first[True][-repeats:]), "timing_repeats": repeats,
+            "generate_cold_after_finetune_s": statistics.median(first[-repeats:]), "timing_repeats": repeats,
             "generate_batch_s_per_adapter": (time.perf_counter() - t0) / len(conds), "batch": len(conds)}
 
 

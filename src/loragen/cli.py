@@ -380,7 +380,7 @@ def serve(generator: Annotated[Path, typer.Option(help="Trained generator folder
           queue_size: Annotated[int, typer.Option(help="Most waiting predict requests; more get 429.")] = 256,
           cache_adapters: Annotated[int, typer.Option(help="Most generated adapters kept (LRU).")] = 512,
           condition_precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16: the examples encoder's base-model pass (bf16: about 2× faster on CPUs with bf16 instructions); default: the generator's own.")] = None,
-          compile_conditions: Annotated[bool, typer.Option("--compile", help="Run the examples encoder's base-model pass compiled (torch.compile; text-topics: ~10% faster a cold adapter; compiling at start takes ~25 s and a C++ compiler).")] = False,
+          compile_conditions: Annotated[bool, typer.Option("--compile", help="Run the examples encoder's base-model pass compiled (torch.compile; text-topics: a cold adapter up to ~15% faster; compiling at start takes ~25 s and a C++ compiler).")] = False,
           threads: Annotated[int, typer.Option(help="torch threads of the model thread.")] = 1):
     """Serve adapters on demand over HTTP: /v1/adapters, /v1/predict (micro-batched), /docs, a web page at /."""
     from loragen.serve.config import ServeConfig

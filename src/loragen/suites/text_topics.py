@@ -262,9 +262,9 @@ class TextClassifier(nn.Module):
         torch.manual_seed(seed)
         self.classifier = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, x_N2L: torch.Tensor, unpadded: bool = False) -> torch.Tensor:
-        """Logits (N, 2); `unpadded`: the encoder reads only the texts' real tokens (`unpadded_pooled`)."""
-        return self.classifier(self.unpadded_pooled(x_N2L) if unpadded else self.pooled(x_N2L))  # (N, 2)
+    def forward(self, x_N2L: torch.Tensor, unpadded: bool = False, compiled: bool = False) -> torch.Tensor:
+        """Logits (N, 2); `unpadded`: the encoder reads only the texts' real tokens (`unpadded_pooled`, `compiled` or not)."""
+        return self.classifier(self.unpadded_pooled(x_N2L, compiled) if unpadded else self.pooled(x_N2L))  # (N, 2)
 
     def pooled(self, x_N2L: torch.Tensor) -> torch.Tensor:
         """(N, H): the mean over each text's tokens of the encoder's last hidden states."""
@@ -320,8 +320,9 @@ class TextClassifier(nn.Module):
 def compiled_tokens():
     """`TextClassifier.unpadded_tokens` compiled (torch.compile, dynamic shapes; the model is an argument, so a model and
     its bf16 copy each get their own graph). Inductor fuses the small ops between the linear layers (index, softmax,
-    gelu, layer norm), which on a CPU cost about as much as the linears themselves: a cold text-topics generate is
-    ~10% faster. The first call compiles (~25 s on 2 cores; Inductor caches on disk for later processes), so it pays
+    gelu, layer norm), which on a CPU cost about as much as the linears themselves: a cold text-topics generate was
+    7–15% faster in alternating rounds of one process, a gain within the run-to-run noise of the timing runs
+    (docs/unseen-text/timing.md). The first call compiles (~25 s on 2 cores; Inductor caches on disk for later processes), so it pays
     only where many conditions are read (`loragen serve --compile`)."""
     return torch.compile(TextClassifier.unpadded_tokens, dynamic=True)
 
@@ -522,7 +523,6 @@ class TextTopics(Suite):
 
     def example_forward(self, model: nn.Module, x: torch.Tensor, compiled: bool = False) -> torch.Tensor:
         """Examples read without padding (TextClassifier.unpadded_pooled) when the encoder is BERT-style, all in one pass."""
-        if isinstance(model, TextClassifier) and model.unpaddable:
-            return model.classifier(model.unpadded_pooled(x, compiled))
-        return model(x)
+        unpadded = isinstance(model, TextClassifier) and model.unpaddable
+        return model(x, unpadded=unpadded, compiled=unpadded and compiled)
 
