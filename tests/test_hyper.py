@@ -14,6 +14,7 @@ from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems, _bf16_copy
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.suites import get_suite
+from loragen.suites.text_topics import fused_qkv
 from tests.test_pdiff import _toy_zoo
 
 TINY = dict(width=32, cond_dim=16, module_dim=8, tasks_per_step=3, examples_per_task=16, checkpoint_every=20)
@@ -228,6 +229,22 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
         assert torch.allclose(s.forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, ex.x), want, atol=1e-5)
         assert torch.allclose(s.example_forward(base, torch.cat([ex.x, ex.x])), torch.cat([want, want]), atol=1e-5)
+        assert torch.allclose(base(ex.x, unpadded=True), want, atol=1e-5)
+        # query, key and value run as one stacked linear layer: restacked after a weight changes in place, and not
+        # used where a hook (per-sample LoRA) must see the modules' own calls
+        attn = base.encoder.encoder.layer[0].attention.self
+        w, _ = fused_qkv(attn)
+        assert fused_qkv(attn)[0] is w and torch.equal(w, torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]))
+        attn.value.weight.add_(0.5)
+        assert fused_qkv(attn)[0] is not w
+        assert torch.allclose(base(ex.x, unpadded=True), s.forward(base, full), atol=1e-5)
+        attn.value.weight.sub_(0.5)
+        handle = attn.query.register_forward_hook(lambda m, args, out: 2 * out)
+        try:
+            assert fused_qkv(attn) is None
+            assert torch.allclose(base(ex.x, unpadded=True), s.forward(base, full), atol=1e-5)
+        finally:
+            handle.remove()
         assert torch.allclose(base(ex.x, unpadded=True), want, atol=1e-5)
         # padding beyond the longest text, and a text of no tokens (pooled to zeros), change nothing for the others
         wide = torch.cat([full, torch.zeros(1, 2, full.shape[-1], dtype=full.dtype)])

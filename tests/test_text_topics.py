@@ -6,7 +6,7 @@ import torch
 from loragen.conditions import Condition, OneHotEncoder, TextEncoder
 from loragen.errors import LayoutMismatchError, LoragenError, UnknownTaskError
 from loragen.suites import get_suite
-from loragen.suites.text_topics import (BANDS, HELD_OUT_SOURCES, chatterbot_categories, item_key, load_sources,
+from loragen.suites.text_topics import (BANDS, HELD_OUT_SOURCES, MAX_LEN, chatterbot_categories, item_key, load_sources,
                                         vader_words)
 
 
@@ -97,6 +97,18 @@ def test_condition_is_description_plus_train_examples(suite):
     assert c.examples != suite.condition("topic-ai", draw=1).examples
     with pytest.raises(UnknownTaskError, match="no task 'topic-cooking'"):
         suite.condition("topic-cooking")
+
+
+def test_texts_padded_to_their_longest_match_the_transformers_call(suite):
+    """`encode_texts(longest=True)` runs the fast tokenizer's backend directly: the same ids and mask as transformers'
+    call, long texts truncated and short ones padded alike."""
+    tok = suite.tokenizer()
+    texts = suite.texts("topic-ai", "train")[0][:15] + ["", " ".join(["word"] * 80)]
+    for xs in (texts, texts[:1], texts[-2:]):
+        want = tok(xs, padding="longest", truncation=True, max_length=MAX_LEN, return_tensors="pt")
+        got = suite.encode_texts(xs, longest=True)
+        assert torch.equal(got, torch.stack([want["input_ids"], want["attention_mask"]], 1))
+    assert suite.encode_texts(texts, longest=True).shape == (17, 2, MAX_LEN)  # the long text fills MAX_LEN
 
 
 def test_text_encoder_variants_and_cache(suite, monkeypatch):

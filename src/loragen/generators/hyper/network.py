@@ -72,6 +72,11 @@ class HyperNetwork(nn.Module):
                 head.bias.copy_(init)
             heads[self.shape_of[f.name]] = head
         self.heads = nn.ModuleDict(heads)
+        # LoRA modules by shared head: each head runs once over all its modules' trunk outputs (a fifth of a cold
+        # text-topics generate's network pass was the per-module head calls)
+        self.lora_groups: dict[str, list[int]] = {}
+        for j, m in enumerate(layout.modules):
+            self.lora_groups.setdefault(self.shape_of[m.name], []).append(j)
 
     def embed(self, items_BKD: torch.Tensor) -> torch.Tensor:
         """(B, K, D) standardised items -> (B, Z) condition embedding."""
@@ -91,12 +96,15 @@ class HyperNetwork(nn.Module):
         # every module's trunk input at once: (modules, B, Z + M) -> (modules, B, W)
         h_all = self.trunk(torch.cat([z.expand(slots, -1, -1), self.module_emb[:, None].expand(-1, n, -1)], -1))
         out = {}
-        for j, m in enumerate(self.layout.modules):
-            h = h_all[j]  # (B, W)
-            head = self.heads[self.shape_of[m.name]]
+        for key, group in self.lora_groups.items():
+            h = h_all[group]  # (G, B, W): the group's modules
+            m = self.layout.modules[group[0]]  # every module of the group has its shape
             # A scaled like PEFT's kaiming init (entries ~ 1/sqrt(i)), so B learns at the same pace on every module
-            out[f"{m.name}.lora_A"] = head["a"](h).view(n, m.rank, m.in_features) / math.sqrt(m.in_features)
-            out[f"{m.name}.lora_B"] = head["b"](h).view(n, m.out_features, m.rank)
+            a_GBX, b_GBY = self.heads[key]["a"](h) / math.sqrt(m.in_features), self.heads[key]["b"](h)  # X = r·i, Y = o·r
+            for g, j in enumerate(group):
+                name = self.layout.modules[j].name
+                out[f"{name}.lora_A"] = a_GBX[g].view(n, m.rank, m.in_features)
+                out[f"{name}.lora_B"] = b_GBY[g].view(n, m.out_features, m.rank)
         for j, f in enumerate(self.layout.full, start=len(self.layout.modules)):
             flat = self.heads[self.shape_of[f.name]](h_all[j])  # (B, o·i [+ o])
             out[f"{f.name}.weight"] = flat[:, : f.out_features * f.in_features].view(n, f.out_features, f.in_features)
