@@ -224,18 +224,28 @@ def test_fold_run_refuses_a_generator_that_saw_a_test_task():
 
 
 @pytest.mark.parametrize("generator_only", [False, True])
-def test_fold_run_trains_the_hyper_generator_on_generator_only_tasks_when_asked(tmp_path, monkeypatch, generator_only):
+def test_fold_run_trains_generator_and_multitask_on_generator_only_tasks_when_asked(tmp_path, monkeypatch, generator_only):
+    """The hyper generator and the multi-task LoRA train on the same tasks: the fold's, and its generator-only ones when
+    the study uses them."""
+    import loragen.evaluate.unseen as unseen
     from loragen.evaluate.unseen import FoldRun, UnseenConfig, HyperGenerator
 
     def fake_fit(cfg, *, suite, tasks, zoo, out, show):
         return type("Fitted", (), {"tasks": tasks})()
 
     monkeypatch.setattr(HyperGenerator, "fit", staticmethod(fake_fit))
+    monkeypatch.setattr(unseen, "load_or_train_multitask", lambda suite, base, layout, tasks, cfg, folder: tasks)
     run = FoldRun.__new__(FoldRun)
-    run.suite = run.zoo = None
+    run.suite = run.base = None
+    run.zoo = type("Zoo", (), {"layout": None})()
     run.fold, run.out, run.show, run._hypers = Fold(0, ("a",), ("b",), generator_only=("c",)), tmp_path, False, {}
     run.cfg = UnseenConfig(generator_only=generator_only)
-    assert run.hyper(0).tasks == (["a", "c"] if generator_only else ["a"])
+    want = ["a", "c"] if generator_only else ["a"]
+    assert run.hyper(0).tasks == want and run.multitask() == want
+    object.__setattr__(run.fold, "generator_only", ("b",))  # a test task among them (Fold refuses one) is refused
+    if generator_only:
+        with pytest.raises(LoragenError, match="the multi-task LoRA's training tasks"):
+            run.multitask()
 
 
 def test_merge_carries_a_whole_head_as_the_weighted_average(tiny):

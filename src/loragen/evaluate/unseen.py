@@ -67,7 +67,7 @@ class UnseenConfig:
     min_gap: float = 2.0  # points: tasks whose fine-tuning gains less over base are left out of the ratios
     seeds: tuple[int, ...] = (0,)  # hyper training seeds; the first is the main run, the others give the spread
     condition_draws: int = 1  # draws of each test task's condition exemplars; methods that read it score their mean
-    generator_only: bool = False  # the hyper generator also trains on the fold's generator-only tasks (Fold.generator_only)
+    generator_only: bool = False  # the hyper generator and the multi-task LoRA also train on the fold's generator-only tasks
 
 
 def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData) -> float:
@@ -110,13 +110,19 @@ class FoldRun:
         self._hypers: dict[int, HyperGenerator] = {}  # by training seed: loaded or fitted once per fold
 
     # ---- training ---------------------------------------------------------------------------------------------
+    @property
+    def training_tasks(self) -> list[str]:
+        """What the hyper generator and the multi-task LoRA train on: the fold's training tasks, and its generator-only
+        tasks (Fold.generator_only: more tasks from the same training sources, not in the zoo) when the study uses them."""
+        return list(self.fold.train) + (list(self.fold.generator_only) if self.cfg.generator_only else [])
+
     def hyper(self, seed: int) -> HyperGenerator:
         if seed in self._hypers:
             return self._hypers[seed]
         cfg = HyperConfig(**{**asdict(self.cfg.hyper), "seed": seed})
         folder = self.out / f"hyper-seed{seed}"
         # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
-        tasks = list(self.fold.train) + (list(self.fold.generator_only) if self.cfg.generator_only else [])
+        tasks = self.training_tasks
         gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=tasks, zoo=self.zoo,
                                                                                out=folder, show=self.show),
                            {"config": asdict(cfg), "tasks": tasks})
@@ -142,7 +148,9 @@ class FoldRun:
 
     def multitask(self) -> Adapter:
         cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=min(100, self.cfg.multitask_steps), keep_last=1)
-        return load_or_train_multitask(self.suite, self.base, self.zoo.layout, list(self.fold.train), cfg, self.out / "multitask")
+        tasks = self.training_tasks
+        self.fold.check_unseen(tasks, "the multi-task LoRA's training tasks")
+        return load_or_train_multitask(self.suite, self.base, self.zoo.layout, tasks, cfg, self.out / "multitask")
 
     # ---- retrieval baselines ------------------------------------------------------------------------------------
     def neighbours(self, gen: HyperGenerator) -> tuple[list[str], torch.Tensor]:
