@@ -465,8 +465,7 @@ class TextTopics(Suite):
         make the model's outputs the same; a condition's few words then cost a few tokens, not MAX_LEN)."""
         backend = self.padded_backend() if longest else None
         if backend is not None:
-            enc = backend.encode_batch(xs)
-            return torch.tensor([[e.ids, e.attention_mask] for e in enc], dtype=torch.long).view(len(xs), 2, -1)
+            return torch.tensor([[e.ids, e.attention_mask] for e in backend.encode_batch(xs)], dtype=torch.long)
         pad = "longest" if longest else "max_length"
         tok = self.tokenizer()(xs, padding=pad, truncation=True, max_length=MAX_LEN, return_tensors="pt")
         return torch.stack([tok["input_ids"], tok["attention_mask"]], 1)
