@@ -202,8 +202,9 @@ def markdown(r: dict) -> str:
     lines += ["", f"- Held-out tasks where generated is more than 1 point below base: {r['worse_than_base']}"
               + (f" (methods that read the condition: mean over {draws} draws of its exemplars; each draw alone: "
                  f"{r['worse_than_base_by_draw']})" if draws > 1 else "") + ".",
-              *(["- The generator (not the baselines, which need zoo adapters) also trains on each fold's generator-only "
-                 "tasks: topic and group tasks rebuilt from the fold's training sources alone (select_hyper.py --generator-only)."]
+              *(["- The generator and the multi-task LoRA (not the zoo baselines, which need zoo adapters) also train on each "
+                 "fold's generator-only tasks: topic and group tasks rebuilt from the fold's training sources alone "
+                 "(select_hyper.py --generator-only)."]
                 if r["config"].get("generator_only") else []),
               f"- Warm start: fine-tuning steps until validation accuracy reaches 95% of the accuracy the run from scratch settles at "
               f"(its mean over the last quarter of {r['config']['warm_every']}-step checks), "
