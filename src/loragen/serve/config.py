@@ -41,7 +41,7 @@ class ServeConfig:
     # the examples encoder's base-model pass (hyper generators); None: the generator's own (HyperConfig.condition_precision)
     condition_precision: Literal["fp32", "bf16"] | None = None
     # ... compiled (torch.compile) where the suite has a compiled path (text-topics: a cold generate 7–15% faster in one
-    # process, within the noise between runs); the warm-up at start compiles (~25 s)
+    # process, ~10% in the median of 5 timing runs); the warm-up at start compiles (~25 s)
     compile_conditions: bool = False
     threads: int = 1  # torch intra-op threads of the model thread (the event loop needs a core too; on 2 busy cores, 2 threads made a 0.5 ms generation take 64 ms)
 

@@ -349,8 +349,8 @@ def compiled_tokens():
     """`TextClassifier.unpadded_tokens` compiled (torch.compile, dynamic shapes; the model is an argument, so a model and
     its bf16 copy each get their own graph). Inductor fuses the small ops between the linear layers (index, softmax,
     gelu, layer norm), which on a CPU cost about as much as the linears themselves: a cold text-topics generate was
-    7–15% faster in alternating rounds of one process, a gain within the run-to-run noise of the timing runs
-    (docs/unseen-text/timing.md). The first call compiles (~25 s on 2 cores; Inductor caches on disk for later processes), so it pays
+    7–15% faster in alternating rounds of one process, and faster in each of the 5 timing runs of
+    docs/unseen-text/timing.md (median 839× against 757× uncompiled). The first call compiles (~25 s on 2 cores; Inductor caches on disk for later processes), so it pays
     only where many conditions are read (`loragen serve --compile`)."""
     return torch.compile(TextClassifier.unpadded_tokens, dynamic=True)
 
