@@ -29,13 +29,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from loragen import atomic
 from loragen.adapters.apply import merged
+from loragen.conditions import TextEncoder
 from loragen.evaluate.prompting_study import cold_generation_s
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.suite import rng
+from loragen.zoo.store import Zoo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_tasks import config  # noqa: E402  the study's settings
@@ -49,6 +52,12 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=8, help="seen and held-out tasks scored (each)")
     ap.add_argument("--encoder", default=None, help="the generator's condition encoder (default: the study's)")
     ap.add_argument("--extra-families", default="", help="families the generator also trains on (never scored), comma-separated")
+    ap.add_argument("--recon-warm-steps", type=int, default=None,
+                    help="recon steps on the study's zoo before the task objective (default: the study's)")
+    ap.add_argument("--objective", default="task", choices=("task", "recon"),
+                    help="task (through the LM's loss) or recon (match the zoo's adapters only; needs --zoo)")
+    ap.add_argument("--zoo", type=Path, default=Path("runs/bench/llm-tasks/zoo"),
+                    help="the study's zoo (benchmarks/llm_tasks.py collects it), for --recon-warm-steps")
     args = ap.parse_args()
     cfg, suite_kwargs = config(False)
     extra = [f for f in args.extra_families.split(",") if f]
@@ -74,16 +83,38 @@ def main() -> None:
     if "references" not in r:
         r["references"] = {t: {"zero_shot": em(t, "description"), "few_shot": em(t, "few-shot")} for t in seen + unseen}
         atomic.write_json(results_path, r)
+    warm = cfg.hyper.recon_warm_steps if args.recon_warm_steps is None else args.recon_warm_steps
+    if args.objective == "recon":
+        warm = 0
+    zoo = Zoo.open(args.zoo) if Zoo.exists(args.zoo) else None
+    if zoo is None and (warm or args.objective == "recon"):
+        raise SystemExit(f"--recon-warm-steps and --objective recon need the study's zoo; found none at {args.zoo} (run "
+                         "benchmarks/llm_tasks.py or pass --zoo)")
+    if zoo is not None:  # the fine-tuned adapters on the same queries: the ceiling
+        for t in seen + unseen:
+            if "finetune" not in r["references"][t]:
+                with merged(base, zoo.best_adapter(t)):
+                    r["references"][t]["finetune"] = em(t)
+        atomic.write_json(results_path, r)
+        zoo = zoo.subset(list(fold.train))
+        if extra and (warm or args.objective == "recon"):
+            raise SystemExit("--extra-families with the zoo's adapters: the zoo holds none of the extra families")
+    if "identifiable" not in r:
+        r["identifiable"] = identifiable(suite, [t.name for t in suite.tasks() if t.params["family"] not in extra])
+        atomic.write_json(results_path, r)
     for lr in [float(x) for x in args.lrs.split(",")]:
-        hyper = replace(cfg.hyper, lr=lr, steps=args.steps, encoder=args.encoder or cfg.hyper.encoder)
+        hyper = replace(cfg.hyper, lr=lr, steps=args.steps, encoder=args.encoder or cfg.hyper.encoder, recon_warm_steps=warm,
+                        objective=args.objective)
         key = (f"lr{lr:g}_steps{args.steps}" + ("" if hyper.encoder == cfg.hyper.encoder else f"_{hyper.encoder}")
-               + (f"_plus-{'-'.join(extra)}" if extra else ""))
+               + (f"_plus-{'-'.join(extra)}" if extra else "") + (f"_recon{warm}" if warm else "")
+               + ("_recon-only" if args.objective == "recon" else ""))
         if key in r["runs"]:
             if "generate_cold_ms" not in r["runs"][key]:  # runs from before the timing was added
                 r["runs"][key]["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
                 atomic.write_json(results_path, r)
             continue
-        gen = HyperGenerator.fit(hyper, suite=suite, tasks=train, out=args.out / key)
+        uses_zoo = warm or args.objective == "recon"
+        gen = HyperGenerator.fit(hyper, suite=suite, tasks=train, zoo=zoo if uses_zoo else None, out=args.out / key)
         fold.check_unseen(gen.tasks, "the generator's training tasks")
         scores = {}
         for t in seen + unseen:
@@ -98,6 +129,23 @@ def main() -> None:
                           "generate_cold_ms": cold_ms(gen, suite, unseen)}
         atomic.write_json(results_path, r)
     write_report(args.out, r, cfg.hyper.encoder)
+
+
+def identifiable(suite, tasks: list[str], draws: int = 8) -> dict:
+    """Can the text encoder's MiniLM embedding tell the tasks apart? Each task's evaluation condition (held-out
+    paraphrase + 8 example lines) against `draws` training conditions of every task (training paraphrases, other
+    example draws): the share whose nearest training condition (cosine) is the task's own, or of its family."""
+    enc = TextEncoder(with_examples=True)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.cat([enc.encode([suite.condition_pool(t).subset(suite.k_exemplars, g) for _ in range(draws)]) for t in tasks])
+    owner = [t for t in tasks for _ in range(draws)]
+    query = enc.encode([suite.eval_condition(t) for t in tasks])  # (T, D)
+    sim = F.normalize(query, dim=1) @ F.normalize(pool, dim=1).T  # (T, T·draws)
+    nearest = [owner[i] for i in sim.argmax(1).tolist()]
+    family = lambda t: suite.task(t).params["family"]  # noqa: E731
+    return {"tasks": len(tasks), "draws": draws, "task": statistics.mean(float(a == b) for a, b in zip(nearest, tasks)),
+            "family": statistics.mean(float(family(a) == family(b)) for a, b in zip(nearest, tasks)),
+            "confused": {t: a for t, a in zip(tasks, nearest) if a != t}}
 
 
 def cold_ms(gen: HyperGenerator, suite, tasks: list[str]) -> float:
@@ -120,6 +168,9 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
              "|---|---|---|---|---|---|---|---|",
              f"| zero-shot (description) | | | | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
              f"| few-shot (description + 4 examples) | | | | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
+    if all("finetune" in refs[t] for t in seen + unseen):
+        lines.append(f"| fine-tuned (the study's zoo, best checkpoint; the ceiling) | | | | | | {mean(seen, 'finetune'):.2f} | "
+                     f"{mean(unseen, 'finetune'):.2f} |")
     # the study's encoder first, then by steps and lr
     runs = dict(sorted(r["runs"].items(), key=lambda kv: (kv[1]["hyper"]["encoder"] != study_encoder,
                                                          kv[1]["hyper"]["encoder"], kv[1]["hyper"]["steps"], kv[1]["hyper"]["lr"])))
@@ -128,10 +179,19 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
         tasks = f"{run.get('train_tasks', r['train_tasks'])}" + (f" (+ {', '.join(run['extra_families'])})" if run.get("extra_families") else "")
         lines.append(f"| generated, {key} | {run['hyper']['encoder']} | {tasks} | {run['fit']['loss']:.3f} | {run['fit']['fit_s']:.0f} | "
                      f"{cold} | {run['seen_mean']:.2f} | {run['unseen_mean']:.2f} |")
-    lines += ["", "Per task (generated per run; few-shot):", "", "| task | group | few-shot | " + " | ".join(runs) + " |",
-              "|---|---|---|" + "---|" * len(runs)]
+    if "identifiable" in r:
+        i = r["identifiable"]
+        lines += ["", f"Can the text encoder tell the tasks apart? Each of the suite's {i['tasks']} tasks' evaluation condition "
+                  f"(held-out paraphrase + 8 example lines) has its nearest (cosine of MiniLM embeddings) among {i['draws']} "
+                  f"training conditions of every task in its own task {i['task']:.0%} of the time, in its family "
+                  f"{i['family']:.0%}; confused: " + (", ".join(f"{t} → {a}" for t, a in i["confused"].items()) or "none") + "."]
+    tuned = all("finetune" in refs[t] for t in seen + unseen)
+    lines += ["", "Per task (generated per run; few-shot" + (", fine-tuned" if tuned else "") + "):", "",
+              "| task | group | few-shot | " + ("fine-tuned | " if tuned else "") + " | ".join(runs) + " |",
+              "|---|---|---|" + ("---|" if tuned else "") + "---|" * len(runs)]
     for t in seen + unseen:
         lines.append(f"| {t} | {'seen' if t in seen else 'held-out'} | {refs[t]['few_shot']:.2f} | "
+                     + (f"{refs[t]['finetune']:.2f} | " if tuned else "")
                      + " | ".join(f"{run['generated'][t]:.2f}" for run in runs.values()) + " |")
     atomic.write_bytes(out / "results.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))

@@ -174,6 +174,8 @@ def test_train_hyper_from_a_suite_without_a_zoo_then_generate(tmp_path):
     assert json.loads((tmp_path / "a" / "adapter_1" / "adapter_config.json").read_text())["r"] == 4
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "g2"), "--objective", "recon", "--suite", "digits-domains"])
     assert r.exit_code == 2 and "expected --zoo" in r.output
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "g4"), "--suite", "digits-domains", "--recon-warm-steps", "5"])
+    assert r.exit_code == 2 and "(or recon_warm_steps) matches zoo adapters" in r.output
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3"), "--arch", "hyper"])  # hyper's task objective
     assert r.exit_code == 2 and "expected --suite" in r.output
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "g3")])  # no suite, no zoo: pdiff, which needs a zoo

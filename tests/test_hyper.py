@@ -148,6 +148,39 @@ def test_recon_objective_moves_toward_the_zoo(tmp_path, tiny_layout):
             assert err < 0.5, (t, m.name, float(err))
 
 
+def test_recon_warm_start_fits_the_zoo_first_then_the_task_loss_and_resumes_across_stages(suite, tmp_path, killed_after_save):
+    """recon_warm_steps: the task fit starts from the zoo's adapters (ΔW matched first), then trains through the task
+    loss; a run killed in its task stage resumes there (the recon stage is not redone) to the same weights."""
+    from loragen.adapters.apply import merged
+    from loragen.finetune import FinetuneConfig
+    from loragen.zoo.collect import collect
+
+    tasks = [t.name for t in suite.tasks() if t.params["where"] == "inside"][:3]
+    zoo, _ = collect(suite, tmp_path / "zoo", tasks, FinetuneConfig(steps=60, keep_last=2, save_every=20), show=False)
+    warm = HyperGenerator.fit(HyperConfig(recon_warm_steps=300, steps=1, lr=3e-3, **TINY), suite=suite, tasks=tasks,
+                              zoo=zoo, show=False)
+    assert set(warm.fit_summary["stages"]) == {"recon", "task"} and warm.fit_summary["stages"]["recon"]["steps"] == 300
+    base = suite.base_model()
+    for t in tasks:
+        (got,) = warm.generate(suite.condition(t), 1)
+        want = zoo.best_adapter(t)
+        for m in zoo.layout.modules:  # after one task step the adapters are still near the zoo's (~0.25 here), not ΔW = 0
+            assert (got.delta(m) - want.delta(m)).norm() < 0.4 * want.delta(m).norm(), (t, m.name)
+        data = suite.data(t, "val")
+        plain = suite.accuracy(base, data)
+        with merged(base, got):
+            assert suite.accuracy(base, data) > plain + 10.0, t  # and they adapt the base model like them
+
+    cfg = HyperConfig(recon_warm_steps=40, steps=40, **TINY)  # states at steps 20 (recon), 60 (task)
+    straight = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=tmp_path / "a", show=False)
+    with killed_after_save(2):
+        HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=tmp_path / "b", show=False)
+    resumed = HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=tmp_path / "b", show=False)
+    assert resumed.fit_summary["stages"]["recon"]["resumed_at"] == 40 and resumed.fit_summary["resumed_at"] == 20
+    for k, v in straight.net.state_dict().items():
+        assert torch.equal(v, resumed.net.state_dict()[k]), k
+
+
 def test_bad_configs_and_conditions(suite, tmp_path, tiny_layout):
     with pytest.raises(ConfigError, match="objective must be"):
         HyperConfig(objective="distill")
@@ -155,6 +188,10 @@ def test_bad_configs_and_conditions(suite, tmp_path, tiny_layout):
         HyperConfig(encoder="onehot")
     with pytest.raises(ConfigError, match="expected a zoo"):
         HyperGenerator.fit(HyperConfig(objective="recon"), suite=suite, show=False)
+    with pytest.raises(ConfigError, match="expected a zoo"):
+        HyperGenerator.fit(HyperConfig(recon_warm_steps=5), suite=suite, show=False)
+    with pytest.raises(ConfigError, match="recon_warm_steps must be >= 0, and used with the task objective"):
+        HyperConfig(objective="recon", recon_warm_steps=5)
     with pytest.raises(ConfigError, match="expected a suite"):
         HyperGenerator.fit(HyperConfig(), zoo=_toy_zoo(tmp_path / "z", tiny_layout), show=False)
     gen = HyperGenerator.fit(HyperConfig(steps=2, **TINY), suite=suite, tasks=[suite.tasks()[0].name], show=False)

@@ -81,7 +81,7 @@ def test_controls_replace_the_description(lm):
 
 
 def _row(task, group, where="inside", **scores):
-    base = {m: 0.0 for m in ("generated", "random_description", "wrong_description", "nearest", "multitask", "pdiff",
+    base = {m: 0.0 for m in ("generated", "hyper_recon", "random_description", "wrong_description", "nearest", "multitask", "pdiff",
                              "zero_shot", "few_shot", "finetune")}
     return {"task": task, "group": group, "family": task.split("-")[0], "where": where, **base, **scores}
 
@@ -89,7 +89,7 @@ def _row(task, group, where="inside", **scores):
 def test_summary_means_pairs_and_gap():
     rows = [_row("a-1", "unseen", generated=0.5, few_shot=0.25, finetune=1.0, zero_shot=0.0),
             _row("a-2", "unseen", "outside", generated=0.0, few_shot=0.5, finetune=0.5, zero_shot=0.0, random_description=0.25),
-            _row("b-1", "seen", generated=0.75, finetune=1.0)]
+            _row("b-1", "seen", generated=0.75, finetune=1.0, hyper_recon=0.5)]
     s = summarize(rows, min_gap=0.1)
     g = s["methods"]["generated"]
     assert g["unseen"] == g["exact_match_mean"] == 0.25 and g["seen"] == 0.75
@@ -100,6 +100,8 @@ def test_summary_means_pairs_and_gap():
     assert s["gap_recovered"]["ratio_of_means"] == pytest.approx(0.25 / 0.75)
     assert s["gap_recovered"]["per_task_mean"] == pytest.approx(0.25)
     assert s["seen_generated_minus_finetune"]["mean"] == pytest.approx(-0.25)
+    assert s["recon_vs_generated"]["mean"] == pytest.approx(-0.25) and s["recon_vs_generated"]["tasks"] == 2
+    assert s["seen_recon_minus_finetune"]["mean"] == pytest.approx(-0.5)
     assert s["worse_than_zero_shot"] == []
     assert s["families"]["a"]["generated"] == 0.25
 
@@ -113,7 +115,7 @@ def test_llm_benchmark_quick_on_a_local_model(tiny_llm_folder, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["suite"] == "llm-tasks" and res["folds"] == 2 and res["tasks"] == 20
-    for m in ("generated", "nearest", "multitask", "zero_shot", "few_shot", "finetune", "pdiff", "random_description",
+    for m in ("generated", "hyper_recon", "nearest", "multitask", "zero_shot", "few_shot", "finetune", "pdiff", "random_description",
               "wrong_description"):
         s = res["methods"][m]
         assert 0.0 <= s["exact_match_ci"][0] <= s["exact_match_mean"] <= s["exact_match_ci"][1] <= 1.0
@@ -125,6 +127,7 @@ def test_llm_benchmark_quick_on_a_local_model(tiny_llm_folder, tmp_path):
     assert len({row["task"] for row in unseen}) == len(unseen)  # each task held out at most once
     for f in range(2):  # no generator of a fold trained on a task that fold holds out
         trained = set(json.loads((out / f"fold{f}" / "hyper" / "generator.json").read_text())["tasks"])
+        assert set(json.loads((out / f"fold{f}" / "hyper-recon" / "generator.json").read_text())["tasks"]) == trained
         fold_rows = [row for row in res["rows"] if row["fold"] == f]
         assert not trained & {row["task"] for row in fold_rows if row["group"] == "unseen"}
         assert {row["task"] for row in fold_rows if row["group"] == "seen"} <= trained

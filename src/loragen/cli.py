@@ -257,6 +257,7 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
           zoo: Annotated[Optional[Path], typer.Option(help="Zoo folder (pdiff and hyper recon need one; hyper task takes its tasks).")] = None,
           suite: Annotated[Optional[SuiteName], typer.Option(help="Built-in suite for hyper's task objective (default: the zoo's).")] = None,
           steps: Annotated[Optional[int], typer.Option(help="hyper: optimiser steps (default: HyperConfig's).")] = None,
+          recon_warm_steps: Annotated[Optional[int], typer.Option(help="hyper task objective: steps matching --zoo's adapters before the task loss (default 0).")] = None,
           normalization: Annotated[Optional[Normalization], typer.Option(help="pdiff: zoo normalisation (default: task).")] = None,
           encoder: Annotated[Optional[Encoder], typer.Option(help="Condition encoder (default: the suite's).")] = None,
           ae_steps: Annotated[Optional[int], typer.Option(help="pdiff: autoencoder steps (default: PDiffConfig's).")] = None,
@@ -292,7 +293,7 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
     if arch == "hyper":
         from loragen.generators.hyper import HyperConfig, HyperGenerator
 
-        given = {"objective": objective, "steps": steps, "encoder": encoder}
+        given = {"objective": objective, "steps": steps, "encoder": encoder, "recon_warm_steps": recon_warm_steps}
         cfg = HyperConfig(**defaults.hyper | ({"encoder": "text", "k_exemplars": 4} if text else {})
                           | {k: v for k, v in given.items() if v is not None})
         s = None
@@ -302,7 +303,8 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
             s = get_suite(suite_name, **(defaults.suite_kwargs if quick else {}) | _suite_kwargs(model, targets))
         gen = HyperGenerator.fit(cfg, suite=s, zoo=z, out=out)
         f = gen.fit_summary
-        console.print(f"generator {out}: hyper ({objective}), {f['tasks']} tasks, loss {f['loss']:.4f}, {f['fit_s']:.0f} s")
+        warm = f" after {cfg.recon_warm_steps} recon steps" if cfg.recon_warm_steps else ""
+        console.print(f"generator {out}: hyper ({objective}{warm}), {f['tasks']} tasks, loss {f['loss']:.4f}, {f['fit_s']:.0f} s")
         return
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 

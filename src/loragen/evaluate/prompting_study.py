@@ -7,6 +7,8 @@ seeded sample of `seen_per_fold` training tasks, is scored by exact match of the
   few_shot            the base model with the description and `shots` training examples in the prompt
   finetune            the task's own fine-tuned LoRA (best validation checkpoint of the zoo): the ceiling
   generated           the hyper generator (task objective) from the task's condition, with a held-out paraphrase
+  hyper_recon         the same hypernetwork trained to reconstruct the fold's zoo adapters instead (the objective
+                      ablation, as in the unseen-conditions study)
   random_description  the same generator, the description replaced by a random string of the same length
   wrong_description   the same generator, the description replaced by a task of another family's
   nearest             the best adapter of the fold's zoo task whose condition is nearest in the generator's embedding
@@ -45,7 +47,7 @@ from loragen.zoo.collect import collect
 from loragen.zoo.store import Zoo
 
 PROMPTED = ("zero_shot", "few_shot", "finetune")  # scores that do not depend on the fold
-METHODS = ("generated", "random_description", "wrong_description", "nearest", "multitask", "pdiff") + PROMPTED
+METHODS = ("generated", "hyper_recon", "random_description", "wrong_description", "nearest", "multitask", "pdiff") + PROMPTED
 
 
 @dataclass
@@ -54,6 +56,7 @@ class PromptingStudyConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # the zoo's and the reference fine-tunes
     hyper: HyperConfig = field(default_factory=HyperConfig)  # the generator (task objective)
     pdiff: PDiffConfig | None = field(default_factory=PDiffConfig)  # None: skip the pdiff baseline
+    recon_steps: int = 0  # hyper_recon optimiser steps (same network, recon objective on the fold's zoo); 0 skips it
     multitask_steps: int = 300  # steps of the multi-task LoRA over the fold's pooled training tasks
     pdiff_samples: int = 3  # adapters pdiff generates per condition (their mean is reported)
     seen_per_fold: int = 4  # training tasks per fold scored as seen tasks
@@ -146,6 +149,14 @@ class PromptingFold:
                                                             show=study.show),
                                  {"config": asdict(self.cfg.hyper), "tasks": train})
         self.fold.check_unseen(self.hyper.tasks, "the hyper generator's training tasks")
+        self.recon = None
+        if self.cfg.recon_steps:
+            recon, folder = replace(self.cfg.hyper, objective="recon", steps=self.cfg.recon_steps), self.out / "hyper-recon"
+            self.recon = load_or_fit(HyperGenerator, folder,
+                                     lambda: HyperGenerator.fit(recon, suite=self.suite, tasks=train, zoo=self.zoo, out=folder,
+                                                                show=study.show),
+                                     {"config": asdict(recon), "tasks": train})
+            self.fold.check_unseen(self.recon.tasks, "the recon generator's training tasks")
         self.pdiff = None
         if self.cfg.pdiff is not None:
             folder = self.out / "pdiff"
@@ -181,6 +192,8 @@ class PromptingFold:
                "random_description": em(self.hyper.generate(replace(cond, text=random_description(task, len(cond.text))), 1)[0], task),
                "wrong_description": em(self.hyper.generate(replace(cond, text=suite.descriptions(other, "eval")[0]), 1)[0], task),
                "nearest": em(self.zoo.best_adapter(near), task), "multitask": em(self.multi, task)}
+        if self.recon is not None:
+            row["hyper_recon"] = em(self.recon.generate(cond, 1)[0], task)
         if self.pdiff is not None:
             row["pdiff"] = statistics.mean(em(a, task) for a in self.pdiff.generate(cond, self.cfg.pdiff_samples))
         return row
@@ -237,6 +250,10 @@ def summarize(rows: list[dict], min_gap: float, seed: int = 0) -> dict:
                             "per_task_mean": _mean(per_task), "tasks_in_per_task": len(per_task), "min_gap": min_gap}
     if seen:
         out["seen_generated_minus_finetune"] = _paired(seen, "generated", "finetune", seed)
+    if "hyper_recon" in unseen[0]:
+        out["recon_vs_generated"] = _paired(unseen, "hyper_recon", "generated", seed)
+        if seen:
+            out["seen_recon_minus_finetune"] = _paired(seen, "hyper_recon", "finetune", seed)
     out["worse_than_zero_shot"] = [r["task"] for r in unseen if r["generated"] < r["zero_shot"] - 0.01]
     out["families"] = {f: {m: statistics.mean(r[m] for r in unseen if r["family"] == f) for m in methods}
                        for f in sorted({r["family"] for r in unseen})}

@@ -7,6 +7,10 @@ Two objectives:
   back-propagated into the hypernetwork. No zoo is needed: only task data and conditions.
 - `recon`: match the zoo's best-validation checkpoint of each task, in ΔW = (alpha / r) · B A (independent of LoRA's
   A/B gauge) and in the whole modules; the objective of reconstruction-trained generators, kept for comparison.
+- `task` with `recon_warm_steps`: `recon` first for that many steps, then `task` (two stages of one resumable fit, each
+  with its own optimiser and schedule). The recon stage runs no base model, so it costs seconds, and it starts the task
+  stage from the zoo's adapters instead of from the base model: on llm-tasks the task objective alone fit its training
+  tasks far worse than their fine-tunes in the steps 2 CPU cores afford (docs/llm-adapters/fit.md).
 
 A condition is turned into a set of item features (items.py): for images, each exemplar's pixels and moments; for
 text, the sentence-transformers embedding of the description + few-shot examples (one item), or each labelled example
@@ -63,6 +67,7 @@ class HyperConfig:
     cond_dim: int = 128  # Z: condition embedding size
     module_dim: int = 32  # M: learned per-module embedding size
     steps: int = 3000  # optimiser steps (chosen on validation tasks with width and weight decay)
+    recon_warm_steps: int = 0  # task objective: steps of the recon objective first (needs a zoo of the tasks); 0: none
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 0.05  # AdamW weight decay
     tasks_per_step: int = 16  # Tb: tasks (conditions) per step
@@ -81,6 +86,9 @@ class HyperConfig:
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
+        if self.recon_warm_steps < 0 or (self.recon_warm_steps and self.objective != "task"):
+            raise ConfigError(f"recon_warm_steps must be >= 0, and used with the task objective only; found "
+                              f"{self.recon_warm_steps} with objective {self.objective!r}")
 
 
 class HyperGenerator:
@@ -178,8 +186,9 @@ class HyperGenerator:
         """Train on `tasks` (default: the zoo's tasks, or the suite's seen tasks). `task` needs the suite (data and
         base model); `recon` needs the zoo. With `out`, an interrupted fit resumes and the result is written there."""
         torch.manual_seed(config.seed)
-        if config.objective == "recon" and zoo is None:
-            raise ConfigError("the recon objective matches zoo adapters; expected a zoo, found none")
+        recon_steps = config.steps if config.objective == "recon" else config.recon_warm_steps
+        if recon_steps and zoo is None:
+            raise ConfigError("the recon objective (or recon_warm_steps) matches zoo adapters; expected a zoo, found none")
         if config.objective == "task" and suite is None:
             raise ConfigError("the task objective trains through the base model's loss; expected a suite, found none")
         if config.encoder == "examples" and suite is None:
@@ -190,7 +199,7 @@ class HyperGenerator:
             raise ConfigError("expected at least one training task; found none")
         if zoo is not None:
             missing = sorted(set(tasks) - set(zoo.tasks()))
-            if config.objective == "recon" and missing:
+            if recon_steps and missing:
                 raise ConfigError(f"recon training needs every task in the zoo; missing {missing[:5]}")
         base = suite.base_model() if suite is not None else None
         if zoo is not None:
@@ -231,21 +240,36 @@ class HyperGenerator:
         def inputs_of(ti: torch.Tensor, sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
             return gen._inputs(torch.stack([pools[t][s] for t, s in zip(ti.tolist(), sets)]))  # ((Tb, K, D), (Tb, C, F) | None)
 
+        def task_step(step: int, g: torch.Generator) -> torch.Tensor:
+            ti, sets = draw_tasks(g)
+            idx = [torch.randint(len(data[t].y), (n,), generator=g) for t in ti.tolist()]
+            mine = pg.local(tb)
+            ti, sets, idx = ti[mine], sets[mine], idx[mine]
+            tensors = gen.net(*inputs_of(ti, sets))
+            x = torch.cat([data[t].x[i] for t, i in zip(ti.tolist(), idx)])  # (Tb·n, ...)
+            y = torch.cat([data[t].y[i] for t, i in zip(ti.tolist(), idx)])
+            with batched_lora(base, layout, tensors, per_adapter=n):
+                return F.cross_entropy(suite.forward(base, x), y)
+
+        def recon_step(step: int, g: torch.Generator) -> torch.Tensor:
+            ti, sets = draw_tasks(g)
+            mine = pg.local(tb)
+            ti, sets = ti[mine], sets[mine]
+            out = gen.net(*inputs_of(ti, sets))
+            want = [layout.unflatten(targets[t]) for t in ti.tolist()]
+            loss = 0.0
+            for m in layout.modules:
+                got = m.scaling * out[f"{m.name}.lora_B"] @ out[f"{m.name}.lora_A"]  # (Tb, o, i)
+                ref = torch.stack([_delta(w, m) for w in want])
+                loss = loss + (got - ref).square().mean() / scale[m.name].clamp_min(1e-12)
+            for key, var in full_var.items():
+                loss = loss + (out[key] - torch.stack([w[key] for w in want])).square().mean() / var
+            return loss / (len(layout.modules) + len(full_var))
+
         if config.objective == "task":
             base.requires_grad_(False).eval()
             data = [suite.data(t, "train") for t in tasks]
-
-            def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, sets = draw_tasks(g)
-                idx = [torch.randint(len(data[t].y), (n,), generator=g) for t in ti.tolist()]
-                mine = pg.local(tb)
-                ti, sets, idx = ti[mine], sets[mine], idx[mine]
-                tensors = gen.net(*inputs_of(ti, sets))
-                x = torch.cat([data[t].x[i] for t, i in zip(ti.tolist(), idx)])  # (Tb·n, ...)
-                y = torch.cat([data[t].y[i] for t, i in zip(ti.tolist(), idx)])
-                with batched_lora(base, layout, tensors, per_adapter=n):
-                    return F.cross_entropy(suite.forward(base, x), y)
-        else:
+        if recon_steps:
             targets = torch.stack([zoo.best_adapter(t).vector() for t in tasks])  # (T, P)
             scale = {m.name: _delta(layout.unflatten(targets[0]), m).new_tensor(0.0) for m in layout.modules}
             for v in targets:
@@ -254,29 +278,22 @@ class HyperGenerator:
                     scale[m.name] += _delta(ts, m).square().mean() / len(targets)
             full_var = {s.key: targets[:, s.offset : s.offset + s.numel].var().clamp_min(1e-8) for s in layout.full_segments}
 
-            def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
-                ti, sets = draw_tasks(g)
-                mine = pg.local(tb)
-                ti, sets = ti[mine], sets[mine]
-                out = gen.net(*inputs_of(ti, sets))
-                want = [layout.unflatten(targets[t]) for t in ti.tolist()]
-                loss = 0.0
-                for m in layout.modules:
-                    got = m.scaling * out[f"{m.name}.lora_B"] @ out[f"{m.name}.lora_A"]  # (Tb, o, i)
-                    ref = torch.stack([_delta(w, m) for w in want])
-                    loss = loss + (got - ref).square().mean() / scale[m.name].clamp_min(1e-12)
-                for key, var in full_var.items():
-                    loss = loss + (out[key] - torch.stack([w[key] for w in want])).square().mean() / var
-                return loss / (len(layout.modules) + len(full_var))
-
         fingerprint = {"config": asdict(config), "tasks": tasks, "layout": layout.to_dict()}
-        opt = torch.optim.AdamW(gen.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         state = Path(out) / STATE_FILE if out is not None else None
         if state is not None:
             state.parent.mkdir(parents=True, exist_ok=True)
-        summary = train(f"hyper ({config.objective})", {"net": gen.net}, opt, config.steps, step_fn, state_path=state,
-                        fingerprint=fingerprint, checkpoint_every=config.checkpoint_every, seed=config.seed, show=show)
-        gen.fit_summary = summary | {"tasks": len(tasks)}
+        stages = [("recon", recon_step, recon_steps)] if recon_steps else []
+        stages += [("task", task_step, config.steps)] if config.objective == "task" else []
+        first, summaries = 0, {}
+        for name, step_fn, total in stages:  # a fresh optimiser and schedule per stage; one state file (training.py)
+            opt = torch.optim.AdamW(gen.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            summaries[name] = train(f"hyper ({name})", {"net": gen.net}, opt, total, step_fn, first_step=first,
+                                    state_path=state, fingerprint=fingerprint, checkpoint_every=config.checkpoint_every,
+                                    seed=config.seed, show=show)
+            first += total
+        gen.fit_summary = summaries[stages[-1][0]] | {"fit_s": sum(v["fit_s"] for v in summaries.values()), "tasks": len(tasks)}
+        if len(summaries) > 1:
+            gen.fit_summary["stages"] = summaries
         if out is not None and pg.is_main:
             gen.save(out, overwrite=True)
             state.unlink(missing_ok=True)  # only once the result is safely written
