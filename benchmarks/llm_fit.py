@@ -6,6 +6,11 @@ does not touch the study's test items).
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llm_fit.py --out runs/bench/llm-fit [--lrs 1e-4,3e-4,1e-3,3e-3] \
         [--steps 400] [--encoder text|states]
 
+--objective recon: the generator reconstructs the study's zoo adapters (--zoo) instead of training through the LM's
+loss; --recon-warm-steps N: N such steps, then the task objective. With a zoo, its fine-tuned adapters are scored on
+the same queries (the ceiling). Every run also records `identifiable`: whether MiniLM's embedding tells the tasks'
+conditions apart (each task's evaluation condition against training conditions of every task).
+
 Fold 0 of the study's 3 folds (same suite arguments and families): the generator is trained on the fold's training
 tasks with the suite's default settings but the lr (and steps) given; then, on `--tasks` seen tasks (drawn from the
 fold's training tasks) and as many held-out tasks of the fold, exact match of the greedy completion on the tasks'
@@ -57,7 +62,7 @@ def main() -> None:
     ap.add_argument("--objective", default="task", choices=("task", "recon"),
                     help="task (through the LM's loss) or recon (match the zoo's adapters only; needs --zoo)")
     ap.add_argument("--zoo", type=Path, default=Path("runs/bench/llm-tasks/zoo"),
-                    help="the study's zoo (benchmarks/llm_tasks.py collects it), for --recon-warm-steps")
+                    help="the study's zoo (benchmarks/llm_tasks.py collects it): recon targets and the fine-tuned reference")
     args = ap.parse_args()
     cfg, suite_kwargs = config(False)
     extra = [f for f in args.extra_families.split(",") if f]

@@ -8,9 +8,9 @@ Two objectives:
 - `recon`: match the zoo's best-validation checkpoint of each task, in ΔW = (alpha / r) · B A (independent of LoRA's
   A/B gauge) and in the whole modules; the objective of reconstruction-trained generators, kept for comparison.
 - `task` with `recon_warm_steps`: `recon` first for that many steps, then `task` (two stages of one resumable fit, each
-  with its own optimiser and schedule). The recon stage runs no base model, so it costs seconds, and it starts the task
-  stage from the zoo's adapters instead of from the base model: on llm-tasks the task objective alone fit its training
-  tasks far worse than their fine-tunes in the steps 2 CPU cores afford (docs/llm-adapters/fit.md).
+  with its own optimiser and schedule); the recon stage runs no base model. On llm-tasks' validation probe
+  (docs/llm-adapters.md) it fit the training tasks as well as `recon` alone and lost held-out ones, so no suite's
+  defaults use it.
 
 A condition is turned into a set of item features (items.py): for images, each exemplar's pixels and moments; for
 text, the sentence-transformers embedding of the description + few-shot examples (one item), or each labelled example
