@@ -91,8 +91,9 @@ def main() -> None:
     warm = cfg.hyper.recon_warm_steps if args.recon_warm_steps is None else args.recon_warm_steps
     if args.objective == "recon":
         warm = 0
+    uses_zoo = bool(warm) or args.objective == "recon"  # the generator learns from the zoo's adapters
     zoo = Zoo.open(args.zoo) if Zoo.exists(args.zoo) else None
-    if zoo is None and (warm or args.objective == "recon"):
+    if zoo is None and uses_zoo:
         raise SystemExit(f"--recon-warm-steps and --objective recon need the study's zoo; found none at {args.zoo} (run "
                          "benchmarks/llm_tasks.py or pass --zoo)")
     if zoo is not None:  # the fine-tuned adapters on the same queries: the ceiling
@@ -102,7 +103,7 @@ def main() -> None:
                     r["references"][t]["finetune"] = em(t)
         atomic.write_json(results_path, r)
         zoo = zoo.subset(list(fold.train))
-        if extra and (warm or args.objective == "recon"):
+        if extra and uses_zoo:
             raise SystemExit("--extra-families with the zoo's adapters: the zoo holds none of the extra families")
     if "identifiable" not in r:
         r["identifiable"] = identifiable(suite, [t.name for t in suite.tasks() if t.params["family"] not in extra])
@@ -118,7 +119,6 @@ def main() -> None:
                 r["runs"][key]["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
                 atomic.write_json(results_path, r)
             continue
-        uses_zoo = warm or args.objective == "recon"
         gen = HyperGenerator.fit(hyper, suite=suite, tasks=train, zoo=zoo if uses_zoo else None, out=args.out / key)
         fold.check_unseen(gen.tasks, "the generator's training tasks")
         scores = {}
@@ -173,7 +173,8 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
              "|---|---|---|---|---|---|---|---|",
              f"| zero-shot (description) | | | | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
              f"| few-shot (description + 4 examples) | | | | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
-    if all("finetune" in refs[t] for t in seen + unseen):
+    tuned = all("finetune" in refs[t] for t in seen + unseen)  # a zoo was there: the fine-tuned ceiling
+    if tuned:
         lines.append(f"| fine-tuned (the study's zoo, best checkpoint; the ceiling) | | | | | | {mean(seen, 'finetune'):.2f} | "
                      f"{mean(unseen, 'finetune'):.2f} |")
     # the study's encoder first, then by steps and lr
@@ -190,7 +191,6 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
                   f"(held-out paraphrase + 8 example lines) has its nearest (cosine of MiniLM embeddings) among {i['draws']} "
                   f"training conditions of every task in its own task {i['task']:.0%} of the time, in its family "
                   f"{i['family']:.0%}; confused: " + (", ".join(f"{t} → {a}" for t, a in i["confused"].items()) or "none") + "."]
-    tuned = all("finetune" in refs[t] for t in seen + unseen)
     lines += ["", "Per task (generated per run; few-shot" + (", fine-tuned" if tuned else "") + "):", "",
               "| task | group | few-shot | " + ("fine-tuned | " if tuned else "") + " | ".join(runs) + " |",
               "|---|---|---|" + ("---|" if tuned else "") + "---|" * len(runs)]

@@ -36,7 +36,7 @@ from loragen.adapters.adapter import Adapter
 from loragen.adapters.apply import merged
 from loragen.errors import LoragenError
 from loragen.evaluate.stats import bootstrap_ci
-from loragen.evaluate.unseen import load_or_fit, load_or_train_multitask
+from loragen.evaluate.unseen import load_or_fit, load_or_fit_recon, load_or_train_multitask
 from loragen.finetune import FinetuneConfig
 from loragen.generators.hyper import HyperConfig, HyperGenerator
 from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
@@ -151,11 +151,8 @@ class PromptingFold:
         self.fold.check_unseen(self.hyper.tasks, "the hyper generator's training tasks")
         self.recon = None
         if self.cfg.recon_steps:
-            recon, folder = replace(self.cfg.hyper, objective="recon", steps=self.cfg.recon_steps), self.out / "hyper-recon"
-            self.recon = load_or_fit(HyperGenerator, folder,
-                                     lambda: HyperGenerator.fit(recon, suite=self.suite, tasks=train, zoo=self.zoo, out=folder,
-                                                                show=study.show),
-                                     {"config": asdict(recon), "tasks": train})
+            self.recon = load_or_fit_recon(self.cfg.hyper, self.cfg.recon_steps, self.suite, self.zoo, train,
+                                           self.out / "hyper-recon", study.show)
             self.fold.check_unseen(self.recon.tasks, "the recon generator's training tasks")
         self.pdiff = None
         if self.cfg.pdiff is not None:

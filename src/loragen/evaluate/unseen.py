@@ -86,6 +86,16 @@ def load_or_fit(cls, folder: Path, fit, expected: dict):
     return fit()
 
 
+def load_or_fit_recon(hyper: HyperConfig, steps: int, suite: Suite, zoo: Zoo, tasks: list[str], folder: Path,
+                      show: bool) -> HyperGenerator:
+    """The hyper_recon ablation: the `hyper` network trained `steps` steps to reconstruct `zoo`'s adapters of `tasks`
+    (the recon objective), from `folder` when it was trained so, else fit there."""
+    cfg = replace(hyper, objective="recon", steps=steps)
+    return load_or_fit(HyperGenerator, folder,
+                       lambda: HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=folder, show=show),
+                       {"config": asdict(cfg), "tasks": tasks})
+
+
 def load_or_train_multitask(suite: Suite, base, layout, tasks: list[str], cfg: FinetuneConfig, folder: Path) -> Adapter:
     """The multi-task LoRA of `tasks` from `folder` when it was trained on them with `cfg`, else trained and saved there."""
     want = {"trained_on": list(tasks), "config": asdict(cfg)}
@@ -131,11 +141,8 @@ class FoldRun:
         return gen
 
     def hyper_recon(self) -> HyperGenerator:
-        cfg = HyperConfig(**{**asdict(self.cfg.hyper), "objective": "recon", "steps": self.cfg.recon_steps})
-        folder = self.out / "hyper-recon"
-        gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, zoo=self.zoo, out=folder,
-                                                                               show=self.show),
-                           {"config": asdict(cfg), "tasks": self.zoo.tasks()})
+        gen = load_or_fit_recon(self.cfg.hyper, self.cfg.recon_steps, self.suite, self.zoo, self.zoo.tasks(),
+                                self.out / "hyper-recon", self.show)
         self.fold.check_unseen(gen.tasks, "the recon generator's training tasks")
         return gen
 
