@@ -42,7 +42,8 @@ def config(suite: str, quick: bool, seeds: tuple[int, ...]) -> tuple[UnseenConfi
     """The study's configuration and the suite's arguments (real sizes, or a tiny run for tests)."""
     if suite == "text-topics":
         # the suite's defaults (a condition: description + 16 labelled examples; the generator reads each example
-        # through the base model, in bf16, and starts the head from class prototypes); sized for 2 CPU cores
+        # through the base model, in bf16 where the CPU has it, and starts the head from class prototypes); sized for
+        # 2 CPU cores
         d = suite_defaults("text-topics")
         cfg = UnseenConfig(hyper=HyperConfig(**d.hyper), pdiff=PDiffConfig(**d.pdiff),
                            finetune=FinetuneConfig(rank=2, alpha=4.0, steps=120, lr=2e-3, batch_size=16, keep_last=5, save_every=5),

@@ -11,7 +11,7 @@ from loragen.conditions import Condition, ImageSetEncoder
 from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.generators import load_generator
 from loragen.generators.hyper import HyperConfig, HyperGenerator
-from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems, _bf16_copy
+from loragen.generators.hyper.items import _EXAMPLE_CACHE, ConditionItems, _bf16_copy, resolve_precision
 from loragen.generators.hyper.network import HyperNetwork
 from loragen.suites import get_suite
 from loragen.suites.text_topics import fused_qkv
@@ -218,7 +218,7 @@ def test_prototypes_are_class_means_of_normalised_features():
     assert torch.allclose(p[1, 1], p[1, 0]) and torch.allclose(p[1, 0], torch.tensor([1 + 2**-0.5, 1 + 2**-0.5]) / 3)
 
 
-def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touches(tmp_path):
+def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touches(tmp_path, monkeypatch):
     """The examples encoder reads labelled examples through the base model and puts class prototypes in the head: an
     unseen pair of topics is classified well above the base model after a few steps on other topics."""
     from loragen.adapters.apply import merged
@@ -254,6 +254,14 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.999
     gen.items.precision = "fp32"
     assert torch.equal(gen.items(cond), fp32)  # the fp32 rows were not overwritten by the bf16 ones
+    # auto: the bf16 rows where the CPU has bf16 instructions, the fp32 rows where it has not
+    gen.items.precision = "auto"
+    for native, want in ((True, bf16), (False, fp32)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        assert resolve_precision("auto") == ("bf16" if native else "fp32") and resolve_precision("fp32") == "fp32"
+        assert torch.equal(gen.items(cond), want)
+    monkeypatch.undo()
+    gen.items.precision = "fp32"
     with pytest.raises(ConfigError, match="condition precision must be one of"):
         ConditionItems("examples", s, "head", precision="fp16")
     # a condition's examples are padded to their longest, not to the data's MAX_LEN, and read without padding: the

@@ -113,7 +113,7 @@ def test_refuses_to_bind_beyond_loopback_without_a_key(tmp_path):
 
 
 def test_condition_precision_and_compiling_are_checked(digits_gen_dir, tmp_path):
-    with pytest.raises(ConfigError, match="condition_precision must be 'fp32' or 'bf16'; found 'fp16'"):
+    with pytest.raises(ConfigError, match=r"condition_precision must be one of \('fp32', 'bf16', 'auto'\); found 'fp16'"):
         ServeConfig(tmp_path, condition_precision="fp16")
     from loragen.serve.service import Service
 

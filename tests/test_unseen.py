@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from loragen.adapters.adapter import Adapter
 from loragen.errors import LoragenError
 from loragen.evaluate.merge import ZooMerger, similarity_weights
 from loragen.evaluate.stats import bootstrap_ci
-from loragen.evaluate.unseen import recovered, summarize
+from loragen.evaluate.unseen import load_or_fit, recovered, summarize
 from loragen.suites.suite import Fold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +273,24 @@ def test_noise_control_sits_exactly_at_the_requested_distance_from_the_zoo():
     assert noisy.shape == (4, 50)
     assert torch.allclose(novelty(noisy, zoo), torch.full((4,), 0.7), atol=1e-4)
     assert not torch.allclose(noisy[0], noisy[1])
+
+
+@dataclass
+class _Config:
+    a: int = 1
+    b: tuple = (2, 3)  # a field added after the stored generator was trained
+
+
+def test_load_or_fit_reuses_a_generator_trained_before_a_config_field_was_added(tmp_path):
+    class Gen:
+        load = staticmethod(lambda folder: "loaded")
+
+    def fit():
+        return "fitted"
+
+    assert load_or_fit(Gen, tmp_path, fit, _Config(), ["t"]) == "fitted"  # nothing stored yet
+    (tmp_path / "generator.json").write_text(json.dumps({"config": {"a": 1}, "tasks": ["t"]}))
+    assert load_or_fit(Gen, tmp_path, fit, _Config(), ["t"]) == "loaded"  # b missing: trained as its default
+    assert load_or_fit(Gen, tmp_path, fit, _Config(b=(2, 4)), ["t"]) == "fitted"  # ... which is not this b
+    assert load_or_fit(Gen, tmp_path, fit, _Config(a=5), ["t"]) == "fitted"
+    assert load_or_fit(Gen, tmp_path, fit, _Config(), ["t", "u"]) == "fitted"

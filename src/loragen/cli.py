@@ -381,7 +381,7 @@ def serve(generator: Annotated[Path, typer.Option(help="Trained generator folder
           max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a micro-batch to fill.")] = 5.0,
           queue_size: Annotated[int, typer.Option(help="Most waiting predict requests; more get 429.")] = 256,
           cache_adapters: Annotated[int, typer.Option(help="Most generated adapters kept (LRU).")] = 512,
-          condition_precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16: the examples encoder's base-model pass (bf16: about 2× faster on CPUs with bf16 instructions); default: the generator's own.")] = None,
+          condition_precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | auto: the examples encoder's base-model pass (bf16: about 2× faster on CPUs with bf16 instructions, several times slower on CPUs without; auto: bf16 where the CPU has it); default: the generator's own.")] = None,
           compile_conditions: Annotated[bool, typer.Option("--compile", help="Run the examples encoder's base-model pass compiled (torch.compile; text-topics: a cold adapter up to ~15% faster; compiling at start takes ~25 s and a C++ compiler).")] = False,
           threads: Annotated[int, typer.Option(help="torch threads of the model thread.")] = 1):
     """Serve adapters on demand over HTTP: /v1/adapters, /v1/predict (micro-batched), /docs, a web page at /."""

@@ -146,8 +146,7 @@ class PromptingFold:
         folder = self.out / "hyper"
         self.hyper = load_or_fit(HyperGenerator, folder,
                                  lambda: HyperGenerator.fit(self.cfg.hyper, suite=self.suite, tasks=train, zoo=self.zoo, out=folder,
-                                                            show=study.show),
-                                 {"config": asdict(self.cfg.hyper), "tasks": train})
+                                                            show=study.show), self.cfg.hyper, train)
         self.fold.check_unseen(self.hyper.tasks, "the hyper generator's training tasks")
         self.recon = None
         if self.cfg.recon_steps:
@@ -159,7 +158,7 @@ class PromptingFold:
             folder = self.out / "pdiff"
             self.pdiff = load_or_fit(PDiffGenerator, folder,
                                      lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=study.show),
-                                     {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
+                                     self.cfg.pdiff, self.zoo.tasks())
             self.fold.check_unseen(self.pdiff.tasks, "the pdiff generator's zoo")
         self.multi = self._multitask()
         self.zoo_tasks = self.zoo.tasks()

@@ -77,11 +77,13 @@ def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData
         return suite.accuracy(base, data)
 
 
-def load_or_fit(cls, folder: Path, fit, expected: dict):
-    """A generator from `folder` when it was trained with `expected` (config and tasks), else fit it there."""
+def load_or_fit(cls, folder: Path, fit, config, tasks: list[str]):
+    """A generator from `folder` when it was trained with `config` (a dataclass) on `tasks`, else fit it there. A stored
+    config without a field added since was trained as that field's default has it: it still matches."""
     if (folder / "generator.json").exists():
         meta = json.loads((folder / "generator.json").read_text())
-        if {k: meta.get(k) for k in expected} == json.loads(json.dumps(expected)):
+        stored = {"config": {**asdict(type(config)()), **(meta.get("config") or {})}, "tasks": meta.get("tasks")}
+        if json.loads(json.dumps(stored)) == json.loads(json.dumps({"config": asdict(config), "tasks": tasks})):
             return cls.load(folder)
     return fit()
 
@@ -92,8 +94,7 @@ def load_or_fit_recon(hyper: HyperConfig, steps: int, suite: Suite, zoo: Zoo, ta
     (the recon objective), from `folder` when it was trained so, else fit there."""
     cfg = replace(hyper, objective="recon", steps=steps)
     return load_or_fit(HyperGenerator, folder,
-                       lambda: HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=folder, show=show),
-                       {"config": asdict(cfg), "tasks": tasks})
+                       lambda: HyperGenerator.fit(cfg, suite=suite, tasks=tasks, zoo=zoo, out=folder, show=show), cfg, tasks)
 
 
 def load_or_train_multitask(suite: Suite, base, layout, tasks: list[str], cfg: FinetuneConfig, folder: Path) -> Adapter:
@@ -134,8 +135,7 @@ class FoldRun:
         # the zoo gives the layout (the same rank and alpha as every baseline); the task objective uses no checkpoint
         tasks = self.training_tasks
         gen = load_or_fit(HyperGenerator, folder, lambda: HyperGenerator.fit(cfg, suite=self.suite, tasks=tasks, zoo=self.zoo,
-                                                                               out=folder, show=self.show),
-                           {"config": asdict(cfg), "tasks": tasks})
+                                                                               out=folder, show=self.show), cfg, tasks)
         self.fold.check_unseen(gen.tasks, "the hyper generator's training tasks")
         self._hypers[seed] = gen
         return gen
@@ -149,7 +149,7 @@ class FoldRun:
     def pdiff(self) -> PDiffGenerator:
         folder = self.out / "pdiff"
         gen = load_or_fit(PDiffGenerator, folder, lambda: PDiffGenerator.fit(self.zoo, self.cfg.pdiff, out=folder, show=self.show),
-                           {"config": asdict(self.cfg.pdiff), "tasks": self.zoo.tasks()})
+                          self.cfg.pdiff, self.zoo.tasks())
         self.fold.check_unseen(gen.tasks, "the pdiff generator's zoo")
         return gen
 

@@ -39,7 +39,7 @@ class ServeConfig:
     max_images: int = 128  # most exemplar images in a condition
     max_upload_bytes: int = 8 * 2**20  # largest request body (JSON or a safetensors upload)
     # the examples encoder's base-model pass (hyper generators); None: the generator's own (HyperConfig.condition_precision)
-    condition_precision: Literal["fp32", "bf16"] | None = None
+    condition_precision: Literal["fp32", "bf16", "auto"] | None = None
     # ... compiled (torch.compile) where the suite has a compiled path (text-topics: a cold generate 7–15% faster in one
     # process, ~10% in the median of 5 timing runs); the warm-up at start compiles (~25 s)
     compile_conditions: bool = False
@@ -56,7 +56,7 @@ class ServeConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1; found {getattr(self, name)}")
         if self.condition_precision is not None and self.condition_precision not in PRECISIONS:
-            raise ConfigError(f"condition_precision must be {' or '.join(map(repr, PRECISIONS))}; found {self.condition_precision!r}")
+            raise ConfigError(f"condition_precision must be one of {PRECISIONS}; found {self.condition_precision!r}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0; found {self.max_wait_ms}")
         if self.max_inputs > self.max_batch:

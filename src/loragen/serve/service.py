@@ -56,7 +56,7 @@ class Service:
         self.gen = load_generator(path, suite=self.suite)
         encoder = getattr(getattr(self.gen, "items", None), "encoder", None)
         if self.config.condition_precision is not None:  # else the generator's own
-            if encoder != "examples" and self.config.condition_precision != "fp32":
+            if encoder != "examples" and self.config.condition_precision == "bf16":  # fp32 and auto: nothing to do
                 raise ConfigError(f"condition_precision {self.config.condition_precision!r} applies to the examples encoder of a "
                                   f"hyper generator; found a {self.gen.name!r} generator with encoder {encoder!r}")
             if encoder == "examples":

@@ -26,12 +26,14 @@ DEFAULTS = {
     # 80 + 10 tasks keep the demo within 5 minutes; benchmarks/unseen.py studies 480 + 20
     "digits-domains": SuiteDefaults(suite_kwargs={"n_tasks": 80, "n_extrapolation": 10}),
     # a condition: description + 16 labelled examples; the generator reads each example through the base model (in
-    # bf16) and starts the head from class prototypes (training length and precision: benchmarks/select_hyper.py
-    # --suite text-topics, where fp32's cold generation was under 1000x faster than fine-tuning and bf16's was not)
+    # bf16 where the CPU has bf16 instructions, else fp32: `auto`) and starts the head from class prototypes (training
+    # length and precision: benchmarks/select_hyper.py --suite text-topics, on a CPU with bf16 instructions, where
+    # fp32's cold generation was under 1000x faster than fine-tuning and bf16's was not; on a CPU without them bf16
+    # made it several times slower than fp32: benchmarks/condition_precision.py)
     "text-topics": SuiteDefaults(
         finetune={"rank": 2, "alpha": 4.0, "steps": 120, "lr": 2e-3, "batch_size": 16, "keep_last": 10, "save_every": 5},
         hyper={"encoder": "examples", "rank": 2, "lora_alpha": 4.0, "k_exemplars": 16, "width": 256, "steps": 10,
-               "condition_precision": "bf16", "tasks_per_step": 8, "examples_per_task": 8},
+               "condition_precision": "auto", "tasks_per_step": 8, "examples_per_task": 8},
         pdiff={"encoder": "text", "k_exemplars": 16, "ae_patch": 64, "ae_steps": 2000},
         n_samples=10),
     "digits-gen": SuiteDefaults(),

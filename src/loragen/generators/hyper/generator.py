@@ -54,7 +54,8 @@ class HyperConfig:
     # text-topics' validation tasks it scored 92.0% against 93.3% without (select_hyper.py --suite text-topics)
     prototype_bias: bool = False
     # examples encoder: the base-model pass that reads examples, for training pools and generation alike (items.py;
-    # bf16 about halves a cold generate on CPUs with bf16 instructions; `loragen serve` may override it)
+    # bf16 about halves a cold generate on CPUs with bf16 instructions and multiplies it several times on CPUs without;
+    # auto: bf16 where the device has it; `loragen serve` may override it)
     condition_precision: str = "fp32"
     rank: int = 4  # LoRA rank r of generated adapters (a zoo's layout wins when fitting on a zoo)
     lora_alpha: float = 8.0  # LoRA alpha; ΔW = (lora_alpha / r) · B A

@@ -17,7 +17,9 @@ tasks whose topics no training task touched. It needs the suite (base model and 
 what the model itself makes of its examples (suite.example_states), and the description still counts, appended.
 Its base-model pass may run in bfloat16 (`precision`; HyperConfig.condition_precision, for training pools and
 generation alike, which `loragen serve --condition-precision` may override): on CPUs with bf16 instructions it is about
-twice as fast, and features stay within ~1% of fp32's.
+twice as fast, and features stay within ~1% of fp32's; on CPUs without them (AVX2 only) torch emulates it at several
+times fp32's cost. `auto` picks bf16 where the device has it natively and fp32 elsewhere (`native_bf16`; measured in
+benchmarks/condition_precision.py).
 Shapes: K items, D item features, F head input features, C classes, B conditions.
 """
 
@@ -35,7 +37,21 @@ from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
 from loragen.errors import ConditionError, ConfigError
 
 ITEM_ENCODERS = ("image-set", "text", "description", "examples", "states")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """fp32 | bf16 as given; `auto`: bf16 where `device` has it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 # base model -> {(precision, example line) -> (F + C,) item}: the base model is frozen, so an example's features never
 # change; shared by every generator over one model (k-fold studies fit many). Weak keys: dropped with the model.
@@ -79,7 +95,7 @@ class ConditionItems:
             raise ConfigError("the examples encoder reads examples through the base model; expected a suite and its head "
                               f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
         self.encoder, self._suite, self.head, self.suite_args = encoder, suite, head, dict(suite_args or {})
-        self.precision = precision  # of the examples encoder's base-model pass
+        self.precision = precision  # of the examples encoder's base-model pass (`auto` resolved on its device)
         self.compiled = False  # ... run compiled, where the suite can (Suite.example_forward; `loragen serve --compile`)
         if encoder == "states" and suite is None:
             raise ConfigError("the states encoder reads example lines through the base model; expected a suite, found none")
@@ -113,21 +129,22 @@ class ConditionItems:
         suite = self.suite()
         base = suite.base_model()
         cache = _EXAMPLE_CACHE.setdefault(base, {})
-        todo = [i for i, line in enumerate(condition.examples) if (self.precision, line) not in cache]
+        device = next(base.parameters()).device.type
+        precision = resolve_precision(self.precision, device)
+        todo = [i for i, line in enumerate(condition.examples) if (precision, line) not in cache]
         if todo:
             data = suite.example_batch(Condition(condition.task, examples=[condition.examples[i] for i in todo]))
-            model = base if self.precision == "fp32" else _bf16_copy(base)
+            model = base if precision == "fp32" else _bf16_copy(base)
             if model.training:  # eval() walks every module: skipped when there is nothing to switch
                 model.eval()
-            device = next(model.parameters()).device.type
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 forward = functools.partial(suite.example_forward, compiled=self.compiled)
                 feats = head_inputs(model, self.head, forward, data.x).float()
             n_classes = base.get_submodule(self.head).out_features
             onehot = F.one_hot(data.y, n_classes).float()
             for i, row in zip(todo, torch.cat([feats, onehot], 1)):
-                cache[self.precision, condition.examples[i]] = row
-        return torch.stack([cache[self.precision, line] for line in condition.examples])  # (K, F + C)
+                cache[precision, condition.examples[i]] = row
+        return torch.stack([cache[precision, line] for line in condition.examples])  # (K, F + C)
 
     def _example_states(self, condition: Condition) -> torch.Tensor:
         if not condition.examples:
