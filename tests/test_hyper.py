@@ -257,9 +257,14 @@ def test_examples_encoder_builds_a_classifier_for_a_task_no_training_task_touche
     # auto: the bf16 rows where the CPU has bf16 instructions, the fp32 rows where it has not
     gen.items.precision = "auto"
     for native, want in ((True, bf16), (False, fp32)):
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, check, lambda native=native: native)
         assert resolve_precision("auto") == ("bf16" if native else "fp32") and resolve_precision("fp32") == "fp32"
         assert torch.equal(gen.items(cond), want)
+    # bf16 asked for on a CPU that only emulates it (AVX2): served as asked, with a warning that says what to pass
+    emulated = ConditionItems("examples", s, gen.items.head, precision="bf16")
+    with pytest.warns(UserWarning, match="without bfloat16 instructions: torch emulates it.*'auto' picks fp32 here"):
+        assert torch.equal(emulated(cond), bf16)
     monkeypatch.undo()
     gen.items.precision = "fp32"
     with pytest.raises(ConfigError, match="condition precision must be one of"):
