@@ -45,7 +45,9 @@ def native_bf16(device: str = "cpu") -> bool:
     """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX."""
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    # torch (2.13) has no public check; its private ones are looked up, so that a torch without them reads fp32
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return device == "cpu" and any(check is not None and check() for check in checks)
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:
