@@ -79,7 +79,7 @@ def adapter_accuracy(suite: Suite, base, adapter: Adapter | None, data: TaskData
 
 def load_or_fit(cls, folder: Path, fit, config, tasks: list[str]):
     """A generator from `folder` when it was trained with `config` (a dataclass) on `tasks`, else fit it there. A stored
-    config without a field added since was trained as that field's default has it: it still matches."""
+    config that predates a field was trained with that field's default, and is compared so."""
     if (folder / "generator.json").exists():
         meta = json.loads((folder / "generator.json").read_text())
         stored = {"config": {**asdict(type(config)()), **(meta.get("config") or {})}, "tasks": meta.get("tasks")}
