@@ -215,7 +215,7 @@ def markdown(r: dict) -> str:
               f"mean from the generated adapter ÷ mean from scratch = {w['steps_ratio']:.3f} (from the nearest adapter: "
               f"{w['nearest_steps_ratio']:.3f}) over {w['tasks']} tasks; runs that never reach it (counted as the full "
               f"{run_steps} steps): {', '.join(f'{k} {v}' for k, v in sorted(w['never_reached'].items()))}; task by task, {within} of {w['tasks']} reach it within 1/5 of "
-              f"their steps from scratch ({at_start} from the start). Warm starts fine-tune with {schedule_text(r['config']['warm_schedule'])}"
+              f"their steps from scratch ({at_start} from the start). Warm starts fine-tune with {schedule_text(r['config'].get('warm_schedule'))}"
               + (f", from an adapter generated from {r['config']['warm_examples']} examples of the training split (all of them "
                  "if there are fewer) instead of the zero-shot condition" if r["config"].get("warm_examples") else "")
               + ("; by family: " + ", ".join(f"{f} {v['steps_ratio']:.3f} ({v['tasks']})" for f, v in sorted(w["by_family"].items()))
@@ -234,7 +234,7 @@ def markdown(r: dict) -> str:
               f"Break-even: {math.ceil(t['break_even_adapters'])} adapters (hyper training alone; {math.ceil(t['break_even_with_zoo'])} counting the zoo).",
               f"- Fine-tuning comes near its result long before its {run_steps} steps: from scratch, validation accuracy reaches "
               f"the warm-start target above after a median of {scratch_median:g} steps (mean {statistics.mean(scratch):.1f}); at "
-              f"the recipe's {1000 * step_s:.0f} ms a step that is {scratch_median * step_s:.2f} s, "
+              f"the recipe's {1000 * step_s:.3g} ms a step that is {scratch_median * step_s:.2f} s, "
               f"{scratch_median * step_s / t['generate_cold_s']:.0f}× the cold generation above (the cost target compares "
               "with the whole recipe, which sets the accuracy the gap is measured to).",
               "- Merge chosen per fold on training tasks: " + ", ".join(f"k={c['k']} {c['combination']}" for c in r["merge_choices"]) + "."]
@@ -249,8 +249,11 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def schedule_text(s: dict) -> str:
-    """A warm start's lr schedule (finetune.LrSchedule, as the results hold it) in words."""
+def schedule_text(s: dict | None) -> str:
+    """A warm start's lr schedule (finetune.LrSchedule, as the results hold it) in words; None: results from before
+    warm starts had a schedule, which fine-tuned at the fine-tuning lr."""
+    if s is None:
+        return "the fine-tuning lr"
     return (f"{s['peak']:g}× the fine-tuning lr" + (f", ramped up over {s['warmup']} steps" if s["warmup"] else "")
             + (f", falling back to 1× over {s['decay']} steps" if s["decay"] else ""))
 
