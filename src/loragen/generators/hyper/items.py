@@ -99,7 +99,7 @@ class ConditionItems:
                               f"module (a classifier adapters carry whole); found suite={suite!r}, head={head!r}")
         self.encoder, self._suite, self.head, self.suite_args = encoder, suite, head, dict(suite_args or {})
         self.precision = precision  # of the examples encoder's base-model pass (`auto` resolved on its device)
-        self._warned_emulated = False  # bf16 asked for where the device only emulates it: said once
+        self._bf16_checked = False  # bf16 asked for: whether the device has it was checked (and a warning given if not)
         self.compiled = False  # ... run compiled, where the suite can (Suite.example_forward; `loragen serve --compile`)
         if encoder == "states" and suite is None:
             raise ConfigError("the states encoder reads example lines through the base model; expected a suite, found none")
@@ -135,11 +135,12 @@ class ConditionItems:
         cache = _EXAMPLE_CACHE.setdefault(base, {})
         device = next(base.parameters()).device.type
         precision = resolve_precision(self.precision, device)
-        if precision == "bf16" and not native_bf16(device) and not self._warned_emulated:
-            self._warned_emulated = True
-            warnings.warn(f"condition precision bf16 on a {device} without bfloat16 instructions: torch emulates it, several "
-                          "times slower than fp32 (benchmarks/condition_precision.py); 'auto' picks fp32 here (HyperConfig."
-                          "condition_precision, `loragen serve --condition-precision`)", stacklevel=2)
+        if self.precision == "bf16" and not self._bf16_checked:  # once: not on every condition's hot path
+            self._bf16_checked = True
+            if not native_bf16(device):
+                warnings.warn(f"condition precision bf16 on a {device} without bfloat16 instructions: torch emulates it, several "
+                              "times slower than fp32 (benchmarks/condition_precision.py); 'auto' picks fp32 here (HyperConfig."
+                              "condition_precision, `loragen serve --condition-precision`)", stacklevel=2)
         todo = [i for i, line in enumerate(condition.examples) if (precision, line) not in cache]
         if todo:
             data = suite.example_batch(Condition(condition.task, examples=[condition.examples[i] for i in todo]))
