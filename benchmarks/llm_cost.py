@@ -105,7 +105,7 @@ def finetune_vs_prompting(suite, args, deadline: float) -> dict:
                "examples": len(train.y), "prefix_cache_s": cache_s, "train_s": train_s,
                "eval_s": time.perf_counter() - t2,
                "few_shot_prompt_tokens": suite.prompt_tokens(task, args.split, "few-shot", args.limit),
-               "adapter_prompt_tokens": suite.prompt_tokens(task, args.split, "none", args.limit)}
+               "adapter_prompt_tokens": suite.prompt_tokens(task, args.split, None, args.limit)}
         out["tasks"][task] = row
         print(task, json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     return out

@@ -38,8 +38,10 @@ import torch.nn.functional as F
 
 from loragen import atomic
 from loragen.adapters.apply import merged
+from loragen.adapters.layout import LoraLayout
 from loragen.conditions import TextEncoder
 from loragen.evaluate.prompting_study import cold_generation_s
+from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
 from loragen.suites.suite import rng
@@ -61,6 +63,10 @@ def main() -> None:
                     help="recon steps on the study's zoo before the task objective (default: the study's)")
     ap.add_argument("--objective", default="task", choices=("task", "recon"),
                     help="task (through the LM's loss) or recon (match the zoo's adapters only; needs --zoo)")
+    ap.add_argument("--adapter-context", default="none", choices=("none", "description"),
+                    help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context; a new --out)")
+    ap.add_argument("--multitask-steps", type=int, default=0,
+                    help="also score a multi-task LoRA over the fold's training tasks, this many steps (0: none)")
     ap.add_argument("--zoo", type=Path, default=Path("runs/bench/llm-tasks/zoo"),
                     help="the study's zoo (benchmarks/llm_tasks.py collects it): recon targets and the fine-tuned reference")
     args = ap.parse_args()
@@ -68,6 +74,7 @@ def main() -> None:
     extra = [f for f in args.extra_families.split(",") if f]
     if set(extra) & set(suite_kwargs["families"]):
         raise SystemExit(f"--extra-families must be families the study leaves out; found {sorted(set(extra) & set(suite_kwargs['families']))}")
+    suite_kwargs |= {"adapter_context": args.adapter_context}
     suite = get_suite("llm-tasks", **suite_kwargs)
     fold = suite.folds(cfg.folds)[0]  # the study's fold 0, whatever the extra tasks
     if extra:  # one suite holds every task (a task's examples depend only on its name and split, not on which families are kept)
@@ -78,13 +85,16 @@ def main() -> None:
     seen = [fold.train[i] for i in order[: args.tasks]]
     unseen = list(fold.test[: args.tasks])
     limit = suite_kwargs["n_val"]
-    em = lambda task, context="none": suite.exact_match(base, task, "val", context, limit=limit)  # noqa: E731
+    em = lambda task, context=None: suite.exact_match(base, task, "val", context, limit=limit)  # noqa: E731
 
     results_path = args.out / "results.json"
     args.out.mkdir(parents=True, exist_ok=True)
     r = json.loads(results_path.read_text()) if results_path.exists() else {
         "command": "python " + " ".join(sys.argv), "fold": 0, "seen": seen, "unseen": unseen, "train_tasks": len(fold.train),
-        "runs": {}}
+        "adapter_context": args.adapter_context, "runs": {}}
+    if r.get("adapter_context", "none") != args.adapter_context:
+        raise SystemExit(f"{args.out} holds runs with adapter context {r.get('adapter_context', 'none')!r}; found "
+                         f"--adapter-context {args.adapter_context} (use another --out)")
     if "references" not in r:
         r["references"] = {t: {"zero_shot": em(t, "description"), "few_shot": em(t, "few-shot")} for t in seen + unseen}
         atomic.write_json(results_path, r)
@@ -105,6 +115,15 @@ def main() -> None:
         zoo = zoo.subset(list(fold.train))
         if extra and uses_zoo:
             raise SystemExit("--extra-families with the zoo's adapters: the zoo holds none of the extra families")
+    if args.multitask_steps and any("multitask" not in r["references"][t] for t in seen + unseen):
+        # the study's multi-task LoRA (prompting_study: the fine-tuning settings, `multitask_steps` steps)
+        layout = LoraLayout.from_model(base, suite.target_modules, cfg.finetune.rank, cfg.finetune.alpha, suite.modules_to_save)
+        mcfg = replace(cfg.finetune, steps=args.multitask_steps, save_every=max(1, args.multitask_steps // 10), keep_last=1)
+        multi = load_or_train_multitask(suite, base, layout, list(fold.train), mcfg, args.out / "multitask")
+        with merged(base, multi):
+            for t in seen + unseen:
+                r["references"][t]["multitask"] = em(t)
+        atomic.write_json(results_path, r)
     if "identifiable" not in r:
         r["identifiable"] = identifiable(suite, [t.name for t in suite.tasks() if t.params["family"] not in extra])
         atomic.write_json(results_path, r)
@@ -164,6 +183,8 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
     refs, seen, unseen = r["references"], r["seen"], r["unseen"]
     mean = lambda ts, k: statistics.mean(refs[t][k] for t in ts)  # noqa: E731
     lines = ["# llm-tasks: does the hyper generator fit its training tasks? (validation queries, fold 0)", "",
+             f"Adapted models' prompt: {'the description, then the input' if r.get('adapter_context') == 'description' else 'the input alone'}"
+             " (LlmTasks.adapter_context).", "",
              "Commands (each run's generator is kept and reused by later commands with the same --out): "
              + ", ".join(sorted({f"`{run.get('command', r['command'])}`" for run in r["runs"].values()})), "",
              f"Generator trained on the fold's {r['train_tasks']} training tasks (and, where named, every task of families the "
@@ -174,6 +195,9 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
              f"| zero-shot (description) | | | | | | {mean(seen, 'zero_shot'):.2f} | {mean(unseen, 'zero_shot'):.2f} |",
              f"| few-shot (description + 4 examples) | | | | | | {mean(seen, 'few_shot'):.2f} | {mean(unseen, 'few_shot'):.2f} |"]
     tuned = all("finetune" in refs[t] for t in seen + unseen)  # a zoo was there: the fine-tuned ceiling
+    if all("multitask" in refs[t] for t in seen + unseen):
+        lines.append(f"| multi-task LoRA over the fold's training tasks | | | | | | {mean(seen, 'multitask'):.2f} | "
+                     f"{mean(unseen, 'multitask'):.2f} |")
     if tuned:
         lines.append(f"| fine-tuned (the study's zoo, best checkpoint; the ceiling) | | | | | | {mean(seen, 'finetune'):.2f} | "
                      f"{mean(unseen, 'finetune'):.2f} |")

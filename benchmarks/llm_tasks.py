@@ -1,7 +1,8 @@
 """Adapters for SmolLM2-135M-Instruct generated from a task's condition, against prompting, retrieval, a multi-task
 LoRA and per-task fine-tuning, k-fold over llm-tasks (loragen.evaluate.prompting_study says what each method is).
 
-    .venv/bin/python benchmarks/llm_tasks.py --out runs/bench/llm-tasks [--quick] [--model smollm2|DIR] [--top-layers 4]
+    .venv/bin/python benchmarks/llm_tasks.py --out runs/bench/llm-tasks [--quick] [--model smollm2|DIR] [--top-layers 4] \
+        [--adapter-context none|description]
 
 Writes into --out: results.json (schema in issue 14: per-method exact-match mean and 95% bootstrap CI over held-out
 tasks, seen / unseen means, paired generated − few-shot, cost), results.md and plots/*.png. Trained pieces (zoo,
@@ -94,6 +95,8 @@ def markdown(r: dict) -> str:
     c, g = r["cost"], r["gap_recovered"]
     lines = [f"# llm-tasks: generated adapters against prompting ({r['model']})", "",
              f"Command: `{r['command']}` ({r['wall_s'] / 60:.0f} minutes on {r['threads']} thread(s)).", "",
+             "Adapted models see " + ("the description, then the input (as zero-shot prompting)"
+                                      if r.get("adapter_context") == "description" else "the input alone") + ". "
              f"{r['folds']}-fold over {r['tasks']} tasks of families {', '.join(r['families'])}; every inside or categorical task "
              "is held out once, outside (extrapolation) tasks are never trained on. Exact match of the greedy completion on "
              f"each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
@@ -138,11 +141,14 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2", help="'smollm2' (packaged) or a local causal-LM folder")
     ap.add_argument("--top-layers", type=int, default=4, help="decoder layers LoRA adapts (the rest is the cached prefix)")
     ap.add_argument("--max-tokens", type=int, default=96, help="token budget of a prompt + answer (raise for small vocabularies)")
+    ap.add_argument("--adapter-context", default="none", choices=("none", "description"),
+                    help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context)")
     args = ap.parse_args()
     import torch
 
     cfg, suite_kwargs = config(args.quick)
-    suite = get_suite("llm-tasks", model_path=args.model, top_layers=args.top_layers, max_tokens=args.max_tokens, **suite_kwargs)
+    suite = get_suite("llm-tasks", model_path=args.model, top_layers=args.top_layers, max_tokens=args.max_tokens,
+                      adapter_context=args.adapter_context, **suite_kwargs)
     t0 = time.perf_counter()
     study = PromptingStudy(suite, args.out, cfg)
     res = study.run()
@@ -152,14 +158,14 @@ def main() -> None:
     zoo = res["zoo"]
     fits = [f["hyper_fit_s"] for f in res["folds"] if f["hyper_fit_s"] is not None]
     r = {"suite": "llm-tasks", "model": str(args.model), "command": "python " + " ".join(sys.argv), "tasks": len(suite.tasks()),
-         "folds": cfg.folds, "families": list(suite_kwargs["families"]), "threads": torch.get_num_threads(),
+         "folds": cfg.folds, "adapter_context": args.adapter_context, "families": list(suite_kwargs["families"]), "threads": torch.get_num_threads(),
          "test_queries": len(suite.examples(unseen[0], "test")[: cfg.test_limit]),
          "seen_rows": cfg.seen_per_fold, **summarize(rows, cfg.min_gap)}
     r["cost"] = {"finetune_s": statistics.mean(e["finetune_s"] for e in zoo.entries),
                  "generate_cold_s": cold_generation_s(first.hyper, suite, list(first.fold.test)),
                  "few_shot_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "few-shot") for t in unseen),
                  "zero_shot_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "description") for t in unseen),
-                 "adapter_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test", "none") for t in unseen),
+                 "adapter_prompt_tokens": statistics.mean(suite.prompt_tokens(t, "test") for t in unseen),
                  "hyper_fit_s_median": statistics.median(fits) if fits else float("nan"),
                  "zoo_s": sum(statistics.mean(e["finetune_s"] for e in zoo.task_entries(t)) for t in zoo.tasks())}
     r["fold_sizes"] = res["folds"]

@@ -305,3 +305,39 @@ def test_train_generate_load_and_chat_from_the_command_line(tiny_llm_folder, tmp
     assert r.exit_code == 2 and "expected a PEFT adapter folder" in r.output
     r = runner.invoke(app, ["generate", "Add 2.", "--suite", "digits-gen"])
     assert r.exit_code == 2 and ("not trained yet" in r.output or "digits-gen" in r.output)
+
+
+def test_icl_states_read_the_condition_in_context(lm, tmp_path):
+    """The icl encoder's rows: one conversation of the condition's examples through the lower half of the layers, row
+    i at the token that predicts example i's answer, having read only what comes before it."""
+    from dataclasses import replace
+
+    from loragen.errors import ConditionError
+    from loragen.generators.hyper import HyperConfig, HyperGenerator
+    from loragen.generators.hyper.items import ConditionItems
+    from loragen.suites.defaults import suite_defaults
+
+    cond = lm.eval_condition(TASK)
+    rows = lm.icl_states(cond)
+    assert rows.shape == (lm.k_exemplars, lm.base_model().config.hidden_size)
+    # row 0 by hand: the first example asked with the description (zero-shot's prompt), through layer 0 of the 2
+    x0 = cond.labelled_examples()[0][0]
+    tokens = lm._encode(TASK, cond.labelled_examples()[:1], "description", text=cond.text, pad=False)
+    with torch.no_grad():
+        hidden = lm.base_model()(tokens.x[0, 0][None], output_hidden_states=True).hidden_states[1][0]
+    prompt_len = len(lm.tokenizer()(completion.prompt_text(lm.tokenizer(), lm.query(TASK, x0, "description", text=cond.text)),
+                                    add_special_tokens=False)["input_ids"])
+    assert torch.allclose(rows[0], hidden[prompt_len - 1], atol=1e-4)
+    # causal: a shorter conversation gives the same rows; a row reads the answers before it, not its own or later ones
+    assert torch.allclose(lm.icl_states(replace(cond, examples=cond.examples[:3])), rows[:3], atol=1e-4)
+    lines = list(cond.examples)
+    lines[1] = lines[1].rpartition(" -> ")[0] + " -> something else"
+    changed = lm.icl_states(replace(cond, examples=lines))
+    assert torch.allclose(changed[:2], rows[:2], atol=1e-4) and not torch.allclose(changed[2], rows[2], atol=1e-4)
+    assert not torch.allclose(lm.icl_states(replace(cond, text="Another task")), rows, atol=1e-4)
+    with pytest.raises(ConditionError, match="expected a description"):
+        ConditionItems("icl", lm)(replace(cond, text=None))
+    # the generator learns from them and generates for an unseen task
+    cfg = HyperConfig(**suite_defaults("llm-tasks", quick=True).hyper | {"encoder": "icl", "steps": 4, "cond_draws": 2})
+    gen = HyperGenerator.fit(cfg, suite=lm, tasks=["add-2", "format-uppercase"], show=False)
+    assert gen.generate(lm.eval_condition("add-3"))[0].vector().abs().sum() > 0

@@ -1,6 +1,7 @@
 """llm-tasks: families, splits, paraphrases, prompts and scoring on a tiny random Llama; the real SmolLM2 when installed."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -208,6 +209,39 @@ def test_prompts_use_the_chat_template(tiny):
     assert tok.decode(row[mask.bool()][: -len(answer)].tolist()) == bare
     with pytest.raises(ConfigError, match="at most 2 tokens"):
         completion.encode(tok, [tiny.query("add-5", x)], ["a long answer"], answer_tokens=2)
+
+
+def test_adapter_context_description(tiny_llm_folder):
+    """With adapter_context='description' an adapted model's rows hold a description before the input: training rows
+    cycle through the training paraphrases, test rows read the first held-out one; the cached-prefix score is the
+    whole model's on the same prompts."""
+    with pytest.raises(ConfigError, match="adapter_context must be 'none' or 'description'"):
+        get_suite("llm-tasks", model_path=str(tiny_llm_folder), adapter_context="few-shot")
+    s = get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, answer_tokens=24, max_tokens=128,
+                  families=["add"], adapter_context="description")
+    tok = s.tokenizer()
+    prompt = lambda d, i: tok.decode(d.x[i, 0][d.x[i, 1].bool()][: -int((d.y[i] != completion.IGNORE).sum())].tolist())  # noqa: E731
+    train, test = s.tokens("add-5", "train"), s.tokens("add-5", "test")
+    assert train.x.shape[2] == test.x.shape[2] == s.max_tokens  # padded alike: every task's data concatenates
+    for i in range(N_TRAIN_PARAPHRASES + 1):
+        x = s.examples("add-5", "train")[i][0]
+        want = s.descriptions("add-5", "train")[i % N_TRAIN_PARAPHRASES]
+        assert prompt(train, i) == completion.prompt_text(tok, s.query("add-5", x, "description", text=want))
+    x = s.examples("add-5", "test")[0][0]
+    assert prompt(test, 0) == completion.prompt_text(tok, s.query("add-5", x, "description"))
+    assert s.prompt_tokens("add-5") == s.prompt_tokens("add-5", context="description") > s.prompt_tokens("add-5", context="none")
+    base = s.base_model()
+    with torch.no_grad():  # the top layers on the cached prefix states: the whole model's logits at answer tokens
+        cached, whole = s.forward(base, s.data("add-5", "test").x[:4]), s.forward(base, test.x[:4])  # (4, V, A)
+    answer = (test.y[:4] != completion.IGNORE)[:, None, :].expand_as(whole)
+    assert answer.any() and torch.allclose(cached[answer], whole[answer], atol=1e-4)
+    # a condition's example lines read with the condition's own description
+    cond = s.eval_condition("add-5")
+    lines = s.example_batch(cond)
+    first = cond.labelled_examples()[0][0]
+    assert prompt(lines, 0) == completion.prompt_text(tok, s.query("add-5", first, "description", text=cond.text))
+    with pytest.raises(LoragenError, match="reads the condition's description"):
+        s.example_batch(replace(cond, text=None))
 
 
 def test_padding_does_not_change_answer_logits(tiny):

@@ -86,6 +86,22 @@ def _row(task, group, where="inside", **scores):
     return {"task": task, "group": group, "family": task.split("-")[0], "where": where, **base, **scores}
 
 
+def test_a_study_folder_keeps_one_adapter_context(tiny_llm_folder, tmp_path):
+    """Zoo, generators and scores in a folder were made in one adapter context: a study in another one is refused."""
+    from loragen.errors import LoragenError
+    from loragen.evaluate.prompting_study import PromptingStudy, PromptingStudyConfig
+
+    kw = {"model_path": str(tiny_llm_folder), "top_layers": 1, "families": ("add",)}
+    PromptingStudy(get_suite("llm-tasks", **kw), tmp_path / "a", PromptingStudyConfig(folds=2))._check_context()
+    PromptingStudy(get_suite("llm-tasks", **kw), tmp_path / "a", PromptingStudyConfig(folds=2))._check_context()  # same: fine
+    described = get_suite("llm-tasks", **kw, adapter_context="description")
+    with pytest.raises(LoragenError, match="adapted models saw 'none'.*adapter_context is 'description'"):
+        PromptingStudy(described, tmp_path / "a", PromptingStudyConfig(folds=2))._check_context()
+    (tmp_path / "b" / "zoo").mkdir(parents=True)  # a study from before the marker: the input alone
+    with pytest.raises(LoragenError, match="from before adapter contexts"):
+        PromptingStudy(described, tmp_path / "b", PromptingStudyConfig(folds=2))._check_context()
+
+
 def test_summary_means_pairs_and_gap():
     rows = [_row("a-1", "unseen", generated=0.5, few_shot=0.25, finetune=1.0, zero_shot=0.0),
             _row("a-2", "unseen", "outside", generated=0.0, few_shot=0.5, finetune=0.5, zero_shot=0.0, random_description=0.25),

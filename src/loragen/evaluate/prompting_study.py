@@ -14,9 +14,10 @@ seeded sample of `seen_per_fold` training tasks, is scored by exact match of the
   nearest             the best adapter of the fold's zoo task whose condition is nearest in the generator's embedding
   multitask           one LoRA trained on the pooled data of the fold's training tasks
   pdiff               parameter autoencoder + latent diffusion on the fold's zoo (mean over its samples)
-Prompts with a description use held-out paraphrases; an adapter sees the input alone. The two controls keep the
-condition's example lines: they ask whether the generator reads the description at all (a generator that ignores it
-is a multi-task LoRA in disguise).
+Prompts with a description use held-out paraphrases; an adapted model sees the suite's adapter_context: the input
+alone (default), or the description then the input, as zero-shot prompting does. The two controls keep the condition's
+example lines: they ask whether the generator reads the description at all (a generator that ignores it is a multi-task
+LoRA in disguise); with the description in the adapted model's prompt, only the generator's condition is replaced.
 Exact match is a fraction in [0, 1]; "points" below are hundredths of it.
 """
 
@@ -92,11 +93,26 @@ class PromptingStudy:
         self.base = suite.base_model()
         self.folds = suite.folds(cfg.folds)
 
-    def exact_match(self, adapter: Adapter | None, task: str, context: str = "none") -> float:
+    def exact_match(self, adapter: Adapter | None, task: str, context: str | None = None) -> float:
         if adapter is None:
             return self.suite.exact_match(self.base, task, "test", context, limit=self.cfg.test_limit)
         with merged(self.base, adapter):
             return self.suite.exact_match(self.base, task, "test", limit=self.cfg.test_limit)
+
+    def _check_context(self) -> None:
+        """Everything in `out` (zoo, generators, scores) was trained and scored in one adapter context: refuse another."""
+        path = self.out / "adapter_context.json"
+        want = {"adapter_context": self.suite.adapter_context}
+        if path.exists():
+            found = json.loads(path.read_text())
+            if found != want:
+                raise LoragenError(f"{self.out} holds a study whose adapted models saw {found['adapter_context']!r}; this "
+                                   f"suite's adapter_context is {want['adapter_context']!r}: use another output folder")
+        elif (self.out / "zoo").exists() and want["adapter_context"] != "none":
+            raise LoragenError(f"{self.out} holds a study from before adapter contexts (input alone); this suite's "
+                               f"adapter_context is {want['adapter_context']!r}: use another output folder")
+        else:
+            atomic.write_json(path, want)
 
     def references(self, zoo: Zoo, tasks: list[str]) -> dict[str, dict]:
         """zero_shot, few_shot and finetune per task (they do not depend on the fold), kept in references.json."""
@@ -118,6 +134,7 @@ class PromptingStudy:
 
     def run(self) -> dict:
         t0 = time.perf_counter()
+        self._check_context()
         every = sorted({t for f in self.folds for t in f.train + f.test})
         zoo, _ = collect(self.suite, self.out / "zoo", every, self.cfg.finetune, self.show)
         refs = self.references(zoo, every)

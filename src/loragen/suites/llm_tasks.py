@@ -11,10 +11,14 @@ train / val / test examples (input, answer) drawn from atoms of that split only 
 condition: a training description with K labelled example lines `'<input>' -> <answer>` from the train split.
 
 Prompts use the model's chat template, with one of three contexts before the input:
-  none         the input alone: what an adapted model sees (the adapter carries the task)
+  none         the input alone (the adapter carries the task)
   description  a description, a blank line, then the input: zero-shot prompting
   few-shot     description + first shot as the first user turn, the shots' answers as assistant turns, then the
                input: in-context learning with `shots` fixed training examples
+An adapted model sees `adapter_context`: none (the default), or description, where the adapter carries what the
+description leaves to the model (the answer's form; the family's skill) and the prompt carries the rest (which K), at
+the description's prompt tokens instead of few-shot's. Wherever a context is optional (None), it is this one; its
+training rows cycle through the training paraphrases, its validation and test rows read the first held-out one.
 Adapters: LoRA on `target_modules` (PEFT's suffix rule; default the attention projections q_proj and v_proj) of the
 top `top_layers` decoder layers (default 4; None: every layer). Their PEFT config says task_type CAUSAL_LM and the
 base model's folder, so `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)` loads them; the
@@ -46,7 +50,7 @@ from torch import nn
 from loragen.conditions import Condition
 from loragen.errors import ConfigError, LoragenError
 from loragen.suites import completion
-from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, top_logits
+from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, run_layers, top_logits
 from loragen.suites.causal_lm import PACKAGED, load_model, load_tokenizer, model_folder
 from loragen.suites.llm_task_families import N_TRAIN_PARAPHRASES, SPLIT_PERCENT, TaskSpec, all_task_specs, build_pools
 from loragen.suites.suite import Fold, Suite, Task, TaskData, cache_root, rng, spread_folds
@@ -66,16 +70,20 @@ class LlmTasks(Suite):
     def __init__(self, model_path: str | Path = "smollm2", target_modules: list[str] | None = None,
                  top_layers: int | None = 4, k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16,
                  n_test: int = 32, max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None,
-                 families: list[str] | tuple[str, ...] | None = None):
+                 families: list[str] | tuple[str, ...] | None = None, adapter_context: Context = "none"):
         """model_path: 'smollm2' (the packaged model, converted into the cache on first use) or a local causal-LM
         folder; target_modules: linear modules LoRA adapts, by name suffix (default q_proj, v_proj); top_layers: adapt
         only the top N decoder layers and train from cached prefix states (None: every layer, trained through the
         whole model); k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples
         per split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window
         (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word); families: keep
-        only the tasks of these families (None: every family but the generator-only DENSE_FAMILIES)."""
+        only the tasks of these families (None: every family but the generator-only DENSE_FAMILIES); adapter_context:
+        what an adapted model's prompt holds before the input, 'none' or 'description' (module docstring)."""
         if top_layers is not None and top_layers < 1:
             raise ConfigError(f"top_layers must be >= 1, or None for every layer; found {top_layers}")
+        if adapter_context not in ("none", "description"):
+            raise ConfigError(f"adapter_context must be 'none' or 'description'; found {adapter_context!r}")
+        self.adapter_context: Context = adapter_context
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
         self.max_tokens, self.answer_tokens, self.top_layers = max_tokens, answer_tokens, top_layers
         self.targets = list(target_modules) if target_modules is not None else list(DEFAULT_TARGETS)
@@ -125,11 +133,16 @@ class LlmTasks(Suite):
         train = self.examples(task, "train")
         return [train[i] for i in torch.randperm(len(train), generator=rng(self.name, task, "shots"))[: self.shots].tolist()]
 
-    def query(self, task: str, x: str, context: Context = "none", wording: Wording = "eval") -> list[dict]:
-        """The chat messages that ask the model for the answer to input `x` (see the module docstring for contexts)."""
+    def query(self, task: str, x: str, context: Context | None = None, wording: Wording = "eval", variant: int = 0,
+              text: str | None = None) -> list[dict]:
+        """The chat messages that ask the model for the answer to input `x` (see the module docstring for contexts;
+        None: the adapter's). The description is `text`, or the task's paraphrase `variant` of the `wording` ones."""
+        context = context or self.adapter_context
         if context == "none":
             return [{"role": "user", "content": x}]
-        text = self.descriptions(task, wording)[0]
+        if text is None:
+            texts = self.descriptions(task, wording)
+            text = texts[variant % len(texts)]
         if context == "description":
             return [{"role": "user", "content": f"{text}\n\n{x}"}]
         if context == "few-shot":
@@ -214,20 +227,26 @@ class LlmTasks(Suite):
         """PEFT's task type CAUSAL_LM and the base model's folder (absolute): what AutoPeftModelForCausalLM needs."""
         return {"task_type": "CAUSAL_LM", "base_model_name_or_path": str(self.model_folder().resolve())}
 
-    def encode(self, task: str, split: str, context: Context = "none", wording: Wording = "eval",
+    def encode(self, task: str, split: str, context: Context | None = None, wording: Wording = "eval",
                limit: int | None = None) -> TaskData:
-        """A split's examples as tokens; context 'none' pads to max_tokens (every task's data concatenates), the
-        others to the longest prompt."""
-        return self._encode(task, self.examples(task, split)[:limit], context, wording)
+        """A split's examples as tokens. The adapter's context (None) pads to max_tokens, so that every task's data
+        concatenates, and its training rows cycle through the training paraphrases; the other contexts pad to the
+        longest prompt."""
+        adapter = context is None
+        if adapter and split == "train":
+            wording = "train"
+        return self._encode(task, self.examples(task, split)[:limit], context, wording, cycle=adapter and split == "train",
+                            pad=adapter)
 
-    def _encode(self, task: str, pairs: list[tuple[str, str]], context: Context = "none",
-                wording: Wording = "eval") -> TaskData:
-        queries = [self.query(task, x, context, wording) for x, _ in pairs]
+    def _encode(self, task: str, pairs: list[tuple[str, str]], context: Context | None = None, wording: Wording = "eval",
+                cycle: bool = False, pad: bool = True, text: str | None = None) -> TaskData:
+        """`cycle`: row i reads paraphrase i; `pad`: to max_tokens (else to the longest row)."""
+        queries = [self.query(task, x, context, wording, i if cycle else 0, text) for i, (x, _) in enumerate(pairs)]
         return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens,
-                                 self.max_tokens if context == "none" else None)
+                                 self.max_tokens if pad else None)
 
     def tokens(self, task: str, split: str) -> TaskData:
-        """The split with context 'none' as tokens (what an adapted model sees), cached."""
+        """The split in the adapter's context as tokens (what an adapted model sees), cached."""
         key = (task, split)
         if key not in self._data_cache:
             self._data_cache[key] = self.encode(task, split)
@@ -245,11 +264,14 @@ class LlmTasks(Suite):
         return self._states_cache[key]
 
     def example_batch(self, condition: Condition) -> TaskData:
-        """The condition's example lines `'<input>' -> <answer>` as tokens with context 'none', like `data`."""
+        """The condition's example lines `'<input>' -> <answer>` as tokens in the adapter's context, like `data` (a
+        description there is the condition's own text)."""
         pairs = condition.labelled_examples()
         if not pairs:
             raise LoragenError(f"expected labelled example lines in the condition of {condition.task!r}; found none")
-        return self._encode(condition.task, pairs)
+        if self.adapter_context == "description" and not condition.text:
+            raise LoragenError(f"adapter_context 'description' reads the condition's description; found none for {condition.task!r}")
+        return self._encode(condition.task, pairs, text=condition.text)
 
     def example_states(self, condition: Condition) -> torch.Tensor:
         """(K, 2D): each example line as the adapted layers see it, from the frozen prefix's states entering the cut:
@@ -277,7 +299,36 @@ class LlmTasks(Suite):
         answer_mean = (x[..., :dim] * answer[..., None]).sum(1) / answer.sum(1, keepdim=True).clamp_min(1)  # (K, D)
         return torch.cat([prompt_state, answer_mean], 1)
 
-    def prompt_tokens(self, task: str, split: str = "test", context: Context = "none", limit: int | None = None) -> float:
+    @torch.no_grad()
+    def icl_states(self, condition: Condition) -> torch.Tensor:
+        """(K, D): the condition read by the model in context, as few-shot prompting reads a task: one conversation
+        (the description and the first input, then each example's answer as the assistant's turn and the next input as
+        the user's), run through the lower half of the decoder layers; row i is the state at the token that predicts
+        example i's answer, having read examples 0 … i − 1 before it. In-context task vectors live there (Hendel et
+        al. 2023: the task an ICL prompt shows is readable from a middle layer's state at the query's last token). What
+        the hyper generator's `icl` encoder reads; one pass over ~150 tokens for K = 8."""
+        pairs = condition.labelled_examples()
+        if not pairs or not condition.text:
+            raise LoragenError(f"expected a description and labelled example lines in the condition of "
+                               f"{condition.task!r}; found {'no description' if not condition.text else 'no example lines'}")
+        tok, end = self.tokenizer(), completion.end_of_turn(self.tokenizer())
+        msgs, ids, positions, text = [], [], [], ""
+        for i, (x, y) in enumerate(pairs):
+            msgs.append({"role": "user", "content": f"{condition.text}\n\n{x}" if i == 0 else x})
+            prompt = completion.prompt_text(tok, msgs)  # the conversation so far, the assistant's turn opened
+            if not prompt.startswith(text):
+                raise ConfigError("expected the chat template to render a conversation as the prefix of its continuation")
+            ids += tok(prompt[len(text) :], add_special_tokens=False)["input_ids"]
+            positions.append(len(ids) - 1)
+            ids += tok(y + end, add_special_tokens=False)["input_ids"]  # tokenised as the training rows' answers are
+            text = prompt + y + end
+            msgs.append({"role": "assistant", "content": y})
+        parts = decoder_parts(self.base_model())
+        x = torch.tensor(ids)[None]  # (1, T)
+        h = run_layers(parts, parts.embed(x), torch.ones_like(x), parts.layers[: len(parts.layers) // 2])  # (1, T, D)
+        return h[0, positions]  # (K, D)
+
+    def prompt_tokens(self, task: str, split: str = "test", context: Context | None = None, limit: int | None = None) -> float:
         """Mean prompt tokens per query (the answer not counted): the inference cost a context adds."""
         d = self.encode(task, split, context, limit=limit)
         return (d.x[:, 1].sum(1) - (d.y != completion.IGNORE).sum(1)).float().mean().item()
@@ -314,34 +365,35 @@ class LlmTasks(Suite):
         hits = completion.token_matches(model, data, batch, self._answer_logits)
         return 100.0 * hits.float().mean().item()
 
-    def _scored(self, task: str, split: str, context: Context, wording: Wording, limit: int | None) -> TaskData:
-        """The tokens a score is computed on (the cached `tokens` when it is the whole split without context)."""
-        if context == "none" and limit is None:
+    def _scored(self, task: str, split: str, context: Context | None, wording: Wording, limit: int | None) -> TaskData:
+        """The tokens a score is computed on (the cached `tokens` when it is the whole split in the adapter's context)."""
+        if context is None and limit is None:
             return self.tokens(task, split)
         return self.encode(task, split, context, wording, limit)
 
-    def exact_match(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",
+    def exact_match(self, model: nn.Module, task: str, split: str = "test", context: Context | None = None,
                     wording: Wording = "eval", limit: int | None = None, batch: int = 16) -> float:
         """Fraction of the split's queries whose greedy completion is exactly the answer. With top_layers and no
         context, the teacher-forced pass runs on the cached prefix states (the top layers only): valid for the base
         model, merged with or wrapping any adapter of this suite's layout, whose LoRA stays above the cut; any other
-        model (a copy, or one whose prefix weights were trained) is teacher-forced on tokens through every layer."""
+        model (a copy, or one whose prefix weights were trained) is teacher-forced on tokens through every layer.
+        context None: the adapter's."""
         answers = [y for _, y in self.examples(task, split)[:limit]]
         tokens = self._scored(task, split, context, wording, limit)
         teacher, logits = None, None
-        if context == "none" and self.top_layers is not None and self._shares_prefix(model):
+        if context is None and self.top_layers is not None and self._shares_prefix(model):
             states = self.data(task, split)
             teacher = TaskData(states.x[:limit], states.y[:limit])
             logits = self._answer_logits
         hits = completion.exact_matches(model, self.tokenizer(), tokens, answers, batch, teacher=teacher, logits=logits)
         return hits.float().mean().item()
 
-    def answer_loss(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",
+    def answer_loss(self, model: nn.Module, task: str, split: str = "test", context: Context | None = None,
                     wording: Wording = "eval", limit: int | None = None, batch: int = 16) -> float:
         """Mean cross-entropy per answer token (end of turn included) over the split's queries."""
         return completion.answer_loss(model, self._scored(task, split, context, wording, limit), batch)
 
-    def complete(self, model: nn.Module, task: str, split: str = "test", context: Context = "none",
+    def complete(self, model: nn.Module, task: str, split: str = "test", context: Context | None = None,
                  wording: Wording = "eval", limit: int | None = None, max_new_tokens: int | None = None) -> list[str]:
         """The model's greedy replies to the split's queries (generated token by token; for reading, not scoring)."""
         pairs = self.examples(task, split)[:limit]

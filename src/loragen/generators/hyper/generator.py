@@ -14,7 +14,8 @@ Two objectives:
 
 A condition is turned into a set of item features (items.py): for images, each exemplar's pixels and moments; for
 text, the sentence-transformers embedding of the description + few-shot examples (one item), or each labelled example
-read through the base model (`examples`, which also puts class prototypes into the head; `states` for a causal LM).
+read through the base model (`examples`, which also puts class prototypes into the head; `states` for a causal LM,
+each line alone, or `icl`, the whole condition as one few-shot conversation).
 Items are standardised with the training pools' statistics and pooled by a learned set encoder.
 Shapes: T tasks, Tb tasks per step, n examples per task, K items per condition, D item features, P adapter size.
 """
@@ -46,7 +47,7 @@ STATE_FILE, WEIGHTS_FILE, CONFIG_FILE = "train_state.safetensors", "generator.sa
 @dataclass
 class HyperConfig:
     objective: Literal["task", "recon"] = "task"  # train through the base model's task loss, or match zoo adapters
-    encoder: str = "image-set"  # image-set | text | description | examples | states: how a condition becomes items (items.py)
+    encoder: str = "image-set"  # image-set | text | description | examples | states | icl: how a condition becomes items (items.py)
     prototype_head: bool = True  # examples encoder: add class prototypes of the examples to the generated head
     # prototype head: also give class k the bias −s·m·‖c_k‖²/2 (m the training pools' mean feature norm), which makes
     # s·c_k·f + b_k the linear form of a Euclidean nearest-centroid (Proto-MAML's W = 2c, b = −‖c‖²); without it a

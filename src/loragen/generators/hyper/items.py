@@ -8,6 +8,8 @@
     states       each example line read by a language model's frozen prefix (the suite's
                  `example_states`: what the adapted layers see), with the description's
                  sentence-transformers embedding appended to every row                               (K, S + 384)
+    icl          the condition as one few-shot conversation read by a language model, a middle layer's state
+                 where each example's answer is predicted (the suite's `icl_states`)                  (K, S)
 
 `examples` reads the task through the base model itself, so the generator can also place a prototype of each class
 straight into the head (`prototypes`; Proto-MAML's initialisation of the last layer, Triantafillou et al. 2020): what
@@ -35,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
-from loragen.errors import ConditionError, ConfigError
+from loragen.errors import ConditionError, ConfigError, LoragenError
 
-ITEM_ENCODERS = ("image-set", "text", "description", "examples", "states")
+ITEM_ENCODERS = ("image-set", "text", "description", "examples", "states", "icl")
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
@@ -101,8 +103,8 @@ class ConditionItems:
         self.precision = precision  # of the examples encoder's base-model pass (`auto` resolved on its device)
         self._bf16_checked = False  # bf16 asked for: whether the device has it was checked (and a warning given if not)
         self.compiled = False  # ... run compiled, where the suite can (Suite.example_forward; `loragen serve --compile`)
-        if encoder == "states" and suite is None:
-            raise ConfigError("the states encoder reads example lines through the base model; expected a suite, found none")
+        if encoder in ("states", "icl") and suite is None:
+            raise ConfigError(f"the {encoder} encoder reads example lines through the base model; expected a suite, found none")
         self._text = TextEncoder(with_examples=encoder == "text") if encoder in ("text", "description") else None
         self._description = TextEncoder(with_examples=False) if encoder == "states" else None
         self._states: dict[str, torch.Tensor] = {}  # states encoder: example line -> (S,)
@@ -119,6 +121,8 @@ class ConditionItems:
             return self._text.encode([condition])  # (1, D)
         if self.encoder == "examples":
             return self._examples(condition)
+        if self.encoder == "icl":
+            return self._icl_states(condition)  # (K, S)
         if self.encoder == "states":
             feats = self._example_states(condition)  # (K, S)
             return torch.cat([feats, self._description.encode([condition]).expand(len(feats), -1)], 1)  # (K, S + 384)
@@ -169,12 +173,25 @@ class ConditionItems:
             self._states.update(zip(todo, feats))
         return torch.stack([self._states[line] for line in condition.examples])
 
+    def _icl_states(self, condition: Condition) -> torch.Tensor:
+        suite = self.suite()
+        if not hasattr(suite, "icl_states"):
+            raise ConfigError(f"the icl encoder reads a condition through a language model in context (llm-tasks); suite "
+                              f"{suite.name!r} has none")
+        try:
+            return suite.icl_states(condition)
+        except LoragenError as e:
+            raise ConditionError(str(e)) from e
+
     def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
         """Everything training conditions of one task are drawn from: every exemplar's (or example's) features (M, D);
-        R encoded K-example draws (R, D) for text; for states, every example line's states, each with one of the
+        R encoded K-example draws (R, D) for text; for icl, R conversations of K examples and a training description
+        each (R·K, D); for states, every example line's states, each with one of the
         task's training descriptions (drawn at random) appended."""
         if self._text is not None:
             return self._text.encode([pool.subset(k, g) for _ in range(draws)])
+        if self.encoder == "icl":
+            return torch.cat([self._icl_states(pool.subset(k, g)) for _ in range(draws)])  # subset draws a wording too
         if self.encoder == "states":
             feats = self._example_states(pool)  # (M, S)
             texts = [pool.text, *(pool.paraphrases or [])]
