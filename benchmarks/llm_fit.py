@@ -40,7 +40,7 @@ from loragen import atomic
 from loragen.adapters.apply import merged
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import TextEncoder
-from loragen.evaluate.prompting_study import cold_generation_s
+from loragen.evaluate.prompting_study import cold_generation_s, multitask_config
 from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
@@ -116,10 +116,9 @@ def main() -> None:
         if extra and uses_zoo:
             raise SystemExit("--extra-families with the zoo's adapters: the zoo holds none of the extra families")
     if args.multitask_steps and any("multitask" not in r["references"][t] for t in seen + unseen):
-        # the study's multi-task LoRA (prompting_study: the fine-tuning settings, `multitask_steps` steps)
         layout = LoraLayout.from_model(base, suite.target_modules, cfg.finetune.rank, cfg.finetune.alpha, suite.modules_to_save)
-        mcfg = replace(cfg.finetune, steps=args.multitask_steps, save_every=max(1, args.multitask_steps // 10), keep_last=1)
-        multi = load_or_train_multitask(suite, base, layout, list(fold.train), mcfg, args.out / "multitask")
+        multi = load_or_train_multitask(suite, base, layout, list(fold.train),
+                                        multitask_config(cfg.finetune, args.multitask_steps), args.out / "multitask")
         with merged(base, multi):
             for t in seen + unseen:
                 r["references"][t]["multitask"] = em(t)

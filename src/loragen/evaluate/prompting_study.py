@@ -65,6 +65,11 @@ class PromptingStudyConfig:
     min_gap: float = 0.1  # tasks whose fine-tuning gains less over zero-shot are left out of the per-task gap ratios
 
 
+def multitask_config(finetune: FinetuneConfig, steps: int) -> FinetuneConfig:
+    """The multi-task LoRA's training: the fine-tuning settings, `steps` steps, the last checkpoint kept."""
+    return replace(finetune, steps=steps, save_every=max(1, steps // 10), keep_last=1)
+
+
 def random_description(task: str, length: int) -> str:
     """A seeded random string of lowercase words, `length` characters long: a description that says nothing."""
     g = rng("random-description", task)
@@ -182,10 +187,8 @@ class PromptingFold:
         self.zoo_emb = self.hyper.embed([self.suite.condition(t) for t in self.zoo_tasks])  # (T, Z)
 
     def _multitask(self) -> Adapter:
-        cfg = replace(self.cfg.finetune, steps=self.cfg.multitask_steps, save_every=max(1, self.cfg.multitask_steps // 10),
-                      keep_last=1)
-        return load_or_train_multitask(self.suite, self.study.base, self.zoo.layout, list(self.fold.train), cfg,
-                                       self.out / "multitask")
+        return load_or_train_multitask(self.suite, self.study.base, self.zoo.layout, list(self.fold.train),
+                                       multitask_config(self.cfg.finetune, self.cfg.multitask_steps), self.out / "multitask")
 
     def seen_tasks(self) -> list[str]:
         order = torch.randperm(len(self.fold.train), generator=rng("seen-sample", self.fold.index)).tolist()

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from loragen.conditions import Condition
-from loragen.errors import ConfigError, LoragenError
+from loragen.errors import ConditionError, ConfigError, LoragenError
 from loragen.suites import completion
 from loragen.suites.cached_prefix import cut_layer, decoder_parts, prefix_states, run_layers, top_logits
 from loragen.suites.causal_lm import PACKAGED, load_model, load_tokenizer, model_folder
@@ -232,11 +232,9 @@ class LlmTasks(Suite):
         """A split's examples as tokens. The adapter's context (None) pads to max_tokens, so that every task's data
         concatenates, and its training rows cycle through the training paraphrases; the other contexts pad to the
         longest prompt."""
-        adapter = context is None
-        if adapter and split == "train":
-            wording = "train"
-        return self._encode(task, self.examples(task, split)[:limit], context, wording, cycle=adapter and split == "train",
-                            pad=adapter)
+        cycle = context is None and split == "train"
+        return self._encode(task, self.examples(task, split)[:limit], context, "train" if cycle else wording, cycle=cycle,
+                            pad=context is None)
 
     def _encode(self, task: str, pairs: list[tuple[str, str]], context: Context | None = None, wording: Wording = "eval",
                 cycle: bool = False, pad: bool = True, text: str | None = None) -> TaskData:
@@ -309,7 +307,7 @@ class LlmTasks(Suite):
         the hyper generator's `icl` encoder reads; one pass over ~150 tokens for K = 8."""
         pairs = condition.labelled_examples()
         if not pairs or not condition.text:
-            raise LoragenError(f"expected a description and labelled example lines in the condition of "
+            raise ConditionError(f"expected a description and labelled example lines in the condition of "
                                f"{condition.task!r}; found {'no description' if not condition.text else 'no example lines'}")
         tok, end = self.tokenizer(), completion.end_of_turn(self.tokenizer())
         msgs, ids, positions, text = [], [], [], ""

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loragen.conditions import Condition, ImageSetEncoder, TextEncoder
-from loragen.errors import ConditionError, ConfigError, LoragenError
+from loragen.errors import ConditionError, ConfigError
 
 ITEM_ENCODERS = ("image-set", "text", "description", "examples", "states", "icl")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -178,10 +178,7 @@ class ConditionItems:
         if not hasattr(suite, "icl_states"):
             raise ConfigError(f"the icl encoder reads a condition through a language model in context (llm-tasks); suite "
                               f"{suite.name!r} has none")
-        try:
-            return suite.icl_states(condition)
-        except LoragenError as e:
-            raise ConditionError(str(e)) from e
+        return suite.icl_states(condition)
 
     def pool(self, pool: Condition, k: int, draws: int, g: torch.Generator) -> torch.Tensor:
         """Everything training conditions of one task are drawn from: every exemplar's (or example's) features (M, D);
