@@ -44,11 +44,12 @@ from loragen.evaluate.prompting_study import cold_generation_s, multitask_config
 from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
+from loragen.suites.llm_tasks import CONTEXTS
 from loragen.suites.suite import rng
 from loragen.zoo.store import Zoo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from llm_tasks import config  # noqa: E402  the study's settings
+from llm_tasks import CONTEXT_PROSE, config  # noqa: E402  the study's settings
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
                     help="recon steps on the study's zoo before the task objective (default: the study's)")
     ap.add_argument("--objective", default="task", choices=("task", "recon"),
                     help="task (through the LM's loss) or recon (match the zoo's adapters only; needs --zoo)")
-    ap.add_argument("--adapter-context", default="none", choices=("none", "description"),
+    ap.add_argument("--adapter-context", default="none", choices=CONTEXTS,
                     help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context; a new --out)")
     ap.add_argument("--multitask-steps", type=int, default=0,
                     help="also score a multi-task LoRA over the fold's training tasks, this many steps (0: none)")
@@ -106,7 +107,9 @@ def main() -> None:
     if zoo is None and uses_zoo:
         raise SystemExit(f"--recon-warm-steps and --objective recon need the study's zoo; found none at {args.zoo} (run "
                          "benchmarks/llm_tasks.py or pass --zoo)")
-    if zoo is not None:  # the fine-tuned adapters on the same queries: the ceiling
+    marker = args.zoo.parent / "adapter_context.json"  # the context the study's adapters were trained in
+    zoo_context = json.loads(marker.read_text())["adapter_context"] if marker.exists() else "none"
+    if zoo is not None and zoo_context == args.adapter_context:  # the fine-tuned adapters on the same queries: the ceiling
         for t in seen + unseen:
             if "finetune" not in r["references"][t]:
                 with merged(base, zoo.best_adapter(t)):
@@ -182,8 +185,7 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
     refs, seen, unseen = r["references"], r["seen"], r["unseen"]
     mean = lambda ts, k: statistics.mean(refs[t][k] for t in ts)  # noqa: E731
     lines = ["# llm-tasks: does the hyper generator fit its training tasks? (validation queries, fold 0)", "",
-             f"Adapted models' prompt: {'the description, then the input' if r.get('adapter_context') == 'description' else 'the input alone'}"
-             " (LlmTasks.adapter_context).", "",
+             f"Adapted models' prompt: {CONTEXT_PROSE[r.get('adapter_context', 'none')]} (LlmTasks.adapter_context).", "",
              "Commands (each run's generator is kept and reused by later commands with the same --out): "
              + ", ".join(sorted({f"`{run.get('command', r['command'])}`" for run in r["runs"].values()})), "",
              f"Generator trained on the fold's {r['train_tasks']} training tasks (and, where named, every task of families the "

@@ -2,7 +2,7 @@
 LoRA and per-task fine-tuning, k-fold over llm-tasks (loragen.evaluate.prompting_study says what each method is).
 
     .venv/bin/python benchmarks/llm_tasks.py --out runs/bench/llm-tasks [--quick] [--model smollm2|DIR] [--top-layers 4] \
-        [--adapter-context none|description]
+        [--adapter-context none|description|few-shot]
 
 Writes into --out: results.json (schema in issue 14: per-method exact-match mean and 95% bootstrap CI over held-out
 tasks, seen / unseen means, paired generated − few-shot, cost), results.md and plots/*.png. Trained pieces (zoo,
@@ -27,12 +27,15 @@ from loragen.generators.hyper import HyperConfig
 from loragen.generators.pdiff import PDiffConfig
 from loragen.suites import get_suite
 from loragen.suites.defaults import suite_defaults
+from loragen.suites.llm_tasks import CONTEXTS
 
 # Families whose fine-tuned adapter reached ≥ 0.3 exact match with a training loss < 1.5 on validation items in the
 # family survey (docs/llm-adapters/family-survey.md: one task per family, 150 steps): fine-tuning clearly beats the
 # zero-shot base model (0 everywhere). Not learnt there, left out: shift, multiply, every-word, last-letters, format.
 FAMILIES = ("add", "first-letters", "item", "number-to-words", "words-to-number", "polarity", "remainder", "repeat", "topic")
 QUICK_FAMILIES = ("topic", "add", "words-to-number")
+CONTEXT_PROSE = {"none": "the input alone", "description": "the description, then the input (as zero-shot prompting)",
+                 "few-shot": "few-shot prompting's prompts (the description and the shots as a conversation, then the input)"}
 
 
 def config(quick: bool) -> tuple[PromptingStudyConfig, dict]:
@@ -95,8 +98,7 @@ def markdown(r: dict) -> str:
     c, g = r["cost"], r["gap_recovered"]
     lines = [f"# llm-tasks: generated adapters against prompting ({r['model']})", "",
              f"Command: `{r['command']}` ({r['wall_s'] / 60:.0f} minutes on {r['threads']} thread(s)).", "",
-             "Adapted models see " + ("the description, then the input (as zero-shot prompting)"
-                                      if r.get("adapter_context") == "description" else "the input alone") + ". "
+             f"Adapted models see {CONTEXT_PROSE[r.get('adapter_context', 'none')]}. "
              f"{r['folds']}-fold over {r['tasks']} tasks of families {', '.join(r['families'])}; every inside or categorical task "
              "is held out once, outside (extrapolation) tasks are never trained on. Exact match of the greedy completion on "
              f"each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
@@ -141,7 +143,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2", help="'smollm2' (packaged) or a local causal-LM folder")
     ap.add_argument("--top-layers", type=int, default=4, help="decoder layers LoRA adapts (the rest is the cached prefix)")
     ap.add_argument("--max-tokens", type=int, default=96, help="token budget of a prompt + answer (raise for small vocabularies)")
-    ap.add_argument("--adapter-context", default="none", choices=("none", "description"),
+    ap.add_argument("--adapter-context", default="none", choices=CONTEXTS,
                     help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context)")
     args = ap.parse_args()
     import torch

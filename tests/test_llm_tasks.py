@@ -215,8 +215,8 @@ def test_adapter_context_description(tiny_llm_folder):
     """With adapter_context='description' an adapted model's rows hold a description before the input: training rows
     cycle through the training paraphrases, test rows read the first held-out one; the cached-prefix score is the
     whole model's on the same prompts."""
-    with pytest.raises(ConfigError, match="adapter_context must be 'none' or 'description'"):
-        get_suite("llm-tasks", model_path=str(tiny_llm_folder), adapter_context="few-shot")
+    with pytest.raises(ConfigError, match="adapter_context must be one of"):
+        get_suite("llm-tasks", model_path=str(tiny_llm_folder), adapter_context="chat")
     s = get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, answer_tokens=24, max_tokens=128,
                   families=["add"], adapter_context="description")
     tok = s.tokenizer()
@@ -242,6 +242,34 @@ def test_adapter_context_description(tiny_llm_folder):
     assert prompt(lines, 0) == completion.prompt_text(tok, s.query("add-5", first, "description", text=cond.text))
     with pytest.raises(LoragenError, match="reads the condition's description"):
         s.example_batch(replace(cond, text=None))
+
+
+def test_adapter_context_few_shot(tiny_llm_folder):
+    """With adapter_context='few-shot' an adapted model's test rows are few-shot prompting's prompts; training rows
+    show other draws of the shots, never the row's own example; a condition's lines show the condition's other lines."""
+    s = get_suite("llm-tasks", model_path=str(tiny_llm_folder), top_layers=1, families=["add"], adapter_context="few-shot")
+    assert s.max_tokens == 224
+    tok = s.tokenizer()
+    prompt = lambda d, i: tok.decode(d.x[i, 0][d.x[i, 1].bool()][: -int((d.y[i] != completion.IGNORE).sum())].tolist())  # noqa: E731
+    test, train = s.tokens("add-5", "test"), s.tokens("add-5", "train")
+    x = s.examples("add-5", "test")[0][0]
+    assert prompt(test, 0) == completion.prompt_text(tok, s.query("add-5", x, "few-shot"))  # few-shot prompting's prompt
+    draws = set()
+    for i, (x, y) in enumerate(s.examples("add-5", "train")[:6]):
+        shots = s.few_shots("add-5", i, x)
+        assert len(shots) == s.shots and x not in {sx for sx, _ in shots}
+        draws.add(tuple(shots))
+        text = s.descriptions("add-5", "train")[i % N_TRAIN_PARAPHRASES]
+        assert prompt(train, i) == completion.prompt_text(tok, s.query("add-5", x, "few-shot", "train", text=text, shots=shots))
+    assert len(draws) > 1  # rows see different shots
+    assert s.few_shots("add-5") == s.few_shots("add-5", 0, "not an input")  # draw 0: the fixed shots
+    cond = s.eval_condition("add-5")
+    pairs = cond.labelled_examples()
+    lines = s.example_batch(cond)
+    for i in (0, len(pairs) - 1):
+        others = [p for p in pairs if p != pairs[i]][: s.shots]
+        assert prompt(lines, i) == completion.prompt_text(tok, s.query("add-5", pairs[i][0], "few-shot", text=cond.text,
+                                                                       shots=others))
 
 
 def test_padding_does_not_change_answer_logits(tiny):

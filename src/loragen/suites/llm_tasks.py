@@ -15,10 +15,13 @@ Prompts use the model's chat template, with one of three contexts before the inp
   description  a description, a blank line, then the input: zero-shot prompting
   few-shot     description + first shot as the first user turn, the shots' answers as assistant turns, then the
                input: in-context learning with `shots` fixed training examples
-An adapted model sees `adapter_context`: none (the default), or description, where the adapter carries what the
+An adapted model sees `adapter_context`: none (the default); description, where the adapter carries what the
 description leaves to the model (the answer's form; the family's skill) and the prompt carries the rest (which K), at
-the description's prompt tokens instead of few-shot's. Wherever a context is optional (None), it is this one; its
-training rows cycle through the training paraphrases, its validation and test rows read the first held-out one.
+the description's prompt tokens instead of few-shot's; or few-shot, where the adapter works with in-context learning
+(as meta-trained ICL does, MetaICL, Min et al. 2022) at few-shot's prompt tokens. Wherever a context is optional
+(None), it is this one; its training rows cycle through the training paraphrases and, with few-shot, through draws of
+the shots among the other training examples; its validation and test rows read the first held-out paraphrase and the
+task's fixed shots: exactly few-shot prompting's prompts.
 Adapters: LoRA on `target_modules` (PEFT's suffix rule; default the attention projections q_proj and v_proj) of the
 top `top_layers` decoder layers (default 4; None: every layer). Their PEFT config says task_type CAUSAL_LM and the
 base model's folder, so `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)` loads them; the
@@ -69,20 +72,23 @@ class LlmTasks(Suite):
 
     def __init__(self, model_path: str | Path = "smollm2", target_modules: list[str] | None = None,
                  top_layers: int | None = 4, k_exemplars: int = 8, shots: int = 4, n_train: int = 64, n_val: int = 16,
-                 n_test: int = 32, max_tokens: int = 96, answer_tokens: int = 24, cache_dir: str | Path | None = None,
+                 n_test: int = 32, max_tokens: int | None = None, answer_tokens: int = 24, cache_dir: str | Path | None = None,
                  families: list[str] | tuple[str, ...] | None = None, adapter_context: Context = "none"):
         """model_path: 'smollm2' (the packaged model, converted into the cache on first use) or a local causal-LM
         folder; target_modules: linear modules LoRA adapts, by name suffix (default q_proj, v_proj); top_layers: adapt
         only the top N decoder layers and train from cached prefix states (None: every layer, trained through the
         whole model); k_exemplars: K example lines in a condition; shots: examples in a few-shot prompt; n_*: examples
-        per split (fewer when a task's atoms run out); max_tokens: L of `data`; answer_tokens: A, the answer window
-        (with SmolLM2 the longest row is 68 tokens and the longest answer 19, repeat-6 of a rare word); families: keep
-        only the tasks of these families (None: every family but the generator-only DENSE_FAMILIES); adapter_context:
-        what an adapted model's prompt holds before the input, 'none' or 'description' (module docstring)."""
+        per split (fewer when a task's atoms run out); max_tokens: L of `data` (None: 96, or 224 with the few-shot
+        adapter context; with SmolLM2 the longest row is 68 tokens in context none, 207 in few-shot); answer_tokens: A,
+        the answer window (the longest answer is 19 tokens, repeat-6 of a rare word); families: keep only the tasks of
+        these families (None: every family but the generator-only DENSE_FAMILIES); adapter_context: what an adapted
+        model's prompt holds before the input, one of CONTEXTS (module docstring)."""
         if top_layers is not None and top_layers < 1:
             raise ConfigError(f"top_layers must be >= 1, or None for every layer; found {top_layers}")
-        if adapter_context not in ("none", "description"):
-            raise ConfigError(f"adapter_context must be 'none' or 'description'; found {adapter_context!r}")
+        if adapter_context not in CONTEXTS:
+            raise ConfigError(f"adapter_context must be one of {CONTEXTS}; found {adapter_context!r}")
+        if max_tokens is None:
+            max_tokens = 224 if adapter_context == "few-shot" else 96
         self.adapter_context: Context = adapter_context
         self.model_path, self.k_exemplars, self.shots = model_path, k_exemplars, shots
         self.max_tokens, self.answer_tokens, self.top_layers = max_tokens, answer_tokens, top_layers
@@ -128,15 +134,19 @@ class LlmTasks(Suite):
             raise ValueError(f"wording must be 'train' or 'eval'; found {wording!r}")
         return list(texts[:N_TRAIN_PARAPHRASES] if wording == "train" else texts[N_TRAIN_PARAPHRASES:])
 
-    def few_shots(self, task: str) -> list[tuple[str, str]]:
-        """The `shots` training examples every few-shot prompt of the task shows (seeded by its name)."""
+    def few_shots(self, task: str, draw: int = 0, query: str | None = None) -> list[tuple[str, str]]:
+        """`shots` training examples of the task, seeded by its name: draw 0 is the fixed set every few-shot prompt of
+        a validation or test query shows; other draws are for training rows. Never the `query`'s own example."""
         train = self.examples(task, "train")
-        return [train[i] for i in torch.randperm(len(train), generator=rng(self.name, task, "shots"))[: self.shots].tolist()]
+        key = ("shots",) if draw == 0 else ("shots", draw)
+        order = torch.randperm(len(train), generator=rng(self.name, task, *key)).tolist()
+        return [train[i] for i in order if train[i][0] != query][: self.shots]
 
     def query(self, task: str, x: str, context: Context | None = None, wording: Wording = "eval", variant: int = 0,
-              text: str | None = None) -> list[dict]:
+              text: str | None = None, shots: list[tuple[str, str]] | None = None) -> list[dict]:
         """The chat messages that ask the model for the answer to input `x` (see the module docstring for contexts;
-        None: the adapter's). The description is `text`, or the task's paraphrase `variant` of the `wording` ones."""
+        None: the adapter's). The description is `text`, or the task's paraphrase `variant` of the `wording` ones; a
+        few-shot prompt's examples are `shots`, or the task's draw `variant` of its training examples."""
         context = context or self.adapter_context
         if context == "none":
             return [{"role": "user", "content": x}]
@@ -147,7 +157,7 @@ class LlmTasks(Suite):
             return [{"role": "user", "content": f"{text}\n\n{x}"}]
         if context == "few-shot":
             msgs, first = [], True
-            for sx, sy in self.few_shots(task):
+            for sx, sy in self.few_shots(task, variant, x) if shots is None else shots:
                 msgs += [{"role": "user", "content": f"{text}\n\n{sx}" if first else sx},
                          {"role": "assistant", "content": sy}]
                 first = False
@@ -230,18 +240,13 @@ class LlmTasks(Suite):
     def encode(self, task: str, split: str, context: Context | None = None, wording: Wording = "eval",
                limit: int | None = None) -> TaskData:
         """A split's examples as tokens. The adapter's context (None) pads to max_tokens, so that every task's data
-        concatenates, and its training rows cycle through the training paraphrases; the other contexts pad to the
-        longest prompt."""
+        concatenates, and its training rows cycle: row i reads training paraphrase i and draw i of the shots; the other
+        contexts pad to the longest prompt."""
+        pairs = self.examples(task, split)[:limit]
         cycle = context is None and split == "train"
-        return self._encode(task, self.examples(task, split)[:limit], context, "train" if cycle else wording, cycle=cycle,
-                            pad=context is None)
-
-    def _encode(self, task: str, pairs: list[tuple[str, str]], context: Context | None = None, wording: Wording = "eval",
-                cycle: bool = False, pad: bool = True, text: str | None = None) -> TaskData:
-        """`cycle`: row i reads paraphrase i; `pad`: to max_tokens (else to the longest row)."""
-        queries = [self.query(task, x, context, wording, i if cycle else 0, text) for i, (x, _) in enumerate(pairs)]
+        queries = [self.query(task, x, context, "train" if cycle else wording, i if cycle else 0) for i, (x, _) in enumerate(pairs)]
         return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens,
-                                 self.max_tokens if pad else None)
+                                 self.max_tokens if context is None else None)
 
     def tokens(self, task: str, split: str) -> TaskData:
         """The split in the adapter's context as tokens (what an adapted model sees), cached."""
@@ -263,13 +268,16 @@ class LlmTasks(Suite):
 
     def example_batch(self, condition: Condition) -> TaskData:
         """The condition's example lines `'<input>' -> <answer>` as tokens in the adapter's context, like `data` (a
-        description there is the condition's own text)."""
+        description there is the condition's own text; few-shot examples, the condition's other lines)."""
         pairs = condition.labelled_examples()
         if not pairs:
             raise LoragenError(f"expected labelled example lines in the condition of {condition.task!r}; found none")
-        if self.adapter_context == "description" and not condition.text:
-            raise LoragenError(f"adapter_context 'description' reads the condition's description; found none for {condition.task!r}")
-        return self._encode(condition.task, pairs, text=condition.text)
+        if self.adapter_context != "none" and not condition.text:
+            raise LoragenError(f"adapter_context {self.adapter_context!r} reads the condition's description; found none "
+                               f"for {condition.task!r}")
+        queries = [self.query(condition.task, x, text=condition.text, shots=[p for p in pairs if p[0] != x][: self.shots])
+                   for x, _ in pairs]
+        return completion.encode(self.tokenizer(), queries, [y for _, y in pairs], self.answer_tokens, self.max_tokens)
 
     def example_states(self, condition: Condition) -> torch.Tensor:
         """(K, 2D): each example line as the adapted layers see it, from the frozen prefix's states entering the cut:
