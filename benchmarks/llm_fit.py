@@ -140,7 +140,12 @@ def main() -> None:
                 r["runs"][key]["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
                 atomic.write_json(results_path, r)
             continue
-        gen = HyperGenerator.fit(hyper, suite=suite, tasks=train, zoo=zoo if uses_zoo else None, out=args.out / key)
+        if (args.out / key / "generator.json").exists():  # fitted, not yet scored (interrupted, or copied from another --out)
+            gen = HyperGenerator.load(args.out / key, suite)
+            if gen.config != hyper or sorted(gen.tasks) != sorted(train):
+                raise SystemExit(f"{args.out / key} holds a generator of another configuration or task set: remove it")
+        else:
+            gen = HyperGenerator.fit(hyper, suite=suite, tasks=train, zoo=zoo if uses_zoo else None, out=args.out / key)
         fold.check_unseen(gen.tasks, "the generator's training tasks")
         scores = {}
         for t in seen + unseen:
