@@ -22,6 +22,10 @@ encoder) is kept in --out and reused by a rerun. Writes results.json and results
 fine-tunes learn them poorly, docs/llm-adapters.md), so are never scored; their training examples come from the
 training split's atoms like every task's, so no held-out query reaches them. Text-to-LoRA found zero-shot quality to
 grow with the number of training tasks; the task objective needs no zoo, so such tasks cost only their prefix states.
+
+--controls: each run also scores the held-out tasks with the generator given a random string and another family's
+task's description instead of the right one (the study's random_description / wrong_description,
+prompting_study.py): does the generator read the description, or is it a multi-task LoRA in disguise?
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from loragen import atomic
 from loragen.adapters.apply import merged
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import TextEncoder
-from loragen.evaluate.prompting_study import cold_generation_s, multitask_config
+from loragen.evaluate.prompting_study import cold_generation_s, multitask_config, random_description, wrong_task
 from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
@@ -68,6 +72,8 @@ def main() -> None:
                     help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context; a new --out)")
     ap.add_argument("--multitask-steps", type=int, default=0,
                     help="also score a multi-task LoRA over the fold's training tasks, this many steps (0: none)")
+    ap.add_argument("--controls", action="store_true",
+                    help="also score held-out tasks from a random string and from another task's description")
     ap.add_argument("--zoo", type=Path, default=Path("runs/bench/llm-tasks/zoo"),
                     help="the study's zoo (benchmarks/llm_tasks.py collects it): recon targets and the fine-tuned reference")
     args = ap.parse_args()
@@ -136,8 +142,12 @@ def main() -> None:
                + (f"_plus-{'-'.join(extra)}" if extra else "") + (f"_recon{warm}" if warm else "")
                + ("_recon-only" if args.objective == "recon" else ""))
         if key in r["runs"]:
-            if "generate_cold_ms" not in r["runs"][key]:  # runs from before the timing was added
-                r["runs"][key]["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
+            run = r["runs"][key]
+            if "generate_cold_ms" not in run:  # runs from before the timing was added
+                run["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
+                atomic.write_json(results_path, r)
+            if args.controls and "controls" not in run:
+                run["controls"] = controls(HyperGenerator.load(args.out / key, suite), suite, base, unseen, em)
                 atomic.write_json(results_path, r)
             continue
         if (args.out / key / "generator.json").exists():  # fitted, not yet scored (interrupted, or copied from another --out)
@@ -158,6 +168,8 @@ def main() -> None:
                           "generated": scores, "seen_mean": statistics.mean(scores[t] for t in seen),
                           "unseen_mean": statistics.mean(scores[t] for t in unseen),
                           "generate_cold_ms": cold_ms(gen, suite, unseen)}
+        if args.controls:
+            r["runs"][key]["controls"] = controls(gen, suite, base, unseen, em)
         atomic.write_json(results_path, r)
     write_report(args.out, r, cfg.hyper.encoder)
 
@@ -184,6 +196,21 @@ def cold_ms(gen: HyperGenerator, suite, tasks: list[str]) -> float:
     (prompting_study.cold_generation_s)."""
     gen.generate(suite.eval_condition(tasks[0]), 1)  # loads the encoders' models: not part of a cold generation
     return 1000 * cold_generation_s(gen, suite, tasks, repeats=len(tasks))
+
+
+def controls(gen: HyperGenerator, suite, base, tasks: list[str], em) -> dict[str, dict[str, float]]:
+    """Exact match of each task with the adapter generated from its evaluation condition, the description replaced
+    by a random string of its length or by another family's task's held-out description (as prompting_study scores)."""
+    out: dict[str, dict[str, float]] = {"random_description": {}, "wrong_description": {}}
+    for t in tasks:
+        cond = suite.eval_condition(t)
+        texts = {"random_description": random_description(t, len(cond.text)),
+                 "wrong_description": suite.descriptions(wrong_task(suite, t), "eval")[0]}
+        for name, text in texts.items():
+            (adapter,) = gen.generate(replace(cond, text=text), 1)
+            with merged(base, adapter):
+                out[name][t] = em(t)
+    return out
 
 
 def write_report(out: Path, r: dict, study_encoder: str) -> None:
@@ -215,6 +242,8 @@ def write_report(out: Path, r: dict, study_encoder: str) -> None:
         tasks = f"{run.get('train_tasks', r['train_tasks'])}" + (f" (+ {', '.join(run['extra_families'])})" if run.get("extra_families") else "")
         lines.append(f"| generated, {key} | {run['hyper']['encoder']} | {tasks} | {run['fit']['loss']:.3f} | {run['fit']['fit_s']:.0f} | "
                      f"{cold} | {run['seen_mean']:.2f} | {run['unseen_mean']:.2f} |")
+        for name, scores in run.get("controls", {}).items():
+            lines.append(f"| {key}, {name.replace('_', ' ')} (control) | | | | | | | {statistics.mean(scores[t] for t in unseen):.2f} |")
     if "identifiable" in r:
         i = r["identifiable"]
         lines += ["", f"Can the text encoder tell the tasks apart? Each of the suite's {i['tasks']} tasks' evaluation condition "

@@ -2,6 +2,7 @@
 folders, zoo collection and the hyper generator through the same path."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -230,7 +231,7 @@ def test_example_states_read_each_line_at_the_cut(lm):
     assert cached.shape == (lm.k_exemplars, 2 * dim)
     assert torch.allclose(cached, fresh, atol=1e-4)
     # by hand, for the first line: its tokens through layer 0 alone, unpadded
-    tokens = lm._encode(TASK, cond.labelled_examples()[:1])
+    tokens = lm.example_batch(replace(cond, examples=cond.examples[:1]))  # the first line as `data` pads it
     real = tokens.x[0, 1].bool()
     with torch.no_grad():
         hidden = lm.base_model()(tokens.x[0, 0][real][None], output_hidden_states=True).hidden_states[1][0]
@@ -310,7 +311,6 @@ def test_train_generate_load_and_chat_from_the_command_line(tiny_llm_folder, tmp
 def test_icl_states_read_the_condition_in_context(lm, tmp_path):
     """The icl encoder's rows: one conversation of the condition's examples through the lower half of the layers, row
     i at the token that predicts example i's answer, having read only what comes before it."""
-    from dataclasses import replace
 
     from loragen.errors import ConditionError
     from loragen.generators.hyper import HyperConfig, HyperGenerator
@@ -321,8 +321,8 @@ def test_icl_states_read_the_condition_in_context(lm, tmp_path):
     rows = lm.icl_states(cond)
     assert rows.shape == (lm.k_exemplars, lm.base_model().config.hidden_size)
     # row 0 by hand: the first example asked with the description (zero-shot's prompt), through layer 0 of the 2
-    x0 = cond.labelled_examples()[0][0]
-    tokens = lm._encode(TASK, cond.labelled_examples()[:1], "description", text=cond.text, pad=False)
+    x0, y0 = cond.labelled_examples()[0]
+    tokens = completion.encode(lm.tokenizer(), [lm.query(TASK, x0, "description", text=cond.text)], [y0], lm.answer_tokens)
     with torch.no_grad():
         hidden = lm.base_model()(tokens.x[0, 0][None], output_hidden_states=True).hidden_states[1][0]
     prompt_len = len(lm.tokenizer()(completion.prompt_text(lm.tokenizer(), lm.query(TASK, x0, "description", text=cond.text)),
