@@ -142,7 +142,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small run within 15 minutes (numbers mean little)")
     ap.add_argument("--model", default="smollm2", help="'smollm2' (packaged) or a local causal-LM folder")
     ap.add_argument("--top-layers", type=int, default=4, help="decoder layers LoRA adapts (the rest is the cached prefix)")
-    ap.add_argument("--max-tokens", type=int, default=96, help="token budget of a prompt + answer (raise for small vocabularies)")
+    ap.add_argument("--max-tokens", type=int, default=None,
+                    help="token budget of a prompt + answer (default: the suite's, 96 or 224 with --adapter-context few-shot)")
     ap.add_argument("--adapter-context", default="none", choices=CONTEXTS,
                     help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context)")
     args = ap.parse_args()

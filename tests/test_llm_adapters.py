@@ -311,7 +311,6 @@ def test_train_generate_load_and_chat_from_the_command_line(tiny_llm_folder, tmp
 def test_icl_states_read_the_condition_in_context(lm, tmp_path):
     """The icl encoder's rows: one conversation of the condition's examples through the lower half of the layers, row
     i at the token that predicts example i's answer, having read only what comes before it."""
-
     from loragen.errors import ConditionError
     from loragen.generators.hyper import HyperConfig, HyperGenerator
     from loragen.generators.hyper.items import ConditionItems
