@@ -44,7 +44,7 @@ from loragen import atomic
 from loragen.adapters.apply import merged
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import TextEncoder
-from loragen.evaluate.prompting_study import cold_generation_s, multitask_config, random_description, wrong_task
+from loragen.evaluate.prompting_study import cold_generation_s, control_conditions, multitask_config
 from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
@@ -199,17 +199,14 @@ def cold_ms(gen: HyperGenerator, suite, tasks: list[str]) -> float:
 
 
 def controls(gen: HyperGenerator, suite, base, tasks: list[str], em) -> dict[str, dict[str, float]]:
-    """Exact match of each task with the adapter generated from its evaluation condition, the description replaced
-    by a random string of its length or by another family's task's held-out description (as prompting_study scores)."""
-    out: dict[str, dict[str, float]] = {"random_description": {}, "wrong_description": {}}
+    """Exact match of each task with the adapter generated from its evaluation condition with the description
+    replaced (prompting_study.control_conditions, as the study scores them)."""
+    out: dict[str, dict[str, float]] = {}
     for t in tasks:
-        cond = suite.eval_condition(t)
-        texts = {"random_description": random_description(t, len(cond.text)),
-                 "wrong_description": suite.descriptions(wrong_task(suite, t), "eval")[0]}
-        for name, text in texts.items():
-            (adapter,) = gen.generate(replace(cond, text=text), 1)
+        for name, cond in control_conditions(suite, t, suite.eval_condition(t)).items():
+            (adapter,) = gen.generate(cond, 1)
             with merged(base, adapter):
-                out[name][t] = em(t)
+                out.setdefault(name, {})[t] = em(t)
     return out
 
 

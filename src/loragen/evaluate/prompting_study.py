@@ -35,6 +35,7 @@ import torch
 from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.apply import merged
+from loragen.conditions import Condition
 from loragen.errors import LoragenError
 from loragen.evaluate.stats import bootstrap_ci
 from loragen.evaluate.unseen import load_or_fit, load_or_fit_recon, load_or_train_multitask
@@ -84,6 +85,13 @@ def wrong_task(suite: LlmTasks, task: str) -> str:
     if not others:
         raise LoragenError(f"the wrong-description control needs a task of another family than {family!r}; found none")
     return others[int(torch.randint(len(others), (1,), generator=rng("wrong-description", task)))]
+
+
+def control_conditions(suite: LlmTasks, task: str, cond: Condition) -> dict[str, Condition]:
+    """The description controls of a task's condition: its text replaced by a random string of the same length
+    (random_description) or by another family's task's first held-out description (wrong_description)."""
+    return {"random_description": replace(cond, text=random_description(task, len(cond.text))),
+            "wrong_description": replace(cond, text=suite.descriptions(wrong_task(suite, task), "eval")[0])}
 
 
 def _key(obj) -> str:
@@ -205,8 +213,7 @@ class PromptingFold:
         row = {"task": task, "fold": self.fold.index, "group": group, "family": suite.task(task).params["family"],
                "where": suite.task(task).params["where"], "nearest_task": near, "wrong_task": other, **refs[task],
                "generated": em(self.hyper.generate(cond, 1)[0], task),
-               "random_description": em(self.hyper.generate(replace(cond, text=random_description(task, len(cond.text))), 1)[0], task),
-               "wrong_description": em(self.hyper.generate(replace(cond, text=suite.descriptions(other, "eval")[0]), 1)[0], task),
+               **{name: em(self.hyper.generate(c, 1)[0], task) for name, c in control_conditions(suite, task, cond).items()},
                "nearest": em(self.zoo.best_adapter(near), task), "multitask": em(self.multi, task)}
         if self.recon is not None:
             row["hyper_recon"] = em(self.recon.generate(cond, 1)[0], task)
