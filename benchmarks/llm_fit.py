@@ -44,7 +44,7 @@ from loragen import atomic
 from loragen.adapters.apply import merged
 from loragen.adapters.layout import LoraLayout
 from loragen.conditions import TextEncoder
-from loragen.evaluate.prompting_study import cold_generation_s, control_conditions, multitask_config
+from loragen.evaluate.prompting_study import cold_generation_s, control_conditions, multitask_config, study_context
 from loragen.evaluate.unseen import load_or_train_multitask
 from loragen.generators.hyper import HyperGenerator
 from loragen.suites import get_suite
@@ -113,9 +113,7 @@ def main() -> None:
     if zoo is None and uses_zoo:
         raise SystemExit(f"--recon-warm-steps and --objective recon need the study's zoo; found none at {args.zoo} (run "
                          "benchmarks/llm_tasks.py or pass --zoo)")
-    marker = args.zoo.parent / "adapter_context.json"  # the context the study's adapters were trained in
-    zoo_context = json.loads(marker.read_text())["adapter_context"] if marker.exists() else "none"
-    if zoo is not None and zoo_context == args.adapter_context:  # the fine-tuned adapters on the same queries: the ceiling
+    if zoo is not None and study_context(args.zoo.parent) == args.adapter_context:  # the fine-tuned adapters on the same queries: the ceiling
         for t in seen + unseen:
             if "finetune" not in r["references"][t]:
                 with merged(base, zoo.best_adapter(t)):
@@ -143,11 +141,13 @@ def main() -> None:
                + ("_recon-only" if args.objective == "recon" else ""))
         if key in r["runs"]:
             run = r["runs"][key]
+            todo = "generate_cold_ms" not in run or (args.controls and "controls" not in run)
+            gen = HyperGenerator.load(args.out / key, suite) if todo else None
             if "generate_cold_ms" not in run:  # runs from before the timing was added
-                run["generate_cold_ms"] = cold_ms(HyperGenerator.load(args.out / key, suite), suite, unseen)
+                run["generate_cold_ms"] = cold_ms(gen, suite, unseen)
                 atomic.write_json(results_path, r)
             if args.controls and "controls" not in run:
-                run["controls"] = controls(HyperGenerator.load(args.out / key, suite), suite, base, unseen, em)
+                run["controls"] = controls(gen, suite, base, unseen, em)
                 atomic.write_json(results_path, r)
             continue
         if (args.out / key / "generator.json").exists():  # fitted, not yet scored (interrupted, or copied from another --out)

@@ -48,6 +48,7 @@ from loragen.suites.suite import Fold, rng
 from loragen.zoo.collect import collect
 from loragen.zoo.store import Zoo
 
+CONTEXT_FILE = "adapter_context.json"  # in a study folder: the adapter context its adapters were trained in
 PROMPTED = ("zero_shot", "few_shot", "finetune")  # scores that do not depend on the fold
 METHODS = ("generated", "hyper_recon", "random_description", "wrong_description", "nearest", "multitask", "pdiff") + PROMPTED
 
@@ -94,6 +95,15 @@ def control_conditions(suite: LlmTasks, task: str, cond: Condition) -> dict[str,
             "wrong_description": replace(cond, text=suite.descriptions(wrong_task(suite, task), "eval")[0])}
 
 
+def study_context(folder: Path) -> str | None:
+    """The adapter context a study folder's zoo and generators were trained in: its marker file; 'none' for a study from
+    before adapter contexts (a zoo, no marker); None where there is no study yet."""
+    path = folder / CONTEXT_FILE
+    if path.exists():
+        return json.loads(path.read_text())["adapter_context"]
+    return "none" if (folder / "zoo").exists() else None
+
+
 def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -114,18 +124,14 @@ class PromptingStudy:
 
     def _check_context(self) -> None:
         """Everything in `out` (zoo, generators, scores) was trained and scored in one adapter context: refuse another."""
-        path = self.out / "adapter_context.json"
-        want = {"adapter_context": self.suite.adapter_context}
-        if path.exists():
-            found = json.loads(path.read_text())
-            if found != want:
-                raise LoragenError(f"{self.out} holds a study whose adapted models saw {found['adapter_context']!r}; this "
-                                   f"suite's adapter_context is {want['adapter_context']!r}: use another output folder")
-        elif (self.out / "zoo").exists() and want["adapter_context"] != "none":
-            raise LoragenError(f"{self.out} holds a study from before adapter contexts (input alone); this suite's "
-                               f"adapter_context is {want['adapter_context']!r}: use another output folder")
-        else:
-            atomic.write_json(path, want)
+        found, want = study_context(self.out), self.suite.adapter_context
+        if found is not None and found != want:
+            held = (f"whose adapted models saw {found!r}" if (self.out / CONTEXT_FILE).exists()
+                    else "from before adapter contexts (input alone)")
+            raise LoragenError(f"{self.out} holds a study {held}; this suite's adapter_context is {want!r}: use another "
+                               "output folder")
+        if not (self.out / CONTEXT_FILE).exists():
+            atomic.write_json(self.out / CONTEXT_FILE, {"adapter_context": want})
 
     def references(self, zoo: Zoo, tasks: list[str]) -> dict[str, dict]:
         """zero_shot, few_shot and finetune per task (they do not depend on the fold), kept in references.json."""

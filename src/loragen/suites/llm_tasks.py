@@ -316,7 +316,7 @@ class LlmTasks(Suite):
         pairs = condition.labelled_examples()
         if not pairs or not condition.text:
             raise ConditionError(f"expected a description and labelled example lines in the condition of "
-                               f"{condition.task!r}; found {'no description' if not condition.text else 'no example lines'}")
+                                 f"{condition.task!r}; found {'no description' if not condition.text else 'no example lines'}")
         tok, end = self.tokenizer(), completion.end_of_turn(self.tokenizer())
         msgs, ids, positions, text = [], [], [], ""
         for i, (x, y) in enumerate(pairs):
