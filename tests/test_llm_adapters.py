@@ -340,3 +340,55 @@ def test_icl_states_read_the_condition_in_context(lm, tmp_path):
     cfg = HyperConfig(**suite_defaults("llm-tasks", quick=True).hyper | {"encoder": "icl", "steps": 4, "cond_draws": 2})
     gen = HyperGenerator.fit(cfg, suite=lm, tasks=["add-2", "format-uppercase"], show=False)
     assert gen.generate(lm.eval_condition("add-3"))[0].vector().abs().sum() > 0
+
+
+def test_adapters_trained_in_a_prompt_context_chat_in_it(tiny_llm_folder, tmp_path):
+    """`train --adapter-context few-shot`: the generator records the context (a reloaded one rebuilds the same suite),
+    each adapter records its prompt (the condition's description and first `shots` example lines), and `loragen chat`
+    sends the message in that prompt: the suite's own few-shot prompt. A zoo refuses a second context."""
+    from typer.testing import CliRunner
+
+    from loragen.cli import app
+    from loragen.errors import ZooError
+    from loragen.generators.base import load_generator
+    from loragen.suites.chat import chat_messages
+    from loragen.suites.defaults import suite_defaults
+    from loragen.zoo.collect import collect
+
+    runner, gen_dir, out = CliRunner(), tmp_path / "gen", tmp_path / "adapters"
+    r = runner.invoke(app, ["train", "--suite", "llm-tasks", "--model", str(tiny_llm_folder), "--quick", "--out", str(gen_dir),
+                            "--adapter-context", "few-shot"])
+    assert r.exit_code == 0, r.output
+    gen = load_generator(gen_dir)
+    assert gen.suite_args["adapter_context"] == "few-shot" and gen.items.suite().adapter_context == "few-shot"
+    lines = ["'5' -> 7", "'12' -> 14", "'30' -> 32", "'1' -> 3", "'8' -> 10", "'40' -> 42"]
+    args = ["generate", "Add 2 to the number.", "--generator-dir", str(gen_dir), "--out", str(out), "--n", "1"]
+    r = runner.invoke(app, args + [a for line in lines for a in ("--example", line)])
+    assert r.exit_code == 0, r.output
+    folder = out / "adapter_0"
+    shots = gen.items.suite().shots
+    assert Adapter.load(folder).meta["prompt_context"] == {"context": "few-shot", "description": "Add 2 to the number.",
+                                                            "examples": lines[:shots]}
+    messages, said = chat_messages("20", folder)
+    suite = get_suite("llm-tasks", model_path=str(tiny_llm_folder))
+    pairs = [(x.strip("'"), y) for x, y in (line.split(" -> ") for line in lines[:shots])]
+    assert messages == suite.query("add-2", "20", "few-shot", text="Add 2 to the number.", shots=pairs)
+    assert "as the adapter was trained" in said and f"{shots} examples" in said
+    # the user's own context wins; the message alone for an adapter that records none
+    assert chat_messages("20", folder, context="none")[0] == [{"role": "user", "content": "20"}]
+    assert chat_messages("20", folder, context="description")[0] == [{"role": "user", "content": "Add 2 to the number.\n\n20"}]
+    assert chat_messages("20")[0] == [{"role": "user", "content": "20"}]
+    with pytest.raises(ConfigError, match="found none"):
+        chat_messages("20", context="description")
+    r = runner.invoke(app, ["chat", "20", "--adapter", str(folder), "--max-new-tokens", "4"])
+    assert r.exit_code == 0 and "prompt context few-shot (as the adapter was trained)" in r.output, r.output
+
+    # a zoo holds one context; --adapter-context belongs to llm-tasks
+    zoo_dir, cfg = tmp_path / "zoo", FinetuneConfig(steps=2, keep_last=1, save_every=2)
+    quick = suite_defaults("llm-tasks", quick=True).suite_kwargs
+    collect(get_suite("llm-tasks", model_path=str(tiny_llm_folder), **quick), zoo_dir, ["add-2"], cfg, show=False)
+    fewshot = get_suite("llm-tasks", model_path=str(tiny_llm_folder), adapter_context="few-shot", **quick)
+    with pytest.raises(ZooError, match="prompt context 'none'; expected 'few-shot'"):
+        collect(fewshot, zoo_dir, ["add-2"], cfg, show=False)
+    r = runner.invoke(app, ["zoo", "collect", "--out", str(zoo_dir), "--suite", "digits-domains", "--adapter-context", "few-shot"])
+    assert r.exit_code == 2 and "applies to the suite llm-tasks" in r.output

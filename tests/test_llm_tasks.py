@@ -195,7 +195,7 @@ def test_prompts_use_the_chat_template(tiny):
     assert few.endswith(f"user\n{x}<|im_end|>\n<|im_start|>assistant\n")
     assert tiny.prompt_tokens("add-5", context="none") < tiny.prompt_tokens("add-5", context="description") \
            < tiny.prompt_tokens("add-5", context="few-shot")
-    with pytest.raises(ValueError, match="context must be one of"):
+    with pytest.raises(ConfigError, match="context must be one of"):
         tiny.query("add-5", x, "chat")
 
     # tokens: left-padded prompt + answer; the answer window holds the answer and the end of turn, right-aligned

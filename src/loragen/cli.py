@@ -28,6 +28,7 @@ from loragen.generators.composer.meta_generator import ATTENTIONS
 from loragen.generators.hyper.items import ITEM_ENCODERS
 from loragen.generators.pdiff.normalizer import MODES
 from loragen.suites import SUITES
+from loragen.suites.llm_tasks import CONTEXTS
 
 
 def _choices(name: str, values) -> type[Enum]:
@@ -43,6 +44,7 @@ Attention = _choices("Attention", ATTENTIONS)
 Objective = _choices("Objective", ("task", "recon"))  # HyperConfig.objective
 Encoder = _choices("Encoder", sorted(set(ENCODERS) | set(ITEM_ENCODERS)))  # pdiff's and hyper's condition encoders
 Normalization = _choices("Normalization", MODES)  # PDiffConfig.normalization
+PromptContext = _choices("PromptContext", CONTEXTS)  # llm-tasks: what an adapted model's prompt holds before the input
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Generate LoRA adapters from a condition.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Collect, import and inspect zoos of LoRA checkpoints.")
@@ -84,8 +86,25 @@ def _suite_kwargs(model: Optional[Path], targets: Optional[str]) -> dict:
     return kw
 
 
+def _suite(name: str, quick: bool, model: Optional[Path], targets: Optional[str], context: Optional[str] = None):
+    """A built-in suite: its tiny test configuration with `quick`, a user's model folder and target modules, and
+    llm-tasks' adapter context."""
+    from loragen.suites import get_suite
+    from loragen.suites.defaults import suite_defaults
+
+    kw = (suite_defaults(name, quick).suite_kwargs if quick else {}) | _suite_kwargs(model, targets)
+    if context is not None:
+        if name != "llm-tasks":
+            raise LoragenError(f"--adapter-context applies to the suite llm-tasks; found {name}")
+        kw["adapter_context"] = context
+        if context == "few-shot" and "max_tokens" in kw:  # its prompts hold the shots too: about 3x the tokens
+            kw["max_tokens"] *= 3
+    return get_suite(name, **kw)
+
+
 Model = Annotated[Optional[Path], typer.Option(help="Your own local Hugging Face model folder (text-topics; llm-tasks: a causal LM).")]
 Targets = Annotated[Optional[str], typer.Option(help="Comma-separated LoRA target modules of --model.")]
+AdapterContext = Annotated[Optional[PromptContext], typer.Option(help="llm-tasks: what an adapted model's prompt holds before the input: none (default; the adapter carries the task) | description | few-shot (description + examples; adapters that work with in-context learning).")]
 
 
 def _summary_table(results: dict) -> Table:
@@ -174,6 +193,7 @@ def zoo_collect(out: Annotated[str, typer.Option(help="Zoo folder or fsspec URL,
                 rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
                 model: Model = None,
                 targets: Targets = None,
+                adapter_context: AdapterContext = None,
                 quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False,
                 ray: Annotated[bool, typer.Option(help="Run the fine-tunes as Ray tasks (pip install 'loragen[ray]'); "
                                                        "Ray starts on this machine unless --ray-address is given.")] = False,
@@ -184,13 +204,12 @@ def zoo_collect(out: Annotated[str, typer.Option(help="Zoo folder or fsspec URL,
                 retries: Annotated[int, typer.Option(help="With --ray: reruns of a fine-tune whose worker process died.")] = 2):
     """LoRA-fine-tune each task with PEFT and keep its last N checkpoints; resumes an interrupted run."""
     from loragen.finetune import FinetuneConfig
-    from loragen.suites import get_suite
     from loragen.suites.defaults import suite_defaults
     from loragen.zoo.collect import collect
 
     suite = suite.value
     defaults = suite_defaults(suite, quick)  # a suite without adapters is refused before any work
-    s = get_suite(suite, **(defaults.suite_kwargs if quick else {}) | _suite_kwargs(model, targets))
+    s = _suite(suite, quick, model, targets, _value(adapter_context))
     groups = {"seen": s.seen_tasks(), "heldout": s.heldout_tasks(), "all": s.tasks()}
     names = [t.name for t in groups[tasks]] if tasks in groups else [n.strip() for n in tasks.split(",") if n.strip()]
     given = {"rank": rank, "steps": steps, "keep_last": keep_last, "save_every": save_every}
@@ -264,6 +283,7 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
           diffusion_steps: Annotated[Optional[int], typer.Option(help="pdiff: denoiser steps (default: PDiffConfig's).")] = None,
           model: Model = None,
           targets: Targets = None,
+          adapter_context: Annotated[Optional[PromptContext], typer.Option(help="llm-tasks: what an adapted model's prompt holds before the input: none | description | few-shot (default: the zoo's, else none); `loragen chat` sends it.")] = None,
           quick: Annotated[bool, typer.Option(help="The suite's tiny test configuration (seconds; the numbers mean nothing).")] = False,
           overwrite: Annotated[bool, typer.Option(help="Replace a finished generator in OUT.")] = False):
     """Fit a generator: hyper (on a suite's tasks, or a zoo) or pdiff (on a zoo)."""
@@ -271,7 +291,8 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
     from loragen.suites.defaults import SuiteDefaults, suite_defaults
     from loragen.zoo.store import Zoo
 
-    arch, objective, suite, normalization, encoder = map(_value, (arch, objective, suite, normalization, encoder))
+    arch, objective, suite, normalization, encoder, context = map(_value, (arch, objective, suite, normalization, encoder,
+                                                                         adapter_context))
     if out is None:
         if suite is None:
             raise LoragenError("expected --out, or --suite to train the suite's default generator; found neither")
@@ -298,9 +319,11 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
                           | {k: v for k, v in given.items() if v is not None})
         s = None
         if suite_name is not None:  # the suite's full task set: it holds the demo's tasks and a collected zoo's
-            from loragen.suites import get_suite
-
-            s = get_suite(suite_name, **(defaults.suite_kwargs if quick else {}) | _suite_kwargs(model, targets))
+            recorded = z.info.get("adapter_context") if z is not None else None
+            if context and recorded and context != recorded:
+                raise LoragenError(f"--zoo {zoo} holds adapters trained in the prompt context {recorded!r}; found "
+                                   f"--adapter-context {context}")
+            s = _suite(suite_name, quick, model, targets, context or recorded)
         gen = HyperGenerator.fit(cfg, suite=s, zoo=z, out=out)
         f = gen.fit_summary
         warm = f" after {cfg.recon_warm_steps} recon steps" if cfg.recon_warm_steps else ""
@@ -308,6 +331,9 @@ def train(out: Annotated[Optional[Path], typer.Option(help="Generator folder (an
         return
     from loragen.generators.pdiff import PDiffConfig, PDiffGenerator
 
+    if context:
+        raise LoragenError("--adapter-context sets the prompt the hyper generator trains its adapters with; pdiff "
+                           "learns from the zoo's adapters, whatever context they were trained in")
     pdefaults = PDiffConfig(**defaults.pdiff) if z.info.get("suite") else PDiffConfig(encoder="text" if text else "image-set")
     given = {"normalization": normalization, "encoder": encoder, "ae_steps": ae_steps, "diffusion_steps": diffusion_steps}
     cfg = replace(pdefaults, **{k: v for k, v in given.items() if v is not None})
@@ -407,12 +433,18 @@ def default_generator_dir(suite: str) -> Path:
 def chat(prompt: Annotated[str, typer.Argument(help="The user's message.")],
          adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter folder (e.g. from `loragen generate`); none: the base model alone.")] = None,
          model: Annotated[Optional[Path], typer.Option(help="Base causal-LM folder (default: the adapter's base_model_name_or_path, or the packaged SmolLM2).")] = None,
-         max_new_tokens: Annotated[int, typer.Option(help="Most tokens of the reply.")] = 64):
+         max_new_tokens: Annotated[int, typer.Option(help="Most tokens of the reply.")] = 64,
+         context: Annotated[Optional[PromptContext], typer.Option(help="What the prompt holds before the message: none | description | few-shot (default: what the adapter records, from a generator trained with --adapter-context; else none).")] = None,
+         description: Annotated[Optional[str], typer.Option(help="The task's description for the description / few-shot contexts (default: the adapter's).")] = None,
+         example: Annotated[Optional[list[str]], typer.Option(help="A few-shot example line '<input>' -> <answer> (repeatable; default: the adapter's).")] = None):
     """Stream the (adapted) model's greedy reply to a chat message."""
-    from loragen.suites.chat import load_chat_model, stream_reply
+    from loragen.suites.chat import chat_messages, load_chat_model, stream_reply
 
+    messages, said = chat_messages(prompt, adapter, _value(context), description, list(example or []))
     lm, tokenizer = load_chat_model(adapter, model)
-    stream_reply(lm, tokenizer, prompt, max_new_tokens, sys.stdout)
+    if _value(context) or len(messages) > 1 or messages[0]["content"] != prompt:
+        Console(stderr=True).print(said)
+    stream_reply(lm, tokenizer, messages, max_new_tokens, sys.stdout)
 
 
 def _digits_gen(quick: bool, config: Optional[dict] = None):

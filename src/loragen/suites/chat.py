@@ -4,6 +4,11 @@ The base model is the adapter's own (`base_model_name_or_path` in its adapter_co
 `--model` (a local folder, or 'smollm2': the packaged model, converted once into the cache). The adapter is loaded
 with PEFT's `PeftModel.from_pretrained`, exactly as a user's own code would; the reply is greedy and ends at the chat
 template's end of turn. Streaming uses transformers' TextStreamer, writing to a given stream instead of printing.
+
+The message is sent in a prompt context (llm_tasks.context_messages): the one the adapter was trained to work with,
+which a hyper generator of a suite with an adapter context records in each adapter (`prompt_context`: the context, the
+condition's description and, for few-shot, its first example lines), or one the user gives; by default the message
+alone.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, TextStreamer  # only `loragen chat` imports this module
 
+from loragen.adapters.adapter import WEIGHTS_FILE
+from loragen.conditions import Condition
 from loragen.errors import ConfigError
 from loragen.suites.causal_lm import load_model, load_tokenizer, model_folder
 from loragen.suites.completion import end_of_turn, pad_id, prompt_text
+from loragen.suites.llm_tasks import CONTEXTS, context_messages
 
 
 def adapter_base(adapter: Path) -> str:
@@ -33,6 +41,39 @@ def adapter_base(adapter: Path) -> str:
     if not info.get("base_model_name_or_path"):
         raise ConfigError(f"{config} names no base model (base_model_name_or_path); pass --model")
     return info["base_model_name_or_path"]
+
+
+def recorded_context(adapter: Path) -> dict:
+    """The prompt context a generated adapter records ({"context", "description", "examples"}); {} when it records
+    none (a fine-tuned or imported adapter, or one trained on the input alone)."""
+    from safetensors import safe_open
+
+    header = {}
+    if (Path(adapter) / WEIGHTS_FILE).is_file():
+        with safe_open(str(Path(adapter) / WEIGHTS_FILE), "pt") as f:
+            header = f.metadata() or {}
+    if "loragen" not in header:
+        return {}
+    return json.loads(header["loragen"])["meta"].get("prompt_context") or {}
+
+
+def chat_messages(message: str, adapter: Path | None = None, context: str | None = None, description: str | None = None,
+                  examples: list[str] | None = None) -> tuple[list[dict], str]:
+    """(messages, what they hold): `message` in a prompt context: `context` (else the adapter's recorded one, else
+    none) with `description` and example lines `'<input>' -> <answer>` (each else the adapter's recorded ones)."""
+    recorded = recorded_context(adapter) if adapter is not None else {}
+    context = context or recorded.get("context") or "none"
+    if context not in CONTEXTS:
+        raise ConfigError(f"the prompt context must be one of {CONTEXTS}; found {context!r}")
+    description = description or recorded.get("description")
+    lines = examples or recorded.get("examples") or []
+    shots = Condition(task="chat", examples=list(lines)).labelled_examples() if context == "few-shot" else []
+    if context != "none" and not description:
+        raise ConfigError(f"the {context} prompt context starts with the task's description; found none (pass --description)")
+    said = {"none": "the message alone", "description": "the description, then the message",
+            "few-shot": f"the description and {len(shots)} examples, then the message"}[context]
+    source = " (as the adapter was trained)" if recorded and context == recorded.get("context") else ""
+    return context_messages(context, message, description, shots), f"prompt context {context}{source}: {said}"
 
 
 def load_chat_model(adapter: Path | None = None, model: str | Path | None = None) -> tuple[nn.Module, object]:
@@ -62,14 +103,15 @@ class StreamWriter(TextStreamer):
 
 
 @torch.no_grad()
-def stream_reply(lm: nn.Module, tokenizer, prompt: str, max_new_tokens: int, stream: TextIO) -> str:
-    """Write the greedy reply to `prompt` (one user message) to `stream` as it is generated; returns it whole (cut at
-    the end of turn, stripped)."""
+def stream_reply(lm: nn.Module, tokenizer, messages: str | list[dict], max_new_tokens: int, stream: TextIO) -> str:
+    """Write the greedy reply to `messages` (a conversation, or one user message) to `stream` as it is generated;
+    returns it whole (cut at the end of turn, stripped)."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be >= 1; found {max_new_tokens}")
     end = end_of_turn(tokenizer)
-    ids = tokenizer(prompt_text(tokenizer, [{"role": "user", "content": prompt}]), add_special_tokens=False,
-                    return_tensors="pt")["input_ids"]
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False, return_tensors="pt")["input_ids"]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id(tokenizer),
                               eos_token_id=tokenizer(end, add_special_tokens=False)["input_ids"][0])
     out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config,

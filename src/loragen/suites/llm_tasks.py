@@ -66,6 +66,22 @@ MIN_EXAMPLES = 8  # fewest examples a split of a task may have
 SAMPLE_QUESTION = "What is the capital of France?"  # what `loragen base` asks the model
 
 
+def context_messages(context: Context, x: str, text: str | None = None,
+                     shots: list[tuple[str, str]] | None = None) -> list[dict]:
+    """The chat messages of input `x` in a context (module docstring): `text` is the description (description and
+    few-shot), `shots` the few-shot examples (input, answer). What the suite's prompts and `loragen chat` send."""
+    if context == "none":
+        return [{"role": "user", "content": x}]
+    if context not in CONTEXTS:
+        raise ConfigError(f"context must be one of {CONTEXTS}; found {context!r}")
+    if not text:
+        raise ConfigError(f"the {context} context starts with the task's description; found none")
+    msgs = []
+    for sx, sy in (shots or []) if context == "few-shot" else []:
+        msgs += [{"role": "user", "content": sx if msgs else f"{text}\n\n{sx}"}, {"role": "assistant", "content": sy}]
+    return msgs + [{"role": "user", "content": x if msgs else f"{text}\n\n{x}"}]
+
+
 class LlmTasks(Suite):
     name = "llm-tasks"
     metric = "exact match"
@@ -148,21 +164,12 @@ class LlmTasks(Suite):
         None: the adapter's). The description is `text`, or the task's paraphrase `variant` of the `wording` ones; a
         few-shot prompt's examples are `shots`, or the task's draw `variant` of its training examples."""
         context = context or self.adapter_context
-        if context == "none":
-            return [{"role": "user", "content": x}]
-        if text is None:
+        if context != "none" and text is None:
             texts = self.descriptions(task, wording)
             text = texts[variant % len(texts)]
-        if context == "description":
-            return [{"role": "user", "content": f"{text}\n\n{x}"}]
-        if context == "few-shot":
-            msgs, first = [], True
-            for sx, sy in self.few_shots(task, variant, x) if shots is None else shots:
-                msgs += [{"role": "user", "content": f"{text}\n\n{sx}" if first else sx},
-                         {"role": "assistant", "content": sy}]
-                first = False
-            return msgs + [{"role": "user", "content": x if msgs else f"{text}\n\n{x}"}]
-        raise ValueError(f"context must be one of {CONTEXTS}; found {context!r}")
+        if context == "few-shot" and shots is None:
+            shots = self.few_shots(task, variant, x)
+        return context_messages(context, x, text, shots)
 
     def _lines(self, pairs: list[tuple[str, str]]) -> list[str]:
         return [f"{x!r} -> {y}" for x, y in pairs]

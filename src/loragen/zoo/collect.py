@@ -39,7 +39,13 @@ def collect(suite: Suite, out: str | Path, tasks: list[str], cfg: FinetuneConfig
         suite.task(t)  # unknown names fail before any work
     info = {"suite": suite.name, "finetune": vars(cfg), "k_exemplars": getattr(suite, "k_exemplars", None),
             "peft": suite.peft_info()}
+    context = getattr(suite, "adapter_context", "none")  # llm-tasks: what the adapters see before an input
+    if context != "none":
+        info["adapter_context"] = context
     zoo = Zoo.create(out, layout, info)
+    if zoo.info.get("adapter_context", "none") != context:
+        raise ZooError(f"{out} holds adapters trained in the prompt context {zoo.info.get('adapter_context', 'none')!r}; "
+                       f"expected {context!r}. Resume with the same context, or use another folder")
     if zoo.info.get("finetune") != info["finetune"] or zoo.info.get("suite") != suite.name:
         raise ZooError(f"{out} was collected from suite {zoo.info.get('suite')!r} with fine-tuning config "
                        f"{zoo.info.get('finetune')}; expected suite {suite.name!r} with {info['finetune']}. "

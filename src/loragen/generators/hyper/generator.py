@@ -105,9 +105,11 @@ class HyperGenerator:
         given a name, it builds the suite on first use)."""
         self.config, self.layout, self.tasks = config, layout, list(tasks)
         self.suite = suite if suite is None or isinstance(suite, str) else suite.name
-        # what rebuilding the suite by name needs to find the same base model (a user's own model folder)
-        model_path = getattr(suite, "model_path", None)
-        self.suite_args = dict(suite_args or {}) | ({"model_path": str(model_path)} if model_path is not None else {})
+        # what rebuilding the suite by name needs: the same base model (a user's own model folder) and, for a suite
+        # whose adapters work with a prompt context (llm-tasks), that context and its number of shots
+        model_path, context = getattr(suite, "model_path", None), getattr(suite, "adapter_context", "none")
+        self.suite_args = (dict(suite_args or {}) | ({"model_path": str(model_path)} if model_path is not None else {})
+                           | ({"adapter_context": context, "shots": suite.shots} if context != "none" else {}))
         self.peft = peft or {}
         head = _head_module(layout) if config.encoder == "examples" else None
         self.items = ConditionItems(config.encoder, suite, head, self.suite_args, config.condition_precision)
@@ -178,6 +180,10 @@ class HyperGenerator:
     def generate(self, condition: Condition, n: int = 1, seed: int = 0) -> list[Adapter]:
         """N adapters for a condition, seen or unseen."""
         meta = {"task": condition.task, "generator": self.name, "seed": seed} | ({"peft": self.peft} if self.peft else {})
+        context = self.suite_args.get("adapter_context", "none")
+        if context != "none":  # what the adapted model's prompt holds before an input (`loragen chat` sends it)
+            shots = (condition.examples or [])[: self.suite_args["shots"]] if context == "few-shot" else []
+            meta["prompt_context"] = {"context": context, "description": condition.text, "examples": list(shots)}
         tensors = self._tensors(condition, n, seed)
         return [Adapter(self.layout, {k: v[i].clone() for k, v in tensors.items()}, dict(meta, sample=i)) for i in range(n)]
 
