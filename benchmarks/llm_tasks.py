@@ -122,6 +122,10 @@ def markdown(r: dict) -> str:
     ratio = "–" if g["ratio_of_means"] is None else f"{100 * g['ratio_of_means']:.0f}%"
     lines += ["", f"- Zero-shot → fine-tuned gap recovered by generated on held-out tasks: {ratio} (ratio of means); "
               f"per-task mean {f(g['per_task_mean'])} over the {g['tasks_in_per_task']} tasks where fine-tuning gains ≥ {g['min_gap']}.",
+              "- The same ratio for every method: " + ", ".join(
+                  f"{m} {100 * v:.0f}%" for m, v in g["by_method"].items() if v is not None and m not in ("zero_shot", "finetune"))
+              + (". Adapted models see few-shot's prompt here, so few-shot prompting alone is the baseline to read it against."
+                 if r.get("adapter_context") == "few-shot" else "."),
               f"- Held-out tasks where generated is more than 1 point below zero-shot: {len(r['worse_than_zero_shot'])} "
               f"{r['worse_than_zero_shot'] or ''}.",
               f"- Cost: fine-tuning one task {c['finetune_s']:.1f} s (zoo mean, prefix states included); a generated adapter cold "

@@ -115,6 +115,9 @@ def test_summary_means_pairs_and_gap():
     assert s["right_vs_random_description"]["mean"] == pytest.approx(0.125)
     assert s["gap_recovered"]["ratio_of_means"] == pytest.approx(0.25 / 0.75)
     assert s["gap_recovered"]["per_task_mean"] == pytest.approx(0.25)
+    by = s["gap_recovered"]["by_method"]
+    assert by["generated"] == s["gap_recovered"]["ratio_of_means"] and by["few_shot"] == pytest.approx(0.375 / 0.75)
+    assert by["zero_shot"] == 0 and by["finetune"] == 1
     assert s["seen_generated_minus_finetune"]["mean"] == pytest.approx(-0.25)
     assert s["recon_vs_generated"]["mean"] == pytest.approx(-0.25) and s["recon_vs_generated"]["tasks"] == 2
     assert s["seen_recon_minus_finetune"]["mean"] == pytest.approx(-0.5)
