@@ -100,7 +100,9 @@ def markdown(r: dict) -> str:
              f"Command: `{r['command']}` ({r['wall_s'] / 60:.0f} minutes on {r['threads']} thread(s)).", "",
              f"Adapted models see {CONTEXT_PROSE[r.get('adapter_context', 'none')]}. "
              f"{r['folds']}-fold over {r['tasks']} tasks of families {', '.join(r['families'])}; every inside or categorical task "
-             "is held out once, outside (extrapolation) tasks are never trained on. Exact match of the greedy completion on "
+             "is held out once, outside (extrapolation) tasks are never trained on. "
+             + (f"**Partial: folds 0–{r['folds_run'] - 1} of {r['folds']} only (`--max-folds`): {sum(x['group'] == 'unseen' for x in r['rows'])} "
+                f"of the {r['tasks']} tasks scored as held-out.** " if r.get("folds_run", r["folds"]) < r["folds"] else "") + "Exact match of the greedy completion on "
              f"each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
              "training tasks scored per fold (same tasks for every method).", "",
              "| method | held-out [95% CI] | seen | interpolation | extrapolation |", "|---|---|---|---|---|"]
@@ -150,6 +152,8 @@ def main() -> None:
                     help="token budget of a prompt + answer (default: the suite's, 96 or 224 with --adapter-context few-shot)")
     ap.add_argument("--adapter-context", default="none", choices=CONTEXTS,
                     help="what an adapted model's prompt holds before the input (LlmTasks.adapter_context)")
+    ap.add_argument("--max-folds", type=int, default=None,
+                    help="run and summarise only the first N of the k folds (a partial study, marked so in results.md)")
     args = ap.parse_args()
     import torch
 
@@ -158,14 +162,14 @@ def main() -> None:
                       adapter_context=args.adapter_context, **suite_kwargs)
     t0 = time.perf_counter()
     study = PromptingStudy(suite, args.out, cfg)
-    res = study.run()
+    res = study.run(args.max_folds)
     rows = res["rows"]
     unseen = [r["task"] for r in rows if r["group"] == "unseen"]
     first = res["runs"][0]
     zoo = res["zoo"]
     fits = [f["hyper_fit_s"] for f in res["folds"] if f["hyper_fit_s"] is not None]
     r = {"suite": "llm-tasks", "model": str(args.model), "command": "python " + " ".join(sys.argv), "tasks": len(suite.tasks()),
-         "folds": cfg.folds, "adapter_context": args.adapter_context, "families": list(suite_kwargs["families"]), "threads": torch.get_num_threads(),
+         "folds": cfg.folds, "folds_run": len(res["folds"]), "adapter_context": args.adapter_context, "families": list(suite_kwargs["families"]), "threads": torch.get_num_threads(),
          "test_queries": len(suite.examples(unseen[0], "test")[: cfg.test_limit]),
          "seen_rows": cfg.seen_per_fold, **summarize(rows, cfg.min_gap)}
     r["cost"] = {"finetune_s": statistics.mean(e["finetune_s"] for e in zoo.entries),

@@ -97,6 +97,8 @@ def test_a_study_folder_keeps_one_adapter_context(tiny_llm_folder, tmp_path):
     described = get_suite("llm-tasks", **kw, adapter_context="description")
     with pytest.raises(LoragenError, match="adapted models saw 'none'.*adapter_context is 'description'"):
         PromptingStudy(described, tmp_path / "a", PromptingStudyConfig(folds=2))._check_context()
+    with pytest.raises(LoragenError, match="max_folds must be in 1..2; found 3"):
+        PromptingStudy(described, tmp_path / "c", PromptingStudyConfig(folds=2)).run(max_folds=3)
     (tmp_path / "b" / "zoo").mkdir(parents=True)  # a study from before the marker: the input alone
     with pytest.raises(LoragenError, match="from before adapter contexts"):
         PromptingStudy(described, tmp_path / "b", PromptingStudyConfig(folds=2))._check_context()
@@ -153,6 +155,9 @@ def test_llm_benchmark_quick_on_a_local_model(tiny_llm_folder, tmp_path):
     assert (out / "plots" / "methods.png").stat().st_size > 1000
     assert "| generated |" in (out / "results.md").read_text()
     rows_before = (out / "fold0" / "rows.json").stat().st_mtime
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    r = subprocess.run(cmd + ["--max-folds", "1"], capture_output=True, text=True, timeout=900)  # a partial summary
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "fold0" / "rows.json").stat().st_mtime == rows_before  # resumed, not recomputed
+    part = json.loads((out / "results.json").read_text())
+    assert part["folds_run"] == 1 and {row["fold"] for row in part["rows"]} == {0}
+    assert "Partial: folds 0–0 of 2" in (out / "results.md").read_text()

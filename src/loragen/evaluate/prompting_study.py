@@ -36,7 +36,7 @@ from loragen import atomic
 from loragen.adapters.adapter import Adapter
 from loragen.adapters.apply import merged
 from loragen.conditions import Condition
-from loragen.errors import LoragenError
+from loragen.errors import ConfigError, LoragenError
 from loragen.evaluate.stats import bootstrap_ci
 from loragen.evaluate.unseen import load_or_fit, load_or_fit_recon, load_or_train_multitask
 from loragen.finetune import FinetuneConfig
@@ -151,7 +151,11 @@ class PromptingStudy:
                 bar.update(job, advance=1)
         return done["tasks"]
 
-    def run(self) -> dict:
+    def run(self, max_folds: int | None = None) -> dict:
+        """The zoo and references over every fold's tasks, then the first `max_folds` folds (None: all k; fewer: a
+        partial study, for a run cut short: the next run resumes it)."""
+        if max_folds is not None and not 1 <= max_folds <= len(self.folds):
+            raise ConfigError(f"max_folds must be in 1..{len(self.folds)}; found {max_folds}")
         t0 = time.perf_counter()
         self._check_context()
         every = sorted({t for f in self.folds for t in f.train + f.test})
@@ -159,8 +163,9 @@ class PromptingStudy:
         refs = self.references(zoo, every)
         rows, fits, runs = [], [], []
         with progress_bar(self.show) as bar:
-            job = bar.add_task("folds", total=len(self.folds))
-            for fold in self.folds:
+            folds = self.folds[:max_folds]
+            job = bar.add_task("folds", total=len(folds))
+            for fold in folds:
                 run = PromptingFold(self, zoo, fold)
                 rows += run.rows(refs)
                 fits.append({"fold": fold.index, "hyper_fit_s": (run.hyper.fit_summary or {}).get("fit_s"),
