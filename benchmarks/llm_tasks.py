@@ -73,7 +73,8 @@ def plots(out: Path, r: dict) -> None:
     ax.bar([x + 0.2 for x in xs], [r["methods"][m]["seen"] or 0 for m in methods], 0.4, label="seen tasks")
     ax.set_xticks(list(xs), methods, rotation=30, ha="right")
     ax.set_ylabel("exact match")
-    ax.set_title(f"llm-tasks, {r['folds']}-fold over {r['tasks']} tasks ({r['model']})")
+    part = f", folds 0–{r['folds_run'] - 1} only" if r["folds_run"] < r["folds"] else ""
+    ax.set_title(f"llm-tasks, {r['folds']}-fold over {r['tasks']} tasks{part} ({r['model']}, {r['adapter_context']} context)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "plots" / "methods.png", dpi=110)
