@@ -442,7 +442,7 @@ def chat(prompt: Annotated[str, typer.Argument(help="The user's message.")],
 
     messages, said = chat_messages(prompt, adapter, _value(context), description, list(example or []))
     lm, tokenizer = load_chat_model(adapter, model)
-    if _value(context) or len(messages) > 1 or messages[0]["content"] != prompt:
+    if said:
         Console(stderr=True).print(said)
     stream_reply(lm, tokenizer, messages, max_new_tokens, sys.stdout)
 

@@ -59,8 +59,9 @@ def recorded_context(adapter: Path) -> dict:
 
 def chat_messages(message: str, adapter: Path | None = None, context: str | None = None, description: str | None = None,
                   examples: list[str] | None = None) -> tuple[list[dict], str]:
-    """(messages, what they hold): `message` in a prompt context: `context` (else the adapter's recorded one, else
-    none) with `description` and example lines `'<input>' -> <answer>` (each else the adapter's recorded ones)."""
+    """(messages, what they hold: '' for the message alone): `message` in a prompt context: `context` (else the
+    adapter's recorded one, else none) with `description` and example lines `'<input>' -> <answer>` (each else the
+    adapter's recorded ones)."""
     recorded = recorded_context(adapter) if adapter is not None else {}
     context = context or recorded.get("context") or "none"
     if context not in CONTEXTS:
@@ -70,10 +71,12 @@ def chat_messages(message: str, adapter: Path | None = None, context: str | None
     shots = Condition(task="chat", examples=list(lines)).labelled_examples() if context == "few-shot" else []
     if context != "none" and not description:
         raise ConfigError(f"the {context} prompt context starts with the task's description; found none (pass --description)")
-    said = {"none": "the message alone", "description": "the description, then the message",
-            "few-shot": f"the description and {len(shots)} examples, then the message"}[context]
-    source = " (as the adapter was trained)" if recorded and context == recorded.get("context") else ""
-    return context_messages(context, message, description, shots), f"prompt context {context}{source}: {said}"
+    messages = context_messages(context, message, description, shots)
+    if context == "none":
+        return messages, ""
+    held = "the description" + (f" and {len(shots)} examples" if context == "few-shot" else "")
+    source = " (as the adapter was trained)" if context == recorded.get("context") else ""
+    return messages, f"prompt context {context}{source}: {held}, then the message"
 
 
 def load_chat_model(adapter: Path | None = None, model: str | Path | None = None) -> tuple[nn.Module, object]:
