@@ -56,6 +56,12 @@ def config(quick: bool) -> tuple[PromptingStudyConfig, dict]:
     return cfg, {"families": FAMILIES, "n_train": 48, "n_val": 16, "n_test": 24}
 
 
+def _folds_run(r: dict) -> str:
+    """'fold 0' / 'folds 0–1' for a partial study (`--max-folds`), '' for a whole one."""
+    n = r.get("folds_run", r["folds"])
+    return "" if n == r["folds"] else "fold 0" if n == 1 else f"folds 0–{n - 1}"
+
+
 def plots(out: Path, r: dict) -> None:
     import matplotlib
 
@@ -73,7 +79,7 @@ def plots(out: Path, r: dict) -> None:
     ax.bar([x + 0.2 for x in xs], [r["methods"][m]["seen"] or 0 for m in methods], 0.4, label="seen tasks")
     ax.set_xticks(list(xs), methods, rotation=30, ha="right")
     ax.set_ylabel("exact match")
-    part = f", folds 0–{r['folds_run'] - 1} only" if r["folds_run"] < r["folds"] else ""
+    part = f", {_folds_run(r)} only" if _folds_run(r) else ""
     ax.set_title(f"llm-tasks, {r['folds']}-fold over {r['tasks']} tasks{part} ({r['model']}, {r['adapter_context']} context)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -102,8 +108,8 @@ def markdown(r: dict) -> str:
              f"Adapted models see {CONTEXT_PROSE[r.get('adapter_context', 'none')]}. "
              f"{r['folds']}-fold over {r['tasks']} tasks of families {', '.join(r['families'])}; every inside or categorical task "
              "is held out once, outside (extrapolation) tasks are never trained on. "
-             + (f"**Partial: folds 0–{r['folds_run'] - 1} of {r['folds']} only (`--max-folds`): {sum(x['group'] == 'unseen' for x in r['rows'])} "
-                f"of the {r['tasks']} tasks scored as held-out.** " if r.get("folds_run", r["folds"]) < r["folds"] else "") + "Exact match of the greedy completion on "
+             + (f"**Partial: {_folds_run(r)} of {r['folds']} only (`--max-folds`): {sum(x['group'] == 'unseen' for x in r['rows'])} "
+                f"of the {r['tasks']} tasks scored as held-out.** " if _folds_run(r) else "") + "Exact match of the greedy completion on "
              f"each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
              "training tasks scored per fold (same tasks for every method).", "",
              "| method | held-out [95% CI] | seen | interpolation | extrapolation |", "|---|---|---|---|---|"]

@@ -160,4 +160,4 @@ def test_llm_benchmark_quick_on_a_local_model(tiny_llm_folder, tmp_path):
     assert (out / "fold0" / "rows.json").stat().st_mtime == rows_before  # resumed, not recomputed
     part = json.loads((out / "results.json").read_text())
     assert part["folds_run"] == 1 and {row["fold"] for row in part["rows"]} == {0}
-    assert "Partial: folds 0–0 of 2" in (out / "results.md").read_text()
+    assert "Partial: fold 0 of 2 only" in (out / "results.md").read_text()
