@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import GenerationConfig, TextStreamer  # only `loragen chat` imports this module
 
-from loragen.adapters.adapter import WEIGHTS_FILE
+from loragen.adapters.adapter import Adapter
 from loragen.conditions import Condition
 from loragen.errors import ConfigError
 from loragen.suites.causal_lm import load_model, load_tokenizer, model_folder
@@ -46,15 +46,8 @@ def adapter_base(adapter: Path) -> str:
 def recorded_context(adapter: Path) -> dict:
     """The prompt context a generated adapter records ({"context", "description", "examples"}); {} when it records
     none (a fine-tuned or imported adapter, or one trained on the input alone)."""
-    from safetensors import safe_open
-
-    header = {}
-    if (Path(adapter) / WEIGHTS_FILE).is_file():
-        with safe_open(str(Path(adapter) / WEIGHTS_FILE), "pt") as f:
-            header = f.metadata() or {}
-    if "loragen" not in header:
-        return {}
-    return json.loads(header["loragen"])["meta"].get("prompt_context") or {}
+    adapter_base(adapter)  # a CAUSAL_LM adapter folder: the clear error before Adapter.load's
+    return Adapter.load(adapter).meta.get("prompt_context") or {}
 
 
 def chat_messages(message: str, adapter: Path | None = None, context: str | None = None, description: str | None = None,
