@@ -79,7 +79,8 @@ def plots(out: Path, r: dict) -> None:
     ax.bar([x + 0.2 for x in xs], [r["methods"][m]["seen"] or 0 for m in methods], 0.4, label="seen tasks")
     ax.set_xticks(list(xs), methods, rotation=30, ha="right")
     ax.set_ylabel("exact match")
-    part = f", {_folds_run(r)} only" if _folds_run(r) else ""
+    run = _folds_run(r)
+    part = f", {run} only" if run else ""
     ax.set_title(f"llm-tasks, {r['folds']}-fold over {r['tasks']} tasks{part} ({r['model']}, {r['adapter_context']} context)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -103,14 +104,15 @@ def markdown(r: dict) -> str:
     f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     pts = lambda p: f"{100 * p['mean']:+.1f} [{100 * p['ci'][0]:+.1f}, {100 * p['ci'][1]:+.1f}] points over {p['tasks']} tasks"  # noqa: E731
     c, g = r["cost"], r["gap_recovered"]
+    run = _folds_run(r)
+    partial = (f"**Partial: {run} of {r['folds']} only (`--max-folds`): {sum(x['group'] == 'unseen' for x in r['rows'])} "
+               f"of the {r['tasks']} tasks scored as held-out.** ") if run else ""
     lines = [f"# llm-tasks: generated adapters against prompting ({r['model']})", "",
              f"Command: `{r['command']}` ({r['wall_s'] / 60:.0f} minutes on {r['threads']} thread(s)).", "",
              f"Adapted models see {CONTEXT_PROSE[r.get('adapter_context', 'none')]}. "
              f"{r['folds']}-fold over {r['tasks']} tasks of families {', '.join(r['families'])}; every inside or categorical task "
-             "is held out once, outside (extrapolation) tasks are never trained on. "
-             + (f"**Partial: {_folds_run(r)} of {r['folds']} only (`--max-folds`): {sum(x['group'] == 'unseen' for x in r['rows'])} "
-                f"of the {r['tasks']} tasks scored as held-out.** " if _folds_run(r) else "") + "Exact match of the greedy completion on "
-             f"each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
+             f"is held out once, outside (extrapolation) tasks are never trained on. {partial}Exact match of the greedy "
+             f"completion on each task's {r['test_queries']} test queries; CI: 95% bootstrap over held-out tasks. Seen: {r['seen_rows']} "
              "training tasks scored per fold (same tasks for every method).", "",
              "| method | held-out [95% CI] | seen | interpolation | extrapolation |", "|---|---|---|---|---|"]
     for m, s in r["methods"].items():
